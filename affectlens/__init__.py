@@ -1,0 +1,55 @@
+"""AffectLens: multimodal affective perception that runs offline on a laptop CPU.
+
+``from affectlens import Analyzer`` is the entry point; result types live in ``affectlens.types``.
+Heavy modules load on first use, so ``import affectlens`` stays fast and never touches weights.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from affectlens.errors import AffectLensError, MediaError, RegistryError, WeightsError
+from affectlens.labels import CANONICAL_EMOTIONS, canonical_label
+from affectlens.registry import (
+    create_face_detector,
+    create_face_expression,
+    create_face_landmarker,
+    list_models,
+)
+from affectlens.types import AnalysisResult, ExpressionPrediction, FaceObservation, FaceQuality, FrameResult
+
+if TYPE_CHECKING:
+    from affectlens.analyzer import Analyzer, build_face_pipeline
+
+__all__ = [
+    "CANONICAL_EMOTIONS",
+    "AffectLensError",
+    "AnalysisResult",
+    "Analyzer",
+    "ExpressionPrediction",
+    "FaceObservation",
+    "FaceQuality",
+    "FrameResult",
+    "MediaError",
+    "RegistryError",
+    "WeightsError",
+    "__version__",
+    "build_face_pipeline",
+    "canonical_label",
+    "create_face_detector",
+    "create_face_expression",
+    "create_face_landmarker",
+    "list_models",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The analyzer imports perception, which imports these shared types: load it lazily to keep
+    # the dependency direction one way (types <- perception <- API).
+    if name in ("Analyzer", "build_face_pipeline"):
+        from affectlens import analyzer
+
+        return getattr(analyzer, name)
+    raise AttributeError(f"module 'affectlens' has no attribute {name!r}")

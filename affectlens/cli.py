@@ -1,0 +1,287 @@
+"""The ``affectlens`` command line: analyze, eval, weights, models, quickstart, demo. It prints; the library logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from affectlens import __version__
+from affectlens.errors import AffectLensError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _summary_line(result: object) -> str:
+    from affectlens.types import AnalysisResult
+
+    assert isinstance(result, AnalysisResult)
+    what = f"{result.kind} {result.width}x{result.height}"
+    if result.kind == "video":
+        what += f", {len(result.frames)} frames analysed"
+    mean = result.mean_expression()
+    overall = "no face"
+    if mean:
+        top = sorted(mean.items(), key=lambda kv: -kv[1])[:3]
+        overall = ", ".join(f"{k} {v:.0%}" for k, v in top)
+    return f"{result.source}: {what}, {result.num_faces} face(s); expression: {overall}"
+
+
+def _print_result(result: object, max_lines: int = 12) -> None:
+    from affectlens.types import AnalysisResult
+
+    assert isinstance(result, AnalysisResult)
+    print(_summary_line(result))
+    lines = 0
+    for frame in result.frames:
+        for face in frame.faces:
+            if lines == max_lines:
+                print(f"  … {result.num_faces - lines} more (use --json or -o for everything)")
+                return
+            stamp = f"t={frame.time:6.2f}s " if result.kind == "video" else ""
+            x1, y1, x2, y2 = (round(v) for v in face.box)
+            print(
+                f"  {stamp}face #{face.index} box=({x1},{y1},{x2},{y2}) {face.expression.label} "
+                f"{face.expression.confidence:.0%} quality={face.quality.score:.2f}"
+            )
+            lines += 1
+    for warning in result.warnings:
+        print(f"  note: {warning}")
+
+
+def _write_outputs(result: object, out_dir: Path, annotated: object | None = None) -> list[Path]:
+    """Write ``<stem>.json`` and ``<stem>.faces.csv`` (and an annotated image when given)."""
+    import cv2
+
+    from affectlens.types import AnalysisResult
+
+    assert isinstance(result, AnalysisResult)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(result.source).stem if result.source != "<array>" else "array"
+    written = []
+    json_path = out_dir / f"{stem}.json"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(result.to_json(include_landmarks=True))
+    os.replace(tmp, json_path)
+    written.append(json_path)
+    csv_path = out_dir / f"{stem}.faces.csv"
+    result.to_dataframe().to_csv(csv_path, index=False)
+    written.append(csv_path)
+    if annotated is not None:
+        png = out_dir / f"{stem}.annotated.png"
+        cv2.imwrite(str(png), cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))  # type: ignore[call-overload]
+        written.append(png)
+    return written
+
+
+def _analyze_one(analyzer: object, path: str, args: argparse.Namespace) -> tuple[object, list[Path]]:
+    from affectlens.analyzer import Analyzer
+    from affectlens.visualize import VideoWriter, draw_faces
+    from perception.media import load_image, probe
+
+    assert isinstance(analyzer, Analyzer)
+    out_dir = Path(args.output) if args.output else None
+    kind, info = probe(path, analyzer.limits)
+    if kind == "image":
+        result = analyzer.analyze_image(path)
+        annotated = draw_faces(load_image(path), result.faces) if out_dir else None
+        return result, (_write_outputs(result, out_dir, annotated) if out_dir else [])
+    if out_dir is None:
+        return analyzer.analyze_video(path, fps=args.fps, max_frames=args.max_frames), []
+    assert info is not None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video_path = out_dir / f"{Path(path).stem}.annotated.mp4"
+    keyframe: list[object] = []
+    rate = args.fps or info.fps
+    with VideoWriter(video_path, rate, info.width, info.height) as writer:
+
+        def on_frame(frame: object, frame_result: object) -> None:
+            drawn = draw_faces(frame.image, frame_result.faces)  # type: ignore[attr-defined]
+            writer.write(drawn)
+            if not keyframe and frame_result.faces:  # type: ignore[attr-defined]
+                keyframe.append(drawn)
+
+        result = analyzer.analyze_video(path, fps=args.fps, max_frames=args.max_frames, on_frame=on_frame)
+    written = _write_outputs(result, out_dir, keyframe[0] if keyframe else None)
+    return result, [*written, video_path]
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from affectlens.analyzer import Analyzer
+
+    analyzer = Analyzer()
+    results, failed = [], 0
+    for path in args.paths:
+        try:
+            result, written = _analyze_one(analyzer, path, args)
+        except AffectLensError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        results.append(result)
+        if args.json:
+            continue
+        _print_result(result)
+        for file in written:
+            print(f"  wrote {file}")
+    if args.json:
+        payload = [r.to_dict(include_landmarks=args.landmarks) for r in results]  # type: ignore[attr-defined]
+        print(json.dumps(payload[0] if len(args.paths) == 1 and payload else payload, indent=2))
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from affectlens.evaluation import evaluate_face_expression
+
+    started = time.perf_counter()
+    report = evaluate_face_expression(args.data, model=args.model, detect=args.detect, limit_per_class=args.limit)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    print(f"{report['task']} with {report['model']} on {report['data']}: n={report['n']}")
+    print(
+        f"  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  weighted-F1 {report['weighted_f1']:.4f}"
+    )
+    for label, row in report["per_class"].items():
+        print(f"  {label:<10} P {row['precision']:.3f}  R {row['recall']:.3f}  F1 {row['f1']:.3f}  n={row['support']}")
+    labels = report["confusion"]["labels"]
+    print("  confusion (rows = truth): " + " ".join(f"{lbl[:4]:>5}" for lbl in labels))
+    for lbl, row in zip(labels, report["confusion"]["matrix"], strict=True):
+        print(f"  {lbl:>24} " + " ".join(f"{v:>5}" for v in row))
+    if report["excluded"]:
+        print(f"  excluded: {report['excluded']}")
+    if report["errors"]:
+        print(f"  errors: {report['errors']}")
+    return EXIT_OK
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from affectlens import weights
+
+    if args.action == "fetch":
+        fetched = weights.fetch(args.names or None)
+        for name, path in fetched.items():
+            print(f"ok  {name:<26} {path}")
+        return EXIT_OK
+    bad = 0
+    for entry in weights.load_manifest().values():
+        state, where = weights.status(entry)
+        bad += state != "ok"
+        if args.action == "list":
+            print(f"{state:<10} {entry.name:<26} {entry.source}")
+            print(
+                f"{'':<10} licence: {entry.licence}; trained on {entry.training_data} ({entry.training_data_licence})"
+            )
+            print(f"{'':<10} metric: {entry.metric}")
+            print(f"{'':<10} at: {where or '-'}")
+        else:
+            print(f"{state:<10} {entry.name:<26} {where or '-'}")
+    if bad and args.action == "verify":
+        print(f"{bad} weight file(s) missing or corrupt; {weights.FETCH_HINT}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from affectlens.registry import COMPONENT_KINDS, default_model, list_models
+
+    for kind in COMPONENT_KINDS:
+        names = list_models(kind)  # type: ignore[arg-type]
+        default = default_model(kind)  # type: ignore[arg-type]
+        print(f"{kind}: " + ", ".join(f"{n}{' (default)' if n == default else ''}" for n in names))
+    return EXIT_OK
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from demo.samples import make_sample_video
+
+    out = Path(args.output)
+    started = time.perf_counter()
+    sample = make_sample_video(out / "sample_face.mp4")
+    print(f"generated a sample face video: {sample}")
+    ns = argparse.Namespace(output=str(out), fps=args.fps, max_frames=None)
+    from affectlens.analyzer import Analyzer
+
+    result, written = _analyze_one(Analyzer(), str(sample), ns)
+    _print_result(result, max_lines=5)
+    print(f"done in {time.perf_counter() - started:.1f}s; results are in {out.resolve()}:")
+    for file in written:
+        print(f"  {file}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from demo.app import launch
+
+    launch(host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="affectlens", description="Multimodal affective perception, offline.")
+    parser.add_argument("--version", action="version", version=f"affectlens {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="analyse images or videos: faces, expression, quality")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video (default 5)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop a video after this many analysed frames")
+    p.add_argument("--landmarks", action="store_true", help="include the 468-point mesh in --json output")
+    p.add_argument("-o", "--output", help="folder for <name>.json, <name>.faces.csv and annotated media")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("eval", help="evaluate a model on a labelled dataset")
+    p.add_argument("task", choices=["face-expression"])
+    p.add_argument("--data", required=True, help="folder with one sub-folder of images per label")
+    p.add_argument("--model", default=None, help="registered model name (default: the default model)")
+    p.add_argument("--detect", action="store_true", help="detect and crop the largest face first")
+    p.add_argument("--limit", type=int, default=None, help="at most this many images per label")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("weights", help="fetch, list or verify the offline weight files")
+    p.add_argument("action", choices=["fetch", "list", "verify"])
+    p.add_argument("names", nargs="*", help="only these manifest names (fetch)")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("models", help="list registered components")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("quickstart", help="generate a sample face video, analyse it, write results")
+    p.add_argument("-o", "--output", default="out/quickstart")
+    p.add_argument("--fps", type=float, default=5.0)
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("demo", help="start the Gradio demo")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except AffectLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

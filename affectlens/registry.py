@@ -1,0 +1,100 @@
+"""One registry per kind of component, and the ``create_*`` / ``list_models`` entry points.
+
+A backend is added in one file: decorate its builder with ``@register("face_detector", "name")``
+(or the kind-specific shortcut) and import that file from its package's ``__init__``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, get_args
+
+from affectlens.errors import RegistryError
+
+logger = logging.getLogger(__name__)
+
+ComponentKind = Literal["face_detector", "face_landmarker", "face_expression"]
+COMPONENT_KINDS: tuple[str, ...] = get_args(ComponentKind)
+
+#: Modules whose import registers the built-in backends of each kind.
+_BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
+    "face_detector": ("perception.face.detector",),
+    "face_landmarker": ("perception.face.landmarks",),
+    "face_expression": ("perception.face.expression",),
+}
+
+Builder = Callable[..., Any]
+F = TypeVar("F", bound=Builder)
+
+_REGISTRY: dict[str, dict[str, Builder]] = {kind: {} for kind in COMPONENT_KINDS}
+_DEFAULTS: dict[str, str] = {
+    "face_detector": "centerface",
+    "face_landmarker": "mediapipe-facemesh",
+    "face_expression": "fer-mini-xception",
+}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _REGISTRY:
+        raise RegistryError(f"unknown component kind {kind!r}; valid kinds: {', '.join(COMPONENT_KINDS)}")
+
+
+def register(kind: ComponentKind, name: str) -> Callable[[F], F]:
+    """Register ``builder(pretrained: bool, **overrides)`` under ``name`` for ``kind``."""
+    _check_kind(kind)
+
+    def decorator(builder: F) -> F:
+        table = _REGISTRY[kind]
+        if name in table and table[name] is not builder:
+            raise RegistryError(f"{kind} {name!r} is registered twice")
+        table[name] = builder
+        return builder
+
+    return decorator
+
+
+def _load_builtins(kind: str) -> None:
+    for module in _BUILTIN_MODULES.get(kind, ()):
+        importlib.import_module(module)
+
+
+def list_models(kind: ComponentKind) -> list[str]:
+    """Names registered for ``kind``, sorted."""
+    _check_kind(kind)
+    _load_builtins(kind)
+    return sorted(_REGISTRY[kind])
+
+
+def default_model(kind: ComponentKind) -> str:
+    """The name used when a caller does not choose one."""
+    _check_kind(kind)
+    return _DEFAULTS[kind]
+
+
+def create(kind: ComponentKind, name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
+    """Build the component ``name`` of ``kind`` (the default when ``name`` is None)."""
+    _check_kind(kind)
+    _load_builtins(kind)
+    name = name or _DEFAULTS[kind]
+    table = _REGISTRY[kind]
+    if name not in table:
+        raise RegistryError(f"unknown {kind} {name!r}; registered: {', '.join(sorted(table)) or 'none'}")
+    logger.debug("building %s %r (pretrained=%s)", kind, name, pretrained)
+    return table[name](pretrained=pretrained, **overrides)
+
+
+def create_face_detector(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
+    """Build a face detector (see ``list_models("face_detector")``)."""
+    return create("face_detector", name, pretrained=pretrained, **overrides)
+
+
+def create_face_landmarker(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
+    """Build a face landmarker (see ``list_models("face_landmarker")``)."""
+    return create("face_landmarker", name, pretrained=pretrained, **overrides)
+
+
+def create_face_expression(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
+    """Build a facial expression model (see ``list_models("face_expression")``)."""
+    return create("face_expression", name, pretrained=pretrained, **overrides)

@@ -1,0 +1,226 @@
+"""Typed results shared by every stage: frozen dataclasses with ``to_dict()`` and a DataFrame view.
+
+Coordinates are pixels in the original image, XYXY boxes, (x, y[, z]) points; times are seconds.
+The JSON form of ``AnalysisResult.to_dict()`` is described by ``affectlens/schema/result.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from affectlens.labels import CANONICAL_EMOTIONS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SCHEMA_VERSION = "1.0"
+MediaKind = Literal["image", "video"]
+
+
+def _round(value: float, digits: int = 4) -> float:
+    return round(float(value), digits)
+
+
+@dataclass(frozen=True)
+class FaceQuality:
+    """How usable a face crop is, in [0, 1] overall, with the factors it comes from.
+
+    ``size`` is the box's shorter side in pixels; ``sharpness`` the variance of the Laplacian on the
+    64x64 grey crop; ``detection`` the detector's score; ``mesh`` the landmarker's face-presence score
+    (``None`` when no mesh was run).
+    """
+
+    score: float
+    size: float
+    sharpness: float
+    detection: float
+    mesh: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": _round(self.score),
+            "size": _round(self.size, 1),
+            "sharpness": _round(self.sharpness, 1),
+            "detection": _round(self.detection),
+            "mesh": None if self.mesh is None else _round(self.mesh),
+        }
+
+
+@dataclass(frozen=True)
+class ExpressionPrediction:
+    """A distribution over the canonical emotions from one model."""
+
+    probabilities: dict[str, float]
+    model: str
+
+    @property
+    def label(self) -> str:
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+    @classmethod
+    def from_vector(cls, vector: np.ndarray, model: str) -> ExpressionPrediction:
+        """``vector`` is ordered as ``CANONICAL_EMOTIONS``."""
+        if vector.shape != (len(CANONICAL_EMOTIONS),):
+            raise ValueError(f"expected {len(CANONICAL_EMOTIONS)} probabilities, got shape {vector.shape}")
+        return cls({name: float(p) for name, p in zip(CANONICAL_EMOTIONS, vector, strict=True)}, model)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "confidence": _round(self.confidence),
+            "probabilities": {k: _round(v) for k, v in self.probabilities.items()},
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    """One face in one frame.
+
+    ``box`` is XYXY in pixels; ``keypoints`` the detector's 5 points (left eye, right eye, nose, left and
+    right mouth corner) as 5x2; ``landmarks`` the 468-point mesh as 468x3 (x, y in pixels, z relative depth
+    in pixels) or ``None`` when no mesh was run or the mesh found no face.
+    """
+
+    index: int
+    box: tuple[float, float, float, float]
+    detection_score: float
+    expression: ExpressionPrediction
+    quality: FaceQuality
+    keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
+    landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self, include_landmarks: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": self.index,
+            "box": [_round(v, 1) for v in self.box],
+            "detection_score": _round(self.detection_score),
+            "expression": self.expression.to_dict(),
+            "quality": self.quality.to_dict(),
+            "keypoints": None if self.keypoints is None else np.round(self.keypoints.astype(np.float64), 1).tolist(),
+            "has_landmarks": self.landmarks is not None,
+        }
+        if include_landmarks:
+            out["landmarks"] = (
+                None if self.landmarks is None else np.round(self.landmarks.astype(np.float64), 2).tolist()
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Every face found in one frame (an image is a clip with one frame)."""
+
+    index: int
+    time: float
+    faces: tuple[FaceObservation, ...]
+
+    def to_dict(self, include_landmarks: bool = False) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "time": _round(self.time, 3),
+            "faces": [f.to_dict(include_landmarks) for f in self.faces],
+        }
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """The analysis of one image or video."""
+
+    source: str
+    kind: MediaKind
+    width: int
+    height: int
+    fps: float | None
+    duration: float | None
+    frames: tuple[FrameResult, ...]
+    models: dict[str, str]
+    weights: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def faces(self) -> list[FaceObservation]:
+        """All face observations, frame by frame."""
+        return [face for frame in self.frames for face in frame.faces]
+
+    @property
+    def num_faces(self) -> int:
+        return sum(len(frame.faces) for frame in self.frames)
+
+    def mean_expression(self) -> dict[str, float] | None:
+        """Quality-weighted mean expression distribution over all faces, or ``None`` without faces."""
+        faces = self.faces
+        if not faces:
+            return None
+        weights = np.array([max(f.quality.score, 1e-3) for f in faces])
+        probs = np.array([[f.expression.probabilities[e] for e in CANONICAL_EMOTIONS] for f in faces])
+        mean = (weights[:, None] * probs).sum(0) / weights.sum()
+        return {e: float(p) for e, p in zip(CANONICAL_EMOTIONS, mean, strict=True)}
+
+    def to_dict(self, include_landmarks: bool = False) -> dict[str, Any]:
+        mean = self.mean_expression()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "source": self.source,
+            "kind": self.kind,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "duration": self.duration,
+            "num_frames": len(self.frames),
+            "num_faces": self.num_faces,
+            "summary": None
+            if mean is None
+            else {
+                "label": max(mean, key=mean.__getitem__),
+                "probabilities": {k: _round(v) for k, v in mean.items()},
+            },
+            "frames": [frame.to_dict(include_landmarks) for frame in self.frames],
+            "models": dict(self.models),
+            "weights": dict(self.weights),
+            "settings": dict(self.settings),
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self, include_landmarks: bool = False, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(include_landmarks), indent=indent)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per face per frame: time, box, quality, label and one column per emotion."""
+        import pandas as pd
+
+        rows = []
+        for frame in self.frames:
+            for face in frame.faces:
+                x1, y1, x2, y2 = face.box
+                rows.append(
+                    {
+                        "source": self.source,
+                        "frame": frame.index,
+                        "time": frame.time,
+                        "face": face.index,
+                        "x1": x1,
+                        "y1": y1,
+                        "x2": x2,
+                        "y2": y2,
+                        "detection_score": face.detection_score,
+                        "quality": face.quality.score,
+                        "label": face.expression.label,
+                        "confidence": face.expression.confidence,
+                        **{e: face.expression.probabilities[e] for e in CANONICAL_EMOTIONS},
+                    }
+                )
+        columns = [
+            "source", "frame", "time", "face", "x1", "y1", "x2", "y2",
+            "detection_score", "quality", "label", "confidence", *CANONICAL_EMOTIONS,
+        ]  # fmt: skip
+        return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,240 @@
+"""Facial expression models. ``fer-mini-xception``: the mini-Xception of ``fer`` ported to PyTorch.
+
+The Keras HDF5 file is read with h5py (no TensorFlow) and its weights copied into an equivalent
+PyTorch module, TensorFlow's asymmetric 'same' padding included, so the port reproduces the original.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from affectlens import weights
+from affectlens.labels import CANONICAL_EMOTIONS, canonical_label
+from affectlens.registry import register
+
+logger = logging.getLogger(__name__)
+
+#: Output order of the fer model (the original FER2013 order).
+FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+@dataclass(frozen=True)
+class MiniXceptionConfig:
+    """Architecture of mini-Xception (Arriaga et al. 2017)."""
+
+    in_channels: int = 1
+    stem_channels: int = 8
+    block_channels: tuple[int, ...] = (16, 32, 64, 128)
+    num_classes: int = 7
+    input_size: int = 64
+    bn_eps: float = 1e-3
+
+
+class _TFSameMaxPool(nn.Module):
+    """3x3/2 max pooling with TensorFlow's 'same' padding (extra padding at the bottom/right)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        pad_h = max((-(-h // 2) - 1) * 2 + 3 - h, 0)
+        pad_w = max((-(-w // 2) - 1) * 2 + 3 - w, 0)
+        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=float("-inf"))
+        return F.max_pool2d(x, 3, 2)
+
+
+class _SeparableConv(nn.Sequential):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False),
+            nn.Conv2d(cin, cout, 1, bias=False),
+        )
+
+
+class _Block(nn.Module):
+    """Two separable convolutions + TF-same max pool, plus a strided 1x1 residual."""
+
+    def __init__(self, cin: int, cout: int, eps: float) -> None:
+        super().__init__()
+        self.sep1 = _SeparableConv(cin, cout)
+        self.bn1 = nn.BatchNorm2d(cout, eps=eps)
+        self.sep2 = _SeparableConv(cout, cout)
+        self.bn2 = nn.BatchNorm2d(cout, eps=eps)
+        self.pool = _TFSameMaxPool()
+        self.residual = nn.Conv2d(cin, cout, 1, stride=2, bias=False)
+        self.residual_bn = nn.BatchNorm2d(cout, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.sep1(x)))
+        y = self.pool(self.bn2(self.sep2(y)))
+        return y + self.residual_bn(self.residual(x))
+
+
+class MiniXception(nn.Module):
+    """Input Bx1x64x64 in [-1, 1]; output Bx7 logits in ``FER_LABELS`` order."""
+
+    def __init__(self, config: MiniXceptionConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or MiniXceptionConfig()
+        c = config.stem_channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(config.in_channels, c, 3, bias=False),
+            nn.BatchNorm2d(c, eps=config.bn_eps),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, bias=False),
+            nn.BatchNorm2d(c, eps=config.bn_eps),
+            nn.ReLU(),
+        )
+        blocks = []
+        for cout in config.block_channels:
+            blocks.append(_Block(c, cout, config.bn_eps))
+            c = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Conv2d(c, config.num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x))).mean(dim=(2, 3))
+
+
+def _keras_layers(h5: object) -> dict[str, dict[str, np.ndarray]]:
+    """``{layer name: {weight name: array}}`` from a Keras 2 HDF5 file's ``model_weights`` group."""
+    import h5py
+
+    assert isinstance(h5, h5py.File)
+    out: dict[str, dict[str, np.ndarray]] = {}
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            layer = name.split("/")[0]
+            out.setdefault(layer, {})[name.split("/")[-1].split(":")[0]] = obj[()]
+
+    h5["model_weights"].visititems(visit)
+    return out
+
+
+def load_keras_mini_xception(path: Path) -> MiniXception:
+    """Build a ``MiniXception`` and copy the Keras HDF5 weights into it, following the saved graph."""
+    import h5py
+
+    model = MiniXception()
+    with h5py.File(path, "r") as h5:
+        layers_cfg = json.loads(h5.attrs["model_config"])["config"]["layers"]
+        params = _keras_layers(h5)
+    # Follow the graph: each Conv/SeparableConv is followed by the BatchNormalization that consumes it.
+    consumer = {cfg["inbound_nodes"][0][0][0]: cfg["name"] for cfg in layers_cfg if cfg["inbound_nodes"]}
+    convs = [cfg["name"] for cfg in layers_cfg if cfg["class_name"] in ("Conv2D", "SeparableConv2D")]
+
+    def conv(name: str) -> torch.Tensor:
+        return torch.from_numpy(params[name]["kernel"].transpose(3, 2, 0, 1).copy())
+
+    def depthwise(name: str) -> torch.Tensor:
+        return torch.from_numpy(params[name]["depthwise_kernel"].transpose(2, 3, 0, 1).copy())
+
+    def pointwise(name: str) -> torch.Tensor:
+        return torch.from_numpy(params[name]["pointwise_kernel"].transpose(3, 2, 0, 1).copy())
+
+    def copy_bn(bn: nn.BatchNorm2d, keras_name: str) -> None:
+        p = params[keras_name]
+        bn.weight.data = torch.from_numpy(p["gamma"].copy())
+        bn.bias.data = torch.from_numpy(p["beta"].copy())
+        bn.running_mean.data = torch.from_numpy(p["moving_mean"].copy())
+        bn.running_var.data = torch.from_numpy(p["moving_variance"].copy())
+
+    # Keras order: conv1, conv2, then per block sep_a, sep_b, residual conv; finally the 3x3 classifier.
+    it = iter(convs)
+    for conv_idx, bn_idx in ((0, 1), (3, 4)):
+        name = next(it)
+        model.stem[conv_idx].weight.data = conv(name)
+        copy_bn(model.stem[bn_idx], consumer[name])
+    for block in model.blocks:
+        assert isinstance(block, _Block)
+        for sep, bn in ((block.sep1, block.bn1), (block.sep2, block.bn2)):
+            name = next(it)
+            sep[0].weight.data = depthwise(name)
+            sep[1].weight.data = pointwise(name)
+            copy_bn(bn, consumer[name])
+        name = next(it)
+        block.residual.weight.data = conv(name)
+        copy_bn(block.residual_bn, consumer[name])
+    name = next(it)
+    model.head.weight.data = conv(name)
+    model.head.bias.data = torch.from_numpy(params[name]["bias"].copy())
+    return model.eval()
+
+
+def square_crop(image: np.ndarray, box: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Crop a square around ``box`` (XYXY), enlarged by ``margin`` of its side, zero-padded at the borders."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    side = max(box[2] - box[0], box[3] - box[1]) * (1 + margin)
+    x1, y1 = round(cx - side / 2), round(cy - side / 2)
+    s = max(1, round(side))
+    h, w = image.shape[:2]
+    out = np.zeros((s, s, *image.shape[2:]), dtype=image.dtype)
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x1 + s, w), min(y1 + s, h)
+    if sx2 > sx1 and sy2 > sy1:
+        out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
+    return out
+
+
+class FerMiniXception:
+    """Expression from a face: grey 64x64 crop in [-1, 1] -> canonical 7-way distribution.
+
+    ``crop_margin`` widens the detector box before cropping (CenterFace boxes are close to the
+    FER2013 framing, so the default is small).
+    """
+
+    name = "fer-mini-xception"
+    input_size = 64
+
+    def __init__(
+        self,
+        model: MiniXception,
+        crop_margin: float = 0.0,
+        device: str = "cpu",
+        weight_files: dict[str, str] | None = None,
+    ) -> None:
+        self.weight_files = weight_files or {}
+        self.model = model.to(device).eval()
+        self.device = device
+        self.crop_margin = crop_margin
+        # Column j of the canonical distribution takes the model's output index order[j].
+        self._order = [
+            FER_LABELS.index(next(lbl for lbl in FER_LABELS if canonical_label(lbl) == e)) for e in CANONICAL_EMOTIONS
+        ]
+
+    def preprocess(self, image: np.ndarray, box: np.ndarray | None = None) -> np.ndarray:
+        """RGB/grey uint8 image (and optional XYXY box) -> 64x64 float32 in [-1, 1]."""
+        if box is not None:
+            image = square_crop(image, box, self.crop_margin)
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        grey = cv2.resize(
+            grey,
+            (self.input_size, self.input_size),
+            interpolation=cv2.INTER_AREA if grey.shape[0] > 64 else cv2.INTER_LINEAR,
+        )
+        return (grey.astype(np.float32) / 255.0 - 0.5) * 2.0
+
+    @torch.inference_mode()
+    def predict_batch(self, crops: np.ndarray) -> np.ndarray:
+        """Nx64x64 preprocessed crops -> Nx7 probabilities in ``CANONICAL_EMOTIONS`` order."""
+        if crops.shape[0] == 0:
+            return np.zeros((0, len(CANONICAL_EMOTIONS)), np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))[:, None].to(self.device)
+        probs = torch.softmax(self.model(x), dim=1).cpu().numpy()
+        return probs[:, self._order]
+
+
+@register("face_expression", "fer-mini-xception")
+def _build_fer(pretrained: bool = True, model_path: str | None = None, **overrides: object) -> FerMiniXception:
+    if not pretrained:
+        return FerMiniXception(MiniXception().eval(), **overrides)  # type: ignore[arg-type]
+    path = weights.resolve("fer-mini-xception", model_path)
+    files = {"fer-mini-xception": weights.sha256_of(path)}
+    return FerMiniXception(load_keras_mini_xception(path), weight_files=files, **overrides)  # type: ignore[arg-type]
