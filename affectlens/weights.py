@@ -94,9 +94,13 @@ def _parse_entry(raw: dict[str, Any], manifest: Path) -> WeightEntry:
         raise WeightsError(f"{manifest}: entry {raw.get('name', '?')!r} lacks the field {exc.args[0]!r}") from exc
 
 
+def load_manifest(path: Path | None = None) -> dict[str, WeightEntry]:
+    """Read the manifest (``weights/manifest.toml`` by default) into ``{name: WeightEntry}``."""
+    return _read_manifest(path or MANIFEST_PATH)
+
+
 @cache
-def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, WeightEntry]:
-    """Read the manifest into ``{name: WeightEntry}``."""
+def _read_manifest(path: Path) -> dict[str, WeightEntry]:
     if not path.is_file():
         raise WeightsError(f"{path}: weights manifest not found")
     with path.open("rb") as fh:

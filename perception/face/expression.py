@@ -131,41 +131,42 @@ def load_keras_mini_xception(path: Path) -> MiniXception:
     consumer = {cfg["inbound_nodes"][0][0][0]: cfg["name"] for cfg in layers_cfg if cfg["inbound_nodes"]}
     convs = [cfg["name"] for cfg in layers_cfg if cfg["class_name"] in ("Conv2D", "SeparableConv2D")]
 
-    def conv(name: str) -> torch.Tensor:
-        return torch.from_numpy(params[name]["kernel"].transpose(3, 2, 0, 1).copy())
+    def t(array: np.ndarray, *axes: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(*axes) if axes else array))
 
-    def depthwise(name: str) -> torch.Tensor:
-        return torch.from_numpy(params[name]["depthwise_kernel"].transpose(2, 3, 0, 1).copy())
+    state: dict[str, torch.Tensor] = {}
 
-    def pointwise(name: str) -> torch.Tensor:
-        return torch.from_numpy(params[name]["pointwise_kernel"].transpose(3, 2, 0, 1).copy())
+    def put_conv(prefix: str, name: str) -> None:  # Keras HWIO -> PyTorch OIHW
+        state[f"{prefix}.weight"] = t(params[name]["kernel"], 3, 2, 0, 1)
 
-    def copy_bn(bn: nn.BatchNorm2d, keras_name: str) -> None:
-        p = params[keras_name]
-        bn.weight.data = torch.from_numpy(p["gamma"].copy())
-        bn.bias.data = torch.from_numpy(p["beta"].copy())
-        bn.running_mean.data = torch.from_numpy(p["moving_mean"].copy())
-        bn.running_var.data = torch.from_numpy(p["moving_variance"].copy())
+    def put_separable(prefix: str, name: str) -> None:  # depthwise HWC1 -> C1HW, pointwise 11IO -> OI11
+        state[f"{prefix}.0.weight"] = t(params[name]["depthwise_kernel"], 2, 3, 0, 1)
+        state[f"{prefix}.1.weight"] = t(params[name]["pointwise_kernel"], 3, 2, 0, 1)
+
+    def put_bn(prefix: str, conv_name: str) -> None:
+        p = params[consumer[conv_name]]
+        state[f"{prefix}.weight"], state[f"{prefix}.bias"] = t(p["gamma"]), t(p["beta"])
+        state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"] = t(p["moving_mean"]), t(p["moving_variance"])
+        state[f"{prefix}.num_batches_tracked"] = torch.tensor(0)
 
     # Keras order: conv1, conv2, then per block sep_a, sep_b, residual conv; finally the 3x3 classifier.
     it = iter(convs)
     for conv_idx, bn_idx in ((0, 1), (3, 4)):
         name = next(it)
-        model.stem[conv_idx].weight.data = conv(name)
-        copy_bn(model.stem[bn_idx], consumer[name])
-    for block in model.blocks:
-        assert isinstance(block, _Block)
-        for sep, bn in ((block.sep1, block.bn1), (block.sep2, block.bn2)):
+        put_conv(f"stem.{conv_idx}", name)
+        put_bn(f"stem.{bn_idx}", name)
+    for b in range(len(model.blocks)):
+        for sep, bn in (("sep1", "bn1"), ("sep2", "bn2")):
             name = next(it)
-            sep[0].weight.data = depthwise(name)
-            sep[1].weight.data = pointwise(name)
-            copy_bn(bn, consumer[name])
+            put_separable(f"blocks.{b}.{sep}", name)
+            put_bn(f"blocks.{b}.{bn}", name)
         name = next(it)
-        block.residual.weight.data = conv(name)
-        copy_bn(block.residual_bn, consumer[name])
+        put_conv(f"blocks.{b}.residual", name)
+        put_bn(f"blocks.{b}.residual_bn", name)
     name = next(it)
-    model.head.weight.data = conv(name)
-    model.head.bias.data = torch.from_numpy(params[name]["bias"].copy())
+    put_conv("head", name)
+    state["head.bias"] = t(params[name]["bias"])
+    model.load_state_dict(state, strict=True)  # every parameter and buffer must have been filled
     return model.eval()
 
 

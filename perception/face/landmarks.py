@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -34,6 +37,19 @@ def roi_transform(box: np.ndarray, keypoints: np.ndarray | None, size: int = INP
     return matrix
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide the TFLite runtime's unconditional 'Created XNNPACK delegate' line (written by C++ to fd 2)."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class FaceMesh:
     """MediaPipe Face Mesh: 468 points (x, y in image pixels, z relative depth in pixels) and a face score."""
 
@@ -44,8 +60,9 @@ class FaceMesh:
 
         path = weights.resolve("mediapipe-face-landmark", model_path)
         self.weight_files = {"mediapipe-face-landmark": weights.sha256_of(path)}
-        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        with _native_stderr_silenced():
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]["index"]
         outputs = self.interpreter.get_output_details()
         self._points = outputs[0]["index"]

@@ -1,0 +1,122 @@
+"""The command line as a user runs it: analyze, eval, weights, models, quickstart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from affectlens.cli import main
+from demo.samples import PORTRAIT
+from tests.conftest import validate
+
+pytestmark = pytest.mark.weights
+
+
+def test_analyze_astronaut_prints_happiness(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", str(PORTRAIT)]) == 0
+    out = capsys.readouterr().out
+    assert "1 face(s)" in out and "face #0" in out
+    assert out.split("expression: ")[1].startswith("happiness")
+
+
+def test_analyze_json_is_one_schema_valid_object(capsys: pytest.CaptureFixture[str], result_schema: dict) -> None:
+    assert main(["analyze", str(PORTRAIT), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    validate(payload, result_schema)
+    assert payload["summary"]["label"] == "happiness"
+
+
+def test_analyze_writes_results_and_annotated_media(
+    sample_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["analyze", str(sample_video), str(PORTRAIT), "--fps", "2", "-o", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "astronaut.annotated.png", "astronaut.faces.csv", "astronaut.json",
+        "sample.annotated.mp4", "sample.annotated.png", "sample.faces.csv", "sample.json",
+    ]  # fmt: skip
+    assert json.loads((out / "sample.json").read_text())["num_frames"] == 8
+    import av
+
+    with av.open(str(out / "sample.annotated.mp4")) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(video=0)) == 8
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_analyze_reports_bad_files_and_keeps_going(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00not a video" * 10)
+    code = main(["analyze", str(junk), str(PORTRAIT)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"error: {junk}:" in captured.err and "Traceback" not in captured.err
+    assert "happiness" in captured.out  # the good file after the bad one was still analysed
+
+
+def test_cli_subprocess_exit_codes(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    proc = subprocess.run(
+        [sys.executable, "-m", "affectlens.cli", "analyze", str(empty)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {empty}: empty file (0 bytes)"
+    usage = subprocess.run([sys.executable, "-m", "affectlens.cli", "analyze"], capture_output=True, text=True)
+    assert usage.returncode == 2
+
+
+def test_eval_json_maps_labels_and_reports_exclusions(
+    tmp_path: Path, portrait: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    face = Image.fromarray(portrait[58:178, 181:270]).convert("L").resize((48, 48))
+    for folder, count in (("happy", 3), ("calm", 2), ("contempt", 1)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            face.save(tmp_path / folder / f"{i}.png")
+    assert main(["eval", "face-expression", "--data", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"task", "n", "accuracy", "macro_f1", "weighted_f1", "per_class", "excluded"} <= set(report)
+    assert report["task"] == "face-expression" and report["n"] == 3
+    assert report["excluded"] == {"calm": 2, "contempt": 1}
+    assert report["per_class"]["happiness"]["support"] == 3
+    assert report["accuracy"] == 1.0
+
+
+def test_eval_on_a_folder_without_labels_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "misc").mkdir()
+    assert main(["eval", "face-expression", "--data", str(tmp_path)]) == 1
+    assert "no sub-folder is named after a known emotion label" in capsys.readouterr().err
+
+
+def test_models_lists_every_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "face_detector: centerface (default), haar" in out
+    assert "face_expression: fer-mini-xception (default)" in out
+
+
+def test_weights_list_shows_licences(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "fer-mini-xception" in out and "licence: MIT" in out and "FER2013" in out
+
+
+def test_quickstart_writes_and_prints_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], result_schema: dict
+) -> None:
+    assert main(["quickstart", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"results are in {tmp_path.resolve()}" in out
+    payload = json.loads((tmp_path / "sample_face.json").read_text())
+    validate(payload, result_schema)
+    assert payload["num_faces"] == payload["num_frames"] == 20
+    assert payload["summary"]["label"] == "happiness"
+    assert (tmp_path / "sample_face.annotated.mp4").stat().st_size > 10_000

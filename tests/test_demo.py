@@ -1,0 +1,64 @@
+"""The Gradio demo, driven through its API endpoints with gradio_client against a live local server."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from demo.samples import PORTRAIT
+
+pytestmark = pytest.mark.weights
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def client(analyzer) -> Iterator[object]:
+    from gradio_client import Client
+
+    from demo.app import build_demo
+
+    demo = build_demo(analyzer)
+    port = _free_port()
+    demo.queue().launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True
+    )
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+def test_image_endpoint_returns_an_annotated_face(client) -> None:
+    from gradio_client import handle_file
+
+    annotated, label, result, status = client.predict(handle_file(str(PORTRAIT)), api_name="/analyze_image")
+    assert Path(annotated).is_file()
+    assert label["label"] == "happiness"
+    assert result["num_faces"] == 1
+    assert "happiness" in status
+
+
+def test_video_endpoint_returns_an_annotated_video(client, sample_video: Path) -> None:
+    from gradio_client import handle_file
+
+    video, label, result, _status = client.predict(handle_file(str(sample_video)), api_name="/analyze_video")
+    path = video["video"] if isinstance(video, dict) else video
+    assert Path(path).stat().st_size > 10_000
+    assert label["label"] == "happiness" and result["kind"] == "video"
+
+
+def test_bad_upload_gets_a_clear_message_not_a_crash(client, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 2048)
+    video, _label, _result, status = client.predict(handle_file(str(junk)), api_name="/analyze_video")
+    assert video is None and status.startswith("Error:") and "junk.mp4" in status
