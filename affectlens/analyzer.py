@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,7 +121,7 @@ class Analyzer:
         """Analyse an image or video path (decided by content, not extension) or an image array."""
         if isinstance(source, np.ndarray):
             return self.analyze_image(source)
-        kind, _ = probe(Path(source), self.limits)
+        kind, _ = probe(source, self.limits)  # probe refuses anything that is not a path, with a MediaError
         if kind == "image":
             return self.analyze_image(source)
         return self.analyze_video(source, fps=fps, max_frames=max_frames)

@@ -6,9 +6,14 @@ by time so ``fps`` means frames analysed per second of video whatever the file's
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import logging
 import os
-from collections.abc import Iterator
+import stat
+import warnings
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,6 +40,9 @@ class MediaLimits:
 
 DEFAULT_LIMITS = MediaLimits()
 
+#: Images and video frames narrower or lower than this are refused: no face fits in them.
+MIN_SIDE = 8
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -44,6 +52,8 @@ class VideoInfo:
     height: int
     fps: float
     duration: float | None
+    #: How many frames the container says it holds (``None`` when it does not say).
+    frames: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,12 +65,48 @@ class Frame:
     image: np.ndarray
 
 
+#: What ``stat`` calls a file that is not a regular one, for the "not a regular file" message.
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _check_path_type(path: object) -> None:
+    """Refuse, with a ``MediaError`` rather than a ``TypeError``, an input that is neither a path nor an array."""
+    if not isinstance(path, str | os.PathLike) or isinstance(os.fspath(path), bytes):
+        raise MediaError("<array>", f"expected a file path or a numpy array, got {type(path).__name__}")
+
+
 def _check_file(path: Path, limits: MediaLimits) -> None:
-    if not path.exists():
-        raise MediaError(str(path), "file not found")
-    if not path.is_file():
-        raise MediaError(str(path), "not a regular file")
-    size = path.stat().st_size
+    """Make sure ``path`` names a readable, non-empty regular file, without opening it (a FIFO would block)."""
+    name = str(path)
+    if "\x00" in name:
+        raise MediaError(name.replace("\x00", "\\x00"), "invalid path: it contains a NUL byte")
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise MediaError(name, f"broken symbolic link (its target {os.readlink(path)!r} does not exist)") from None
+        raise MediaError(name, "file not found") from None
+    except NotADirectoryError:
+        raise MediaError(name, "file not found (a parent in the path is not a folder)") from None
+    except PermissionError:
+        raise MediaError(name, "permission denied") from None
+    except OSError as exc:
+        problem = {errno.ELOOP: "symbolic link loop", errno.ENAMETOOLONG: "file name too long"}.get(
+            exc.errno or 0, f"cannot access the file ({exc.strerror or exc})"
+        )
+        raise MediaError(name, problem) from None
+    if not stat.S_ISREG(info.st_mode):
+        what = next((label for test, label in _FILE_TYPES if test(info.st_mode)), "unknown type")
+        raise MediaError(name, f"not a regular file ({what})")
+    if not os.access(path, os.R_OK):
+        raise MediaError(name, "permission denied (the file is not readable)")
+    size = info.st_size
     if size == 0:
         raise MediaError(str(path), "empty file (0 bytes)")
     if size > limits.max_file_bytes:
@@ -78,11 +124,13 @@ def image_from_array(array: np.ndarray, source: str = "<array>", limits: MediaLi
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise MediaError(source, f"unsupported array shape {array.shape}; expected HxW, HxWx3 or HxWx4")
-    if array.shape[0] < 8 or array.shape[1] < 8:
+    if array.shape[0] < MIN_SIDE or array.shape[1] < MIN_SIDE:
         raise MediaError(source, f"image too small ({array.shape[1]}x{array.shape[0]} pixels)")
     if array.shape[0] * array.shape[1] > limits.max_image_pixels:
         raise MediaError(source, f"image too large ({array.shape[1]}x{array.shape[0]} pixels)")
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+    if array.dtype == np.bool_ or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):  # complex numbers are numbers, but not pixels
         raise MediaError(source, f"unsupported array dtype {array.dtype}")
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
@@ -98,31 +146,64 @@ def image_from_array(array: np.ndarray, source: str = "<array>", limits: MediaLi
     return np.ascontiguousarray(array)
 
 
+#: Pillow's exceptions for corrupt data go beyond OSError: a broken header can raise any of these.
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError)
+
+
+def _is_animation(img: object) -> bool:
+    """Several frames to analyse as a video (animated GIF/WebP/PNG, multi-page TIFF).
+
+    A camera's MPO JPEG also reports several frames, but they are views of one photo: it stays an image.
+    """
+    return getattr(img, "n_frames", 1) > 1 and getattr(img, "format", None) != "MPO"
+
+
+def _pillow_to_array(img: object) -> np.ndarray:
+    """A Pillow image as an array ``image_from_array`` understands, keeping the range of deep greyscale."""
+    mode = getattr(img, "mode", "RGB")
+    if mode.startswith("I;16"):  # 16-bit greyscale: convert("RGB") would clip everything above 255 to white
+        return np.asarray(img).astype(np.float32) / 65535.0
+    if mode == "I":  # 32-bit integers: usually 16-bit data (older Pillow, TIFF)
+        values = np.asarray(img)
+        top = float(values.max(initial=0))
+        return values if top <= 255 else np.clip(values, 0, None).astype(np.float32) / max(top, 65535.0)
+    if mode == "F":
+        return np.asarray(img)
+    return np.asarray(img.convert("RGB"))  # type: ignore[attr-defined]
+
+
 def _read_image(path: Path, limits: MediaLimits) -> np.ndarray | None:
     """Decode ``path`` as an image, or return ``None`` when Pillow does not recognise it."""
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > limits.max_image_pixels:
-                raise MediaError(str(path), f"image too large ({img.width}x{img.height} pixels)")
-            if getattr(img, "n_frames", 1) > 1:
-                return None  # animated GIF/WebP: treat as video
-            rgb = np.asarray(img.convert("RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below with a clear error
+            with Image.open(path) as img:
+                if img.width * img.height > limits.max_image_pixels:
+                    raise MediaError(str(path), f"image too large ({img.width}x{img.height} pixels)")
+                if _is_animation(img):
+                    return None  # animated GIF/WebP: treat as video
+                pixels = _pillow_to_array(img)
+    except MediaError:
+        raise
     except UnidentifiedImageError:
         return None
     except Image.DecompressionBombError as exc:
         raise MediaError(str(path), f"image too large (decompression bomb guard: {exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise MediaError(str(path), f"corrupt or truncated image ({exc})") from exc
-    return image_from_array(rgb, str(path), limits)
+    except MemoryError as exc:
+        raise MediaError(str(path), "image too large (out of memory while decoding)") from exc
+    except _PILLOW_ERRORS as exc:
+        raise MediaError(str(path), f"corrupt or truncated image ({exc or type(exc).__name__})") from exc
+    return image_from_array(pixels, str(path), limits)
 
 
 def load_image(image: ImageInput, limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Load a path or array as RGB uint8 HxWx3."""
     if isinstance(image, np.ndarray):
         return image_from_array(image, limits=limits)
+    _check_path_type(image)
     path = Path(image)
     _check_file(path, limits)
     rgb = _read_image(path, limits)
@@ -133,6 +214,7 @@ def load_image(image: ImageInput, limits: MediaLimits = DEFAULT_LIMITS) -> np.nd
 
 def probe(path: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMITS) -> tuple[MediaKind, VideoInfo | None]:
     """Decide from the content, not the extension, whether ``path`` is an image or a video."""
+    _check_path_type(path)
     path = Path(path)
     _check_file(path, limits)
     if _read_image(path, limits) is not None:
@@ -149,19 +231,23 @@ def _open_container(path: Path):
         raise MediaError(str(path), f"not a readable image or video (unsupported format or corrupt: {exc})") from exc
 
 
-def video_info(path: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMITS) -> VideoInfo:
-    """Read the first video stream's properties."""
-    path = Path(path)
+def _ffmpeg_video_info(path: Path, limits: MediaLimits) -> VideoInfo:
     with _open_container(path) as container:
+        demuxer = container.format.name
+        if demuxer == "tty":  # FFmpeg plays any text file as ANSI art
+            raise MediaError(str(path), "not a readable image or video (it looks like a text file)")
         if not container.streams.video:
             what = "audio only" if container.streams.audio else "no audio or video streams"
             raise MediaError(str(path), f"no video stream ({what})")
         stream = container.streams.video[0]
+        if stream.codec_context is None:  # FFmpeg has no decoder for the codec the header names
+            raise MediaError(str(path), "unsupported or corrupt video codec (no decoder for this stream)")
         width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
         if width <= 0 or height <= 0:
+            if demuxer == "image2" or demuxer.endswith("_pipe"):  # an image FFmpeg matched by name, or can't decode
+                codec = stream.codec_context.name
+                raise MediaError(str(path), f"not a readable image or video (unrecognised or corrupt {codec} data)")
             raise MediaError(str(path), "video stream has no frame size (corrupt header)")
-        if width * height > limits.max_video_pixels:
-            raise MediaError(str(path), f"video frames too large ({width}x{height})")
         rate = stream.average_rate or stream.base_rate or stream.guessed_rate
         fps = float(rate) if rate else 25.0
         duration = None
@@ -171,7 +257,70 @@ def video_info(path: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMIT
             duration = container.duration / 1_000_000
         if duration is not None and duration > limits.max_duration:
             raise MediaError(str(path), f"video too long ({duration / 3600:.1f} h)")
-        return VideoInfo(width=width, height=height, fps=fps, duration=duration)
+        return VideoInfo(width=width, height=height, fps=fps, duration=duration, frames=int(stream.frames) or None)
+
+
+def _pillow_animation_info(path: Path) -> VideoInfo | None:
+    """An animation that Pillow reads but FFmpeg cannot (animated WebP), or ``None``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if not _is_animation(img):
+                    return None
+                frames = int(getattr(img, "n_frames", 1))
+                fps = 1000.0 / img.info["duration"] if img.info.get("duration") else 10.0
+                return VideoInfo(width=img.width, height=img.height, fps=fps, duration=frames / fps, frames=frames)
+    except (UnidentifiedImageError, Image.DecompressionBombError, *_PILLOW_ERRORS):
+        return None
+
+
+def _video_source(path: Path, limits: MediaLimits) -> tuple[VideoInfo, bool]:
+    """The first video stream's properties, and whether Pillow rather than FFmpeg must decode it."""
+    try:
+        info, with_pillow = _ffmpeg_video_info(path, limits), False
+    except MediaError:
+        fallback = _pillow_animation_info(path)
+        if fallback is None:
+            raise
+        info, with_pillow = fallback, True
+    if info.width * info.height > limits.max_video_pixels:
+        raise MediaError(str(path), f"video frames too large ({info.width}x{info.height})")
+    if info.width < MIN_SIDE or info.height < MIN_SIDE:
+        raise MediaError(str(path), f"video frames too small ({info.width}x{info.height} pixels)")
+    return info, with_pillow
+
+
+def video_info(path: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMITS) -> VideoInfo:
+    """Read the first video stream's properties."""
+    _check_path_type(path)
+    return _video_source(Path(path), limits)[0]
+
+
+#: A decoded frame's time in seconds and a function that returns it as RGB (called only for sampled frames).
+_RawFrame = tuple[float, Callable[[], np.ndarray]]
+
+
+def _ffmpeg_frames(path: Path, info: VideoInfo) -> Generator[_RawFrame, None, None]:
+    with _open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for k, frame in enumerate(container.decode(stream)):
+            time = float(frame.time) if frame.time is not None else k / info.fps
+            yield time, functools.partial(frame.to_ndarray, format="rgb24")
+
+
+def _pillow_frames(path: Path, info: VideoInfo) -> Generator[_RawFrame, None, None]:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        time = 0.0
+        for k in range(int(getattr(img, "n_frames", 1))):
+            img.seek(k)
+            yield time, lambda: np.asarray(img.convert("RGB"))
+            time += (img.info.get("duration") or 1000.0 / info.fps) / 1000.0
 
 
 def iter_video_frames(
@@ -183,39 +332,48 @@ def iter_video_frames(
 ) -> Iterator[Frame]:
     """Yield RGB frames, sampled at ``fps`` per second of video (every frame when ``None``).
 
-    A stream that breaks after some frames stops with a note appended to ``warnings``; one that yields
-    no frame at all raises ``MediaError``.
+    A stream that breaks after some frames, or ends well before the frame count its container declares,
+    stops with a note appended to ``warnings``; one that yields no frame at all raises ``MediaError``.
     """
     import av
 
+    _check_path_type(path)
     path = Path(path)
-    info = video_info(path, limits)
+    info, with_pillow = _video_source(path, limits)
     if fps is not None and fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     step = 1.0 / fps if fps else 0.0
     next_time = 0.0
     decoded = kept = 0
-    with _open_container(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+    frames = _pillow_frames(path, info) if with_pillow else _ffmpeg_frames(path, info)
+    decode_errors: tuple[type[Exception], ...] = _PILLOW_ERRORS if with_pillow else (av.error.FFmpegError, ValueError)
+    with contextlib.closing(frames):
         try:
-            for frame in container.decode(stream):
-                time = float(frame.time) if frame.time is not None else decoded / info.fps
+            for time, to_rgb in frames:
                 decoded += 1
                 if step and time + 1e-6 < next_time:
                     continue
                 next_time = (next_time if step else time) + step
-                yield Frame(index=decoded - 1, time=time, image=frame.to_ndarray(format="rgb24"))
+                yield Frame(index=decoded - 1, time=time, image=to_rgb())
                 kept += 1
                 if max_frames is not None and kept >= max_frames:
                     return
-        except (av.error.FFmpegError, ValueError) as exc:
+        except decode_errors as exc:
             if decoded == 0:
                 raise MediaError(str(path), f"corrupt or truncated video: no frame could be decoded ({exc})") from exc
-            note = f"{path}: decoding stopped after {decoded} frames ({exc}); later frames are missing"
-            logger.warning(note)
-            if warnings is not None:
-                warnings.append(note)
+            _note(warnings, f"{path}: decoding stopped after {decoded} frames ({exc}); later frames are missing")
             return
     if decoded == 0:
         raise MediaError(str(path), "zero-length video: the stream holds no frames")
+    if info.frames and info.frames - decoded > max(2, info.frames // 20):  # a frame or two may be edited out
+        _note(
+            warnings,
+            f"{path}: only {decoded} of the {info.frames} frames the container lists could be decoded "
+            "(truncated file?); later frames are missing",
+        )
+
+
+def _note(warnings: list[str] | None, note: str) -> None:
+    logger.warning(note)
+    if warnings is not None:
+        warnings.append(note)
