@@ -73,3 +73,15 @@ def test_import_is_light() -> None:
     code = "import sys, affectlens; print(any(m in sys.modules for m in ('torch', 'onnxruntime', 'gradio', 'cv2')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_missing_shared_data_fails_under_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests import conftest
+
+    monkeypatch.setattr(conftest, "SHARED_DATA", tmp_path / "absent")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="is missing"):
+        conftest.require_shared("fer2013.npz")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        conftest.require_shared("fer2013.npz")
