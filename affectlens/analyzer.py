@@ -14,7 +14,7 @@ from affectlens.errors import MediaError, WeightsError
 from affectlens.registry import create_face_detector, create_face_expression, create_face_landmarker
 from affectlens.types import AnalysisResult, FrameResult
 from perception.face.pipeline import FacePipeline
-from perception.media import DEFAULT_LIMITS, Frame, MediaLimits, iter_video_frames, load_image, probe
+from perception.media import DEFAULT_LIMITS, Frame, MediaLimits, iter_video_frames, load_image, open_media, probe
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +74,10 @@ class Analyzer:
             **kwargs,
         )
 
-    def analyze_image(self, image: str | os.PathLike[str] | np.ndarray) -> AnalysisResult:
-        """One image (path or HxW[xC] array) -> a one-frame result."""
-        source = "<array>" if isinstance(image, np.ndarray) else str(image)
+    def analyze_image(self, image: str | os.PathLike[str] | np.ndarray, source: str | None = None) -> AnalysisResult:
+        """One image (path or HxW[xC] array) -> a one-frame result; ``source`` names an array in the result."""
+        if source is None:
+            source = "<array>" if isinstance(image, np.ndarray) else str(image)
         rgb = load_image(image, self.limits)
         frame = FrameResult(index=0, time=0.0, faces=self.face(rgb))
         return self._result(
@@ -121,7 +122,7 @@ class Analyzer:
         """Analyse an image or video path (decided by content, not extension) or an image array."""
         if isinstance(source, np.ndarray):
             return self.analyze_image(source)
-        kind, _ = probe(source, self.limits)  # probe refuses anything that is not a path, with a MediaError
-        if kind == "image":
-            return self.analyze_image(source)
+        _, rgb, _ = open_media(source, self.limits)  # refuses anything that is not a path, with a MediaError
+        if rgb is not None:
+            return self.analyze_image(rgb, source=str(source))
         return self.analyze_video(source, fps=fps, max_frames=max_frames)

@@ -10,17 +10,22 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from affectlens import __version__
 from affectlens.errors import AffectLensError
 
+if TYPE_CHECKING:
+    from affectlens.analyzer import Analyzer
+    from affectlens.types import AnalysisResult, FrameResult
+    from perception.media import Frame
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
-def _summary_line(result: object) -> str:
-    from affectlens.types import AnalysisResult
-
-    assert isinstance(result, AnalysisResult)
+def _summary_line(result: AnalysisResult) -> str:
     what = f"{result.kind} {result.width}x{result.height}"
     if result.kind == "video":
         what += f", {len(result.frames)} frames analysed"
@@ -32,10 +37,7 @@ def _summary_line(result: object) -> str:
     return f"{result.source}: {what}, {result.num_faces} face(s); expression: {overall}"
 
 
-def _print_result(result: object, max_lines: int = 12) -> None:
-    from affectlens.types import AnalysisResult
-
-    assert isinstance(result, AnalysisResult)
+def _print_result(result: AnalysisResult, max_lines: int = 12) -> None:
     print(_summary_line(result))
     lines = 0
     for frame in result.frames:
@@ -54,13 +56,10 @@ def _print_result(result: object, max_lines: int = 12) -> None:
         print(f"  note: {warning}")
 
 
-def _write_outputs(result: object, out_dir: Path, annotated: object | None = None) -> list[Path]:
+def _write_outputs(result: AnalysisResult, out_dir: Path, annotated: np.ndarray | None = None) -> list[Path]:
     """Write ``<stem>.json`` and ``<stem>.faces.csv`` (and an annotated image when given)."""
     import cv2
 
-    from affectlens.types import AnalysisResult
-
-    assert isinstance(result, AnalysisResult)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(result.source).stem if result.source != "<array>" else "array"
     written = []
@@ -74,39 +73,37 @@ def _write_outputs(result: object, out_dir: Path, annotated: object | None = Non
     written.append(csv_path)
     if annotated is not None:
         png = out_dir / f"{stem}.annotated.png"
-        cv2.imwrite(str(png), cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))  # type: ignore[call-overload]
+        cv2.imwrite(str(png), cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
         written.append(png)
     return written
 
 
-def _analyze_one(analyzer: object, path: str, args: argparse.Namespace) -> tuple[object, list[Path]]:
-    from affectlens.analyzer import Analyzer
+def _analyze_one(
+    analyzer: Analyzer, path: str, out_dir: Path | None, fps: float | None, max_frames: int | None
+) -> tuple[AnalysisResult, list[Path]]:
+    """Analyse one file; with ``out_dir``, also write results and annotated media (decoding once)."""
     from affectlens.visualize import VideoWriter, draw_faces
-    from perception.media import load_image, probe
+    from perception.media import open_media
 
-    assert isinstance(analyzer, Analyzer)
-    out_dir = Path(args.output) if args.output else None
-    kind, info = probe(path, analyzer.limits)
-    if kind == "image":
-        result = analyzer.analyze_image(path)
-        annotated = draw_faces(load_image(path), result.faces) if out_dir else None
-        return result, (_write_outputs(result, out_dir, annotated) if out_dir else [])
+    _, rgb, info = open_media(path, analyzer.limits)
+    if rgb is not None:
+        result = analyzer.analyze_image(rgb, source=path)
+        return result, (_write_outputs(result, out_dir, draw_faces(rgb, result.faces)) if out_dir else [])
     if out_dir is None:
-        return analyzer.analyze_video(path, fps=args.fps, max_frames=args.max_frames), []
+        return analyzer.analyze_video(path, fps=fps, max_frames=max_frames), []
     assert info is not None
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path = out_dir / f"{Path(path).stem}.annotated.mp4"
-    keyframe: list[object] = []
-    rate = args.fps or info.fps
-    with VideoWriter(video_path, rate, info.width, info.height) as writer:
+    keyframe: list[np.ndarray] = []
+    with VideoWriter(video_path, fps or info.fps, info.width, info.height) as writer:
 
-        def on_frame(frame: object, frame_result: object) -> None:
-            drawn = draw_faces(frame.image, frame_result.faces)  # type: ignore[attr-defined]
+        def on_frame(frame: Frame, frame_result: FrameResult) -> None:
+            drawn = draw_faces(frame.image, frame_result.faces)
             writer.write(drawn)
-            if not keyframe and frame_result.faces:  # type: ignore[attr-defined]
+            if not keyframe and frame_result.faces:
                 keyframe.append(drawn)
 
-        result = analyzer.analyze_video(path, fps=args.fps, max_frames=args.max_frames, on_frame=on_frame)
+        result = analyzer.analyze_video(path, fps=fps, max_frames=max_frames, on_frame=on_frame)
     written = _write_outputs(result, out_dir, keyframe[0] if keyframe else None)
     return result, [*written, video_path]
 
@@ -118,7 +115,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for path in args.paths:
         try:
-            result, written = _analyze_one(analyzer, path, args)
+            out_dir = Path(args.output) if args.output else None
+            result, written = _analyze_one(analyzer, path, out_dir, args.fps, args.max_frames)
         except AffectLensError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
@@ -130,7 +128,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for file in written:
             print(f"  wrote {file}")
     if args.json:
-        payload = [r.to_dict(include_landmarks=args.landmarks) for r in results]  # type: ignore[attr-defined]
+        payload = [r.to_dict(include_landmarks=args.landmarks) for r in results]
         print(json.dumps(payload[0] if len(args.paths) == 1 and payload else payload, indent=2))
     return EXIT_ERROR if failed else EXIT_OK
 
@@ -205,10 +203,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     sample = make_sample_video(out / "sample_face.mp4")
     print(f"generated a sample face video: {sample}")
-    ns = argparse.Namespace(output=str(out), fps=args.fps, max_frames=None)
     from affectlens.analyzer import Analyzer
 
-    result, written = _analyze_one(Analyzer(), str(sample), ns)
+    result, written = _analyze_one(Analyzer(), str(sample), out, args.fps, None)
     _print_result(result, max_lines=5)
     print(f"done in {time.perf_counter() - started:.1f}s; results are in {out.resolve()}:")
     for file in written:

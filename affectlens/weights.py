@@ -135,8 +135,17 @@ def candidate_paths(entry: WeightEntry) -> list[Path]:
     return paths
 
 
-def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
-    """Return a verified local path for the weight ``name``.
+@dataclass(frozen=True)
+class ResolvedWeight:
+    """A weight file found by the resolver, with the sha256 it actually has (for provenance)."""
+
+    name: str
+    path: Path
+    sha256: str
+
+
+def locate(name: str, path: str | os.PathLike[str] | None = None) -> ResolvedWeight:
+    """Find the weight ``name`` through the lookup order and verify it; hashes the file once.
 
     Raises:
         WeightsError: the file is nowhere in the lookup order, or a copy fails its sha256 check.
@@ -146,9 +155,10 @@ def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
         explicit = Path(path)
         if not explicit.is_file():
             raise WeightsError(f"{explicit}: weight file for {name!r} does not exist")
-        if sha256_of(explicit) != entry.sha256:
+        actual = sha256_of(explicit)
+        if actual != entry.sha256:
             logger.warning("%s: using an explicit weight file for %r that differs from the manifest", explicit, name)
-        return explicit
+        return ResolvedWeight(name, explicit, actual)
     for candidate in candidate_paths(entry):
         if candidate.is_file():
             actual = sha256_of(candidate)
@@ -157,12 +167,17 @@ def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
                     f"{candidate}: sha256 {actual[:12]}… does not match the manifest's {entry.sha256[:12]}… "
                     f"for {name!r}; delete it and {FETCH_HINT}"
                 )
-            return candidate
+            return ResolvedWeight(name, candidate, actual)
     hub_path = _resolve_from_hub(entry)
     if hub_path is not None:
-        return hub_path
+        return ResolvedWeight(name, hub_path, entry.sha256)
     looked = ", ".join(str(p) for p in candidate_paths(entry))
     raise WeightsError(f"weight {name!r} ({entry.file}) is missing (looked in {looked}); {FETCH_HINT}")
+
+
+def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
+    """Return a verified local path for the weight ``name`` (see ``locate``)."""
+    return locate(name, path).path
 
 
 def _resolve_from_hub(entry: WeightEntry) -> Path | None:

@@ -41,7 +41,9 @@ def main() -> None:
     ours = Analyzer()
     base_fps, base_found = frames_per_second(baseline, frames, args.repeat)
     our_fps, our_found = frames_per_second(ours, frames, args.repeat)
-    print(f"frames: {len(frames)} ({frames[0].image.shape[1]}x{frames[0].image.shape[0]}), median of {args.repeat} runs")
+    print(
+        f"frames: {len(frames)} ({frames[0].image.shape[1]}x{frames[0].image.shape[0]}), median of {args.repeat} runs"
+    )
     print(f"baseline haar + mini-Xception:           {base_fps:7.1f} frames/s, faces found {base_found}")
     print(f"default centerface + mesh + mini-Xception: {our_fps:7.1f} frames/s, faces found {our_found}")
     print(f"ratio default/baseline: {our_fps / base_fps:.2f}x")

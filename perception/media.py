@@ -212,14 +212,26 @@ def load_image(image: ImageInput, limits: MediaLimits = DEFAULT_LIMITS) -> np.nd
     return rgb
 
 
-def probe(path: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMITS) -> tuple[MediaKind, VideoInfo | None]:
-    """Decide from the content, not the extension, whether ``path`` is an image or a video."""
+def open_media(
+    path: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMITS
+) -> tuple[MediaKind, np.ndarray | None, VideoInfo | None]:
+    """Decide from the content, not the extension, whether ``path`` is an image or a video.
+
+    Returns ``("image", rgb, None)`` with the image decoded once, or ``("video", None, info)``.
+    """
     _check_path_type(path)
     path = Path(path)
     _check_file(path, limits)
-    if _read_image(path, limits) is not None:
-        return "image", None
-    return "video", video_info(path, limits)
+    rgb = _read_image(path, limits)
+    if rgb is not None:
+        return "image", rgb, None
+    return "video", None, video_info(path, limits)
+
+
+def probe(path: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMITS) -> tuple[MediaKind, VideoInfo | None]:
+    """The kind of ``path`` (see ``open_media``) and, for a video, its stream properties."""
+    kind, _, info = open_media(path, limits)
+    return kind, info
 
 
 def _open_container(path: Path):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from affectlens.labels import CANONICAL_EMOTIONS
 from affectlens.registry import create_face_expression
 from affectlens.types import AnalysisResult
 from perception.face.detector import Detections
@@ -34,15 +35,7 @@ def test_pipeline_wires_injected_parts_without_weights() -> None:
     assert [f.index for f in faces] == [0, 1]
     assert faces[0].box == (10.0, 10.0, 50.0, 60.0)  # largest first
     for face in faces:
-        assert set(face.expression.probabilities) == {
-            "neutral",
-            "happiness",
-            "sadness",
-            "surprise",
-            "fear",
-            "disgust",
-            "anger",
-        }
+        assert set(face.expression.probabilities) == set(CANONICAL_EMOTIONS)
         assert 0.0 <= face.quality.score <= 1.0 and face.quality.mesh is None
     assert pipeline.describe() == {
         "detector": "fixed",

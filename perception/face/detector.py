@@ -80,8 +80,9 @@ class CenterFaceDetector:
         import onnxruntime as ort
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-        path = weights.resolve("centerface", model_path)
-        self.weight_files = {"centerface": weights.sha256_of(path)}
+        found = weights.locate("centerface", model_path)
+        path = found.path
+        self.weight_files = {found.name: found.sha256}
         model = onnx.load(str(path))
         inputs = {n.name: [d.dim_value for d in n.type.tensor_type.shape.dim] for n in model.graph.input}
         inputs["input.1"] = ["B", 3, "H", "W"]
@@ -141,8 +142,9 @@ class HaarDetector:
     name = "haar"
 
     def __init__(self, model_path: str | None = None, min_neighbors: int = 5, min_face: int = 24) -> None:
-        path = weights.resolve("haar-frontalface", model_path)
-        self.weight_files = {"haar-frontalface": weights.sha256_of(path)}
+        found = weights.locate("haar-frontalface", model_path)
+        path = found.path
+        self.weight_files = {found.name: found.sha256}
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
             raise RuntimeError(f"{path}: OpenCV could not load the Haar cascade")

@@ -236,6 +236,6 @@ class FerMiniXception:
 def _build_fer(pretrained: bool = True, model_path: str | None = None, **overrides: object) -> FerMiniXception:
     if not pretrained:
         return FerMiniXception(MiniXception().eval(), **overrides)  # type: ignore[arg-type]
-    path = weights.resolve("fer-mini-xception", model_path)
-    files = {"fer-mini-xception": weights.sha256_of(path)}
-    return FerMiniXception(load_keras_mini_xception(path), weight_files=files, **overrides)  # type: ignore[arg-type]
+    found = weights.locate("fer-mini-xception", model_path)
+    files = {found.name: found.sha256}
+    return FerMiniXception(load_keras_mini_xception(found.path), weight_files=files, **overrides)  # type: ignore[arg-type]

@@ -58,8 +58,9 @@ class FaceMesh:
     def __init__(self, model_path: str | None = None, threshold: float = 0.5, num_threads: int = 2) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        path = weights.resolve("mediapipe-face-landmark", model_path)
-        self.weight_files = {"mediapipe-face-landmark": weights.sha256_of(path)}
+        found = weights.locate("mediapipe-face-landmark", model_path)
+        path = found.path
+        self.weight_files = {found.name: found.sha256}
         with _native_stderr_silenced():
             self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
