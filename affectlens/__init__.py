@@ -18,7 +18,7 @@ from affectlens.registry import (
     create_face_landmarker,
     list_models,
 )
-from affectlens.types import AnalysisResult, ExpressionPrediction, FaceObservation, FaceQuality, FrameResult
+from affectlens.types import AnalysisResult, EmotionPrediction, FaceObservation, FaceQuality, FrameResult
 
 if TYPE_CHECKING:
     from affectlens.analyzer import Analyzer, build_face_pipeline
@@ -28,7 +28,7 @@ __all__ = [
     "AffectLensError",
     "AnalysisResult",
     "Analyzer",
-    "ExpressionPrediction",
+    "EmotionPrediction",
     "FaceObservation",
     "FaceQuality",
     "FrameResult",

@@ -15,7 +15,15 @@ from affectlens.errors import RegistryError
 
 logger = logging.getLogger(__name__)
 
-ComponentKind = Literal["face_detector", "face_landmarker", "face_expression"]
+ComponentKind = Literal[
+    "face_detector",
+    "face_landmarker",
+    "face_expression",
+    "vad",
+    "asr",
+    "speech_emotion",
+    "text_emotion",
+]
 COMPONENT_KINDS: tuple[str, ...] = get_args(ComponentKind)
 
 #: Modules whose import registers the built-in backends of each kind.
@@ -23,6 +31,10 @@ _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "face_detector": ("perception.face.detector",),
     "face_landmarker": ("perception.face.landmarks",),
     "face_expression": ("perception.face.expression",),
+    "vad": ("perception.voice.vad",),
+    "asr": ("perception.voice.asr",),
+    "speech_emotion": ("perception.voice.emotion",),
+    "text_emotion": ("perception.text.emotion",),
 }
 
 Builder = Callable[..., Any]
@@ -33,6 +45,10 @@ _DEFAULTS: dict[str, str] = {
     "face_detector": "centerface",
     "face_landmarker": "mediapipe-facemesh",
     "face_expression": "fer-mini-xception",
+    "vad": "silero",
+    "asr": "whisper-tiny.en",
+    "speech_emotion": "whisper-probe",
+    "text_emotion": "minilm-goemotions",
 }
 
 
@@ -98,3 +114,23 @@ def create_face_landmarker(name: str | None = None, *, pretrained: bool = True, 
 def create_face_expression(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
     """Build a facial expression model (see ``list_models("face_expression")``)."""
     return create("face_expression", name, pretrained=pretrained, **overrides)
+
+
+def create_vad(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
+    """Build a voice activity detector (see ``list_models("vad")``)."""
+    return create("vad", name, pretrained=pretrained, **overrides)
+
+
+def create_asr(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
+    """Build a speech recogniser (see ``list_models("asr")``)."""
+    return create("asr", name, pretrained=pretrained, **overrides)
+
+
+def create_speech_emotion(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
+    """Build a speech emotion model (see ``list_models("speech_emotion")``)."""
+    return create("speech_emotion", name, pretrained=pretrained, **overrides)
+
+
+def create_text_emotion(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
+    """Build a text emotion model (see ``list_models("text_emotion")``)."""
+    return create("text_emotion", name, pretrained=pretrained, **overrides)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "result.schema.json"
-MediaKind = Literal["image", "video"]
+MediaKind = Literal["image", "video", "audio", "text"]
 
 
 def _round(value: float, digits: int = 4) -> float:
@@ -53,11 +53,16 @@ class FaceQuality:
 
 
 @dataclass(frozen=True)
-class ExpressionPrediction:
-    """A distribution over the canonical emotions from one model."""
+class EmotionPrediction:
+    """A distribution over the canonical emotions from one model (face, voice or words).
+
+    ``valence`` and ``arousal`` are in [-1, 1] when the model gives them, else ``None``.
+    """
 
     probabilities: dict[str, float]
     model: str
+    valence: float | None = None
+    arousal: float | None = None
 
     @property
     def label(self) -> str:
@@ -68,11 +73,14 @@ class ExpressionPrediction:
         return self.probabilities[self.label]
 
     @classmethod
-    def from_vector(cls, vector: np.ndarray, model: str) -> ExpressionPrediction:
+    def from_vector(
+        cls, vector: np.ndarray, model: str, valence: float | None = None, arousal: float | None = None
+    ) -> EmotionPrediction:
         """``vector`` is ordered as ``CANONICAL_EMOTIONS``."""
         if vector.shape != (len(CANONICAL_EMOTIONS),):
             raise ValueError(f"expected {len(CANONICAL_EMOTIONS)} probabilities, got shape {vector.shape}")
-        return cls({name: float(p) for name, p in zip(CANONICAL_EMOTIONS, vector, strict=True)}, model)
+        probs = {name: float(p) for name, p in zip(CANONICAL_EMOTIONS, vector, strict=True)}
+        return cls(probs, model, valence, arousal)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +88,75 @@ class ExpressionPrediction:
             "confidence": _round(self.confidence),
             "probabilities": {k: _round(v) for k, v in self.probabilities.items()},
             "model": self.model,
+            "valence": None if self.valence is None else _round(self.valence),
+            "arousal": None if self.arousal is None else _round(self.arousal),
+        }
+
+
+@dataclass(frozen=True)
+class TextEmotion:
+    """Emotion in words: the canonical distribution, the 28 fine GoEmotions labels (independent
+    probabilities, multi-label) and the words that drove the prediction, most influential first."""
+
+    emotion: EmotionPrediction
+    fine: dict[str, float]
+    salient_words: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.emotion.to_dict(),
+            "fine": {k: _round(v) for k, v in self.fine.items()},
+            "salient_words": [[w, _round(s)] for w, s in self.salient_words],
+        }
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """Voice measures over one speech segment.
+
+    Pitch in Hz (mean) and semitones (range, 10th-90th percentile); energy in dBFS (RMS);
+    ``speaking_rate`` in syllables per second (energy-peak nuclei); ``pause_ratio`` the unvoiced-or-silent
+    share of the segment; ``jitter`` and ``shimmer`` relative period and amplitude perturbation (voice
+    quality proxies); ``hnr`` harmonics-to-noise ratio in dB. ``None`` where unvoiced throughout.
+    """
+
+    pitch_mean: float | None
+    pitch_range: float | None
+    energy: float
+    speaking_rate: float
+    pause_ratio: float
+    jitter: float | None = None
+    shimmer: float | None = None
+    hnr: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (None if v is None else _round(v)) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One stretch of speech (or one typed text), with what the voice and the words say.
+
+    ``start``/``end`` are seconds in the source (0/0 for typed text).
+    """
+
+    index: int
+    start: float
+    end: float
+    text: str | None = None
+    speech_emotion: EmotionPrediction | None = None
+    text_emotion: TextEmotion | None = None
+    prosody: Prosody | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "start": _round(self.start, 3),
+            "end": _round(self.end, 3),
+            "text": self.text,
+            "speech_emotion": None if self.speech_emotion is None else self.speech_emotion.to_dict(),
+            "text_emotion": None if self.text_emotion is None else self.text_emotion.to_dict(),
+            "prosody": None if self.prosody is None else self.prosody.to_dict(),
         }
 
 
@@ -95,7 +172,7 @@ class FaceObservation:
     index: int
     box: tuple[float, float, float, float]
     detection_score: float
-    expression: ExpressionPrediction
+    expression: EmotionPrediction
     quality: FaceQuality
     keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
     landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -135,17 +212,22 @@ class FrameResult:
 
 @dataclass(frozen=True)
 class AnalysisResult:
-    """The analysis of one image or video."""
+    """The analysis of one image, video, audio clip or text.
+
+    ``frames`` hold the faces (empty for audio and text); ``utterances`` the speech segments of audio or a
+    video's sound track, or the one typed text. ``width``/``height`` are ``None`` without pictures.
+    """
 
     source: str
     kind: MediaKind
-    width: int
-    height: int
+    width: int | None
+    height: int | None
     fps: float | None
     duration: float | None
     frames: tuple[FrameResult, ...]
-    models: dict[str, str]
+    models: dict[str, str | None]
     weights: dict[str, str] = field(default_factory=dict)
+    utterances: tuple[Utterance, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -187,6 +269,7 @@ class AnalysisResult:
                 "probabilities": {k: _round(v) for k, v in mean.items()},
             },
             "frames": [frame.to_dict(include_landmarks) for frame in self.frames],
+            "utterances": [u.to_dict() for u in self.utterances],
             "models": dict(self.models),
             "weights": dict(self.weights),
             "settings": dict(self.settings),

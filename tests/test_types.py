@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from affectlens.labels import CANONICAL_EMOTIONS
-from affectlens.types import AnalysisResult, ExpressionPrediction, FaceObservation, FaceQuality, FrameResult
+from affectlens.types import AnalysisResult, EmotionPrediction, FaceObservation, FaceQuality, FrameResult
 from tests.conftest import validate
 
 
@@ -20,7 +20,7 @@ def _face(index: int, label_index: int) -> FaceObservation:
         index=index,
         box=(1.0, 2.0, 30.0, 40.0),
         detection_score=0.9,
-        expression=ExpressionPrediction.from_vector(vector, "tiny"),
+        expression=EmotionPrediction.from_vector(vector, "tiny"),
         quality=FaceQuality(score=0.5 + 0.1 * index, size=28.0, sharpness=120.0, detection=0.9),
         keypoints=np.zeros((5, 2), np.float32),
         landmarks=np.ones((468, 3), np.float32),
@@ -73,4 +73,4 @@ def test_schema_rejects_a_wrong_label(result_schema: dict) -> None:
 
 def test_distribution_must_have_seven_classes() -> None:
     with pytest.raises(ValueError, match="expected 7 probabilities"):
-        ExpressionPrediction.from_vector(np.ones(3) / 3, "tiny")
+        EmotionPrediction.from_vector(np.ones(3) / 3, "tiny")

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from affectlens.types import ExpressionPrediction, FaceObservation, FaceQuality
+from affectlens.types import EmotionPrediction, FaceObservation, FaceQuality
 from perception.face.detector import Detections, FaceDetector
 from perception.face.expression import FerMiniXception
 from perception.face.landmarks import FaceMesh
@@ -99,7 +99,7 @@ class FacePipeline:
                     index=idx,
                     box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
                     detection_score=score,
-                    expression=ExpressionPrediction.from_vector(p, self.expression.name),
+                    expression=EmotionPrediction.from_vector(p, self.expression.name),
                     quality=face_quality(crop, box, score, mesh_score),
                     keypoints=kps,
                     landmarks=mesh_pts,
