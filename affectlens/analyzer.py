@@ -1,25 +1,48 @@
-"""``Analyzer``: the public entry point that turns an image, a video or an array into typed results."""
+"""``Analyzer``: the public entry point that turns an image, video, audio clip or text into typed results."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from affectlens import __version__
 from affectlens.errors import MediaError, WeightsError
-from affectlens.registry import create_face_detector, create_face_expression, create_face_landmarker
-from affectlens.types import AnalysisResult, FrameResult
+from affectlens.registry import (
+    create_asr,
+    create_face_detector,
+    create_face_expression,
+    create_face_landmarker,
+    create_speech_emotion,
+    create_text_emotion,
+    create_vad,
+)
+from affectlens.types import AnalysisResult, FrameResult, MediaKind, Utterance
 from perception.face.pipeline import FacePipeline
-from perception.media import DEFAULT_LIMITS, Frame, MediaLimits, iter_video_frames, load_image, open_media, probe
+from perception.media import (
+    DEFAULT_LIMITS,
+    Frame,
+    MediaLimits,
+    has_audio_stream,
+    iter_video_frames,
+    load_image,
+    open_media,
+    probe,
+)
+
+if TYPE_CHECKING:
+    from perception.text.emotion import TextEmotionModel
+    from perception.voice.pipeline import VoicePipeline
 
 logger = logging.getLogger(__name__)
 
 #: Frames analysed per second of video when the caller does not say.
 DEFAULT_VIDEO_FPS = 5.0
+#: Longest typed text analysed as one utterance; longer text is refused rather than silently cut.
+MAX_TEXT_CHARS = 20_000
 
 
 def build_face_pipeline(
@@ -48,8 +71,33 @@ def build_face_pipeline(
     )
 
 
+def build_text_emotion(name: str | None = None) -> TextEmotionModel:
+    """The default text emotion model (MiniLM-L6 + the GoEmotions delta)."""
+    return create_text_emotion(name)
+
+
+def build_voice_pipeline(
+    text_emotion: TextEmotionModel | None = None,
+    vad: str | None = None,
+    asr: str | None = None,
+    speech_emotion: str | None = None,
+) -> VoicePipeline:
+    """Assemble the default voice pipeline: Silero VAD, Whisper tiny.en, speech emotion, prosody."""
+    from perception.voice.pipeline import VoicePipeline
+
+    return VoicePipeline(
+        vad=create_vad(vad),
+        asr=create_asr(asr),
+        speech_emotion=create_speech_emotion(speech_emotion),
+        text_emotion=text_emotion,
+    )
+
+
 class Analyzer:
-    """Analyse images and videos: every face in every sampled frame, with expression and quality.
+    """Analyse images, videos, audio and text: faces per frame, and utterances with voice and words.
+
+    Parts are injected (tests pass tiny ones); a part left as ``None`` is built from the defaults on
+    first use, so an image-only user never loads the speech models.
 
     >>> from affectlens import Analyzer
     >>> result = Analyzer().analyze("photo.jpg")
@@ -57,19 +105,68 @@ class Analyzer:
     'happiness'
     """
 
-    def __init__(self, face: FacePipeline | None = None, limits: MediaLimits = DEFAULT_LIMITS) -> None:
-        self.face = face if face is not None else build_face_pipeline()
+    def __init__(
+        self,
+        face: FacePipeline | None = None,
+        voice: VoicePipeline | None = None,
+        text: TextEmotionModel | None = None,
+        limits: MediaLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self._face = face
+        self._voice = voice
+        self._text = text
         self.limits = limits
 
-    def _result(self, source: str, frames: list[FrameResult], **kwargs: Any) -> AnalysisResult:
-        warnings = list(kwargs.pop("warnings", []))
-        if not any(frame.faces for frame in frames):
-            warnings.append(f"{source}: no face found")
+    @property
+    def face(self) -> FacePipeline:
+        if self._face is None:
+            self._face = build_face_pipeline()
+        return self._face
+
+    @property
+    def text(self) -> TextEmotionModel:
+        if self._text is None:
+            self._text = build_text_emotion()
+        return self._text
+
+    @property
+    def voice(self) -> VoicePipeline:
+        if self._voice is None:
+            self._voice = build_voice_pipeline(text_emotion=self.text)
+        return self._voice
+
+    def _result(
+        self,
+        source: str,
+        kind: MediaKind,
+        frames: list[FrameResult],
+        utterances: tuple[Utterance, ...] = (),
+        warnings: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AnalysisResult:
+        warnings = list(warnings or [])
+        models: dict[str, str | None] = {}
+        weights: dict[str, str] = {}
+        if kind in ("image", "video"):
+            models.update(self.face.describe())
+            weights.update(self.face.weight_files())
+            if not any(frame.faces for frame in frames):
+                warnings.append(f"{source}: no face found")
+        if kind in ("audio", "video") and self._voice is not None:
+            models.update(self.voice.describe())
+            weights.update(self.voice.weight_files())
+        if kind == "text":
+            models["text_emotion"] = self.text.name
+            weights.update(self.text.weight_files)
+        if kind == "audio" and not utterances:
+            warnings.append(f"{source}: no speech found")
         return AnalysisResult(
             source=source,
+            kind=kind,
             frames=tuple(frames),
-            models=self.face.describe(),
-            weights=self.face.weight_files(),
+            utterances=utterances,
+            models=models,
+            weights=weights,
             warnings=tuple(warnings),
             **kwargs,
         )
@@ -81,7 +178,7 @@ class Analyzer:
         rgb = load_image(image, self.limits)
         frame = FrameResult(index=0, time=0.0, faces=self.face(rgb))
         return self._result(
-            source, [frame], kind="image", width=rgb.shape[1], height=rgb.shape[0], fps=None, duration=None,
+            source, "image", [frame], width=rgb.shape[1], height=rgb.shape[0], fps=None, duration=None,
             settings={"affectlens": __version__},
         )  # fmt: skip
 
@@ -91,8 +188,10 @@ class Analyzer:
         fps: float | None = DEFAULT_VIDEO_FPS,
         max_frames: int | None = None,
         on_frame: Callable[[Frame, FrameResult], None] | None = None,
+        audio: bool = True,
     ) -> AnalysisResult:
-        """Sample ``fps`` frames per second of video (all frames when ``None``) and analyse each.
+        """Sample ``fps`` frames per second of video (all frames when ``None``) and analyse each; with
+        ``audio``, also the sound track's utterances (voice and words).
 
         ``on_frame(frame, result)`` is called for every analysed frame (e.g. to write an annotated video
         without decoding twice); frames are not kept in memory.
@@ -107,10 +206,36 @@ class Analyzer:
             frames.append(result)
             if on_frame is not None:
                 on_frame(frame, result)
+        utterances: tuple[Utterance, ...] = ()
+        if audio and has_audio_stream(path):
+            utterances = self.voice(path)
         return self._result(
-            str(path), frames, kind="video", width=info.width, height=info.height, fps=info.fps,
-            duration=info.duration, warnings=warnings,
-            settings={"affectlens": __version__, "sample_fps": fps, "max_frames": max_frames},
+            str(path), "video", frames, utterances, warnings, width=info.width, height=info.height, fps=info.fps,
+            duration=info.duration, settings={"affectlens": __version__, "sample_fps": fps, "max_frames": max_frames},
+        )  # fmt: skip
+
+    def analyze_audio(self, path: str | os.PathLike[str]) -> AnalysisResult:
+        """An audio file (or any file's sound track): speech segments with transcript, voice and words."""
+        utterances = self.voice(path)
+        duration = max((u.end for u in utterances), default=None)
+        return self._result(
+            str(path), "audio", [], utterances, width=None, height=None, fps=None, duration=duration,
+            settings={"affectlens": __version__},
+        )  # fmt: skip
+
+    def analyze_text(self, text: str, source: str = "<text>") -> AnalysisResult:
+        """Typed text as one utterance with its text emotion (canonical, fine labels, salient words)."""
+        if not isinstance(text, str):
+            raise MediaError(source, f"expected text (a str), got {type(text).__name__}")
+        if not text.strip():
+            raise MediaError(source, "empty text: nothing to analyse")
+        if len(text) > MAX_TEXT_CHARS:
+            raise MediaError(source, f"text too long ({len(text)} characters > {MAX_TEXT_CHARS})")
+        emotion = self.text.predict([text])[0]
+        utterance = Utterance(index=0, start=0.0, end=0.0, text=text, text_emotion=emotion)
+        return self._result(
+            source, "text", [], (utterance,), width=None, height=None, fps=None, duration=None,
+            settings={"affectlens": __version__},
         )  # fmt: skip
 
     def analyze(
@@ -119,10 +244,15 @@ class Analyzer:
         fps: float | None = DEFAULT_VIDEO_FPS,
         max_frames: int | None = None,
     ) -> AnalysisResult:
-        """Analyse an image or video path (decided by content, not extension) or an image array."""
+        """Analyse an image, video or audio path (decided by content, not extension) or an image array.
+
+        Typed text goes through ``analyze_text`` (a string here is always a path).
+        """
         if isinstance(source, np.ndarray):
             return self.analyze_image(source)
-        _, rgb, _ = open_media(source, self.limits)  # refuses anything that is not a path, with a MediaError
+        kind, rgb, _ = open_media(source, self.limits)  # refuses anything that is not a path, with a MediaError
         if rgb is not None:
             return self.analyze_image(rgb, source=str(source))
+        if kind == "audio":
+            return self.analyze_audio(source)
         return self.analyze_video(source, fps=fps, max_frames=max_frames)

@@ -26,6 +26,9 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def _summary_line(result: AnalysisResult) -> str:
+    if result.kind in ("audio", "text"):
+        what = f"{result.kind}" + (f" {result.duration:.1f}s" if result.duration else "")
+        return f"{result.source}: {what}, {len(result.utterances)} utterance(s)"
     what = f"{result.kind} {result.width}x{result.height}"
     if result.kind == "video":
         what += f", {len(result.frames)} frames analysed"
@@ -34,7 +37,8 @@ def _summary_line(result: AnalysisResult) -> str:
     if mean:
         top = sorted(mean.items(), key=lambda kv: -kv[1])[:3]
         overall = ", ".join(f"{k} {v:.0%}" for k, v in top)
-    return f"{result.source}: {what}, {result.num_faces} face(s); expression: {overall}"
+    line = f"{result.source}: {what}, {result.num_faces} face(s); expression: {overall}"
+    return line + (f"; {len(result.utterances)} utterance(s)" if result.utterances else "")
 
 
 def _print_result(result: AnalysisResult, max_lines: int = 12) -> None:
@@ -52,6 +56,19 @@ def _print_result(result: AnalysisResult, max_lines: int = 12) -> None:
                 f"{face.expression.confidence:.0%} quality={face.quality.score:.2f}"
             )
             lines += 1
+    for utt in result.utterances[:max_lines]:
+        parts = [f"  [{utt.start:6.2f}-{utt.end:6.2f}s]" if result.kind != "text" else " "]
+        if utt.text is not None:
+            parts.append(repr(utt.text if len(utt.text) <= 80 else utt.text[:77] + "..."))
+        if utt.speech_emotion is not None:
+            parts.append(f"voice: {utt.speech_emotion.label} {utt.speech_emotion.confidence:.0%}")
+        if utt.text_emotion is not None:
+            words = ", ".join(w for w, _ in utt.text_emotion.salient_words[:3])
+            parts.append(f"words: {utt.text_emotion.emotion.label} {utt.text_emotion.emotion.confidence:.0%}")
+            parts.append(f"({words})" if words else "")
+        if utt.prosody is not None and utt.prosody.pitch_mean is not None:
+            parts.append(f"pitch {utt.prosody.pitch_mean:.0f} Hz, {utt.prosody.speaking_rate:.1f} syll/s")
+        print(" ".join(p for p in parts if p))
     for warning in result.warnings:
         print(f"  note: {warning}")
 
@@ -85,7 +102,10 @@ def _analyze_one(
     from affectlens.visualize import VideoWriter, draw_faces
     from perception.media import open_media
 
-    _, rgb, info = open_media(path, analyzer.limits)
+    kind, rgb, info = open_media(path, analyzer.limits)
+    if kind == "audio":
+        result = analyzer.analyze_audio(path)
+        return result, (_write_outputs(result, out_dir) if out_dir else [])
     if rgb is not None:
         result = analyzer.analyze_image(rgb, source=path)
         return result, (_write_outputs(result, out_dir, draw_faces(rgb, result.faces)) if out_dir else [])
@@ -108,11 +128,31 @@ def _analyze_one(
     return result, [*written, video_path]
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
+def _analyzer(args: argparse.Namespace) -> Analyzer:
+    """The analyzer ``main`` was given (tests inject one of tiny parts), else the default one."""
+    if args.analyzer is not None:
+        return args.analyzer
     from affectlens.analyzer import Analyzer
 
-    analyzer = Analyzer()
+    return Analyzer()
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    if not args.paths and not args.text:
+        print("error: give at least one PATH or --text TEXT", file=sys.stderr)
+        return EXIT_USAGE
+    analyzer = _analyzer(args)
     results, failed = [], 0
+    for text in args.text or []:
+        try:
+            result = analyzer.analyze_text(text)
+        except AffectLensError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        results.append(result)
+        if not args.json:
+            _print_result(result)
     for path in args.paths:
         try:
             out_dir = Path(args.output) if args.output else None
@@ -129,15 +169,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(f"  wrote {file}")
     if args.json:
         payload = [r.to_dict(include_landmarks=args.landmarks) for r in results]
-        print(json.dumps(payload[0] if len(args.paths) == 1 and payload else payload, indent=2))
+        single = len(args.paths) + len(args.text or []) == 1
+        print(json.dumps(payload[0] if single and payload else payload, indent=2))
     return EXIT_ERROR if failed else EXIT_OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from affectlens.evaluation import evaluate_face_expression
+    from affectlens import evaluation
 
     started = time.perf_counter()
-    report = evaluate_face_expression(args.data, model=args.model, detect=args.detect, limit_per_class=args.limit)
+    if args.task == "face-expression":
+        report = evaluation.evaluate_face_expression(
+            args.data, model=args.model, detect=args.detect, limit_per_class=args.limit
+        )
+    elif args.task == "speech-emotion":
+        report = evaluation.evaluate_speech_emotion(args.data, model=args.model, limit_per_class=args.limit)
+    else:
+        if not args.text_col or not args.label_col:
+            print("error: text-emotion needs --text-col and --label-col", file=sys.stderr)
+            return EXIT_USAGE
+        report = evaluation.evaluate_text_emotion(
+            args.data, args.text_col, args.label_col, model=args.model, limit=args.limit
+        )
     report["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps(report))
@@ -203,9 +256,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     sample = make_sample_video(out / "sample_face.mp4")
     print(f"generated a sample face video: {sample}")
-    from affectlens.analyzer import Analyzer
-
-    result, written = _analyze_one(Analyzer(), str(sample), out, args.fps, None)
+    result, written = _analyze_one(_analyzer(args), str(sample), out, args.fps, None)
     _print_result(result, max_lines=5)
     print(f"done in {time.perf_counter() - started:.1f}s; results are in {out.resolve()}:")
     for file in written:
@@ -226,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("analyze", help="analyse images or videos: faces, expression, quality")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = sub.add_parser("analyze", help="analyse images, videos, audio or text")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="images, videos or audio files")
+    p.add_argument("--text", action="append", metavar="TEXT", help="typed text to analyse (repeatable)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video (default 5)")
     p.add_argument("--max-frames", type=int, default=None, help="stop a video after this many analysed frames")
@@ -236,11 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("eval", help="evaluate a model on a labelled dataset")
-    p.add_argument("task", choices=["face-expression"])
-    p.add_argument("--data", required=True, help="folder with one sub-folder of images per label")
+    p.add_argument("task", choices=["face-expression", "speech-emotion", "text-emotion"])
+    p.add_argument(
+        "--data", required=True, help="a folder with one sub-folder per label (face, speech), or a CSV/TSV (text)"
+    )
+    p.add_argument("--text-col", help="text-emotion: the column holding the text")
+    p.add_argument("--label-col", help="text-emotion: the column holding the label name")
     p.add_argument("--model", default=None, help="registered model name (default: the default model)")
     p.add_argument("--detect", action="store_true", help="detect and crop the largest face first")
-    p.add_argument("--limit", type=int, default=None, help="at most this many images per label")
+    p.add_argument("--limit", type=int, default=None, help="at most this many items per label (rows for text)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -264,9 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, analyzer: Analyzer | None = None) -> int:
+    """Run the command line; ``analyzer`` replaces the default one (for tests and embedding)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.analyzer = analyzer
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

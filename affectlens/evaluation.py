@@ -15,12 +15,18 @@ import numpy as np
 
 from affectlens.errors import MediaError
 from affectlens.labels import CANONICAL_EMOTIONS, canonical_label
-from affectlens.registry import create_face_detector, create_face_expression
+from affectlens.registry import (
+    create_face_detector,
+    create_face_expression,
+    create_speech_emotion,
+    create_text_emotion,
+)
 from perception.media import load_image
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4", ".mkv"}
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -58,20 +64,38 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[s
     }
 
 
-def _label_folders(data_dir: Path, model_labels: tuple[str, ...]) -> tuple[dict[Path, str], dict[str, int]]:
+def _model_label(name: str, model_labels: tuple[str, ...]) -> str | None:
+    """The canonical label a dataset label maps to, or ``None`` when it has none or the model lacks it."""
+    try:
+        canonical = canonical_label(name)
+    except KeyError:
+        return None
+    return canonical if canonical in model_labels else None
+
+
+def _label_folders(
+    data_dir: Path, model_labels: tuple[str, ...], suffixes: set[str]
+) -> tuple[dict[Path, str], dict[str, int]]:
+    if not data_dir.is_dir():
+        raise MediaError(str(data_dir), "not a directory (expected one sub-folder per label)")
     folders: dict[Path, str] = {}
     excluded: dict[str, int] = {}
     for sub in sorted(p for p in data_dir.iterdir() if p.is_dir()):
-        count = sum(1 for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        try:
-            canonical = canonical_label(sub.name)
-        except KeyError:
-            canonical = None
-        if canonical is None or canonical not in model_labels:
-            excluded[sub.name] = excluded.get(sub.name, 0) + count
+        canonical = _model_label(sub.name, model_labels)
+        if canonical is None:
+            excluded[sub.name] = sum(1 for f in sub.rglob("*") if f.suffix.lower() in suffixes)
         else:
             folders[sub] = canonical
+    if not folders:
+        raise MediaError(str(data_dir), "no sub-folder is named after a known emotion label")
     return folders, excluded
+
+
+def _report(task: str, model: str, data: str, truth: list[int], predicted: list[int], **extra: Any) -> dict[str, Any]:
+    if not truth:
+        raise MediaError(data, "no usable item found")
+    report = classification_report(np.array(truth), np.array(predicted), list(CANONICAL_EMOTIONS))
+    return {"task": task, "model": model, "data": data, **report, **extra}
 
 
 def evaluate_face_expression(
@@ -86,13 +110,9 @@ def evaluate_face_expression(
     With ``detect`` the largest detected face is classified; images without a face count as errors.
     """
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise MediaError(str(data_dir), "not a directory (expected one sub-folder per label)")
+    folders, excluded = _label_folders(data_dir, CANONICAL_EMOTIONS, IMAGE_SUFFIXES)
     expression = create_face_expression(model)
     detector = create_face_detector() if detect else None
-    folders, excluded = _label_folders(data_dir, CANONICAL_EMOTIONS)
-    if not folders:
-        raise MediaError(str(data_dir), "no sub-folder is named after a known emotion label")
     crops: list[np.ndarray] = []
     truth: list[int] = []
     errors: Counter[str] = Counter()
@@ -121,12 +141,89 @@ def evaluate_face_expression(
     probs = np.concatenate(
         [expression.predict_batch(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
     )
-    report = classification_report(np.array(truth), probs.argmax(1), list(CANONICAL_EMOTIONS))
-    return {
-        "task": "face-expression",
-        "model": expression.name,
-        "data": str(data_dir),
-        **report,
-        "excluded": excluded,
-        "errors": dict(errors),
-    }
+    predicted = probs.argmax(1).tolist()
+    return _report(
+        "face-expression", expression.name, str(data_dir), truth, predicted, excluded=excluded, errors=dict(errors)
+    )
+
+
+def evaluate_speech_emotion(
+    data_dir: str | Path, model: str | None = None, limit_per_class: int | None = None
+) -> dict[str, Any]:
+    """Evaluate a speech emotion model on ``data_dir/<label>/*.wav|flac|…``, one clip = one prediction.
+
+    Clips are decoded to 16 kHz mono (a video's sound track works too); unreadable or silent clips count
+    under ``errors``.
+    """
+    from perception.audio import load_audio  # lazily: only speech evaluation needs PyAV audio decoding
+
+    data_dir = Path(data_dir)
+    folders, excluded = _label_folders(data_dir, CANONICAL_EMOTIONS, AUDIO_SUFFIXES)
+    speech = create_speech_emotion(model)
+    truth: list[int] = []
+    predicted: list[int] = []
+    errors: Counter[str] = Counter()
+    for folder, label in folders.items():
+        files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+        for file in files[:limit_per_class]:
+            try:
+                prediction = speech.predict(load_audio(file))
+            except MediaError as exc:
+                errors["unreadable"] += 1
+                logger.warning("%s", exc)
+                continue
+            truth.append(CANONICAL_EMOTIONS.index(label))
+            predicted.append(CANONICAL_EMOTIONS.index(prediction.label))
+    return _report(
+        "speech-emotion", speech.name, str(data_dir), truth, predicted, excluded=excluded, errors=dict(errors)
+    )
+
+
+def evaluate_text_emotion(
+    csv_path: str | Path,
+    text_col: str,
+    label_col: str,
+    model: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Evaluate a text emotion model on a CSV (or TSV, by extension) with a text and a label column.
+
+    Label names go through the same table as the face eval; a cell with several comma-separated labels
+    is scored against its first one; rows whose label has no canonical class count under ``excluded``.
+    """
+    import pandas as pd
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise MediaError(str(csv_path), "file not found")
+    try:
+        table = pd.read_csv(csv_path, sep="\t" if csv_path.suffix.lower() == ".tsv" else ",", nrows=limit)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise MediaError(str(csv_path), f"not a readable CSV ({exc})") from exc
+    missing = [c for c in (text_col, label_col) if c not in table.columns]
+    if missing:
+        raise MediaError(str(csv_path), f"no column {missing[0]!r}; columns: {', '.join(map(str, table.columns))}")
+    texts: list[str] = []
+    truth: list[int] = []
+    excluded: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    for text, raw in zip(table[text_col], table[label_col], strict=True):
+        first = str(raw).split(",")[0].strip()
+        label = _model_label(first, CANONICAL_EMOTIONS)
+        if label is None:
+            excluded[first] += 1
+        elif not isinstance(text, str) or not text.strip():
+            errors["empty_text"] += 1
+        else:
+            texts.append(text)
+            truth.append(CANONICAL_EMOTIONS.index(label))
+    text_model = create_text_emotion(model)
+    predicted = [
+        CANONICAL_EMOTIONS.index(p.emotion.label)
+        for i in range(0, len(texts), batch_size)
+        for p in text_model.predict(texts[i : i + batch_size])
+    ]
+    return _report(
+        "text-emotion", text_model.name, str(csv_path), truth, predicted, excluded=dict(excluded), errors=dict(errors)
+    )

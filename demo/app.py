@@ -38,6 +38,28 @@ def _status(result: AnalysisResult) -> str:
     )
 
 
+UTTERANCE_COLUMNS = ["start", "end", "transcript", "voice", "words", "salient words", "pitch Hz", "syll/s"]
+
+
+def _utterance_rows(result: AnalysisResult) -> list[list[Any]]:
+    rows = []
+    for u in result.utterances:
+        voice = f"{u.speech_emotion.label} {u.speech_emotion.confidence:.0%}" if u.speech_emotion else ""
+        words = f"{u.text_emotion.emotion.label} {u.text_emotion.emotion.confidence:.0%}" if u.text_emotion else ""
+        salient = ", ".join(w for w, _ in u.text_emotion.salient_words[:4]) if u.text_emotion else ""
+        pitch = round(u.prosody.pitch_mean) if u.prosody and u.prosody.pitch_mean else None
+        rate = round(u.prosody.speaking_rate, 1) if u.prosody else None
+        rows.append([round(u.start, 2), round(u.end, 2), u.text or "", voice, words, salient, pitch, rate])
+    return rows
+
+
+def _highlight(text: str, salient: tuple[tuple[str, float], ...]) -> list[tuple[str, float | None]]:
+    """Word-by-word (word, attribution scaled to [-1, 1]) for ``gr.HighlightedText``."""
+    top = max((abs(s) for _, s in salient), default=0.0) or 1.0
+    scores = {w.lower(): s / top for w, s in salient}
+    return [(word + " ", scores.get(word.strip(".,!?;:\"'()").lower())) for word in text.split()]
+
+
 def build_demo(analyzer: Analyzer) -> gr.Blocks:
     """The demo's UI around an injected ``Analyzer`` (tests pass one built from tiny parts)."""
 
@@ -72,10 +94,42 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 writer.close()
         return str(out), _label_value(result), result.to_dict(), _status(result)
 
+    def analyze_audio(path: str | None) -> tuple[Any, Any, Any, str]:
+        if not path:
+            return None, None, None, "Upload or record audio first."
+        try:
+            result = analyzer.analyze_audio(path)
+        except MediaError as exc:
+            return None, None, None, f"Error: {exc}"
+        voices = [u.speech_emotion for u in result.utterances if u.speech_emotion is not None]
+        label = {}
+        if voices:
+            label = {e: sum(v.probabilities[e] for v in voices) / len(voices) for e in voices[0].probabilities}
+        status = f"{len(result.utterances)} utterance(s)." if result.utterances else " ".join(result.warnings)
+        return _utterance_rows(result), label, result.to_dict(), status
+
+    def analyze_text(text: str | None) -> tuple[Any, Any, Any, Any, str]:
+        if not text or not text.strip():
+            return None, None, None, None, "Type some text first."
+        try:
+            result = analyzer.analyze_text(text)
+        except MediaError as exc:
+            return None, None, None, None, f"Error: {exc}"
+        emotion = result.utterances[0].text_emotion
+        assert emotion is not None
+        fine = dict(sorted(emotion.fine.items(), key=lambda kv: -kv[1])[:5])
+        va = (
+            f"valence {emotion.emotion.valence:+.2f}, arousal {emotion.emotion.arousal:+.2f}"
+            if (emotion.emotion.valence is not None and emotion.emotion.arousal is not None)
+            else ""
+        )
+        return emotion.emotion.probabilities, fine, _highlight(text, emotion.salient_words), result.to_dict(), va
+
     with gr.Blocks(title="AffectLens") as demo:
         gr.Markdown(
-            "# AffectLens\nFaces, expressions and quality from an image or a video — offline, on a CPU. "
-            "Each face gets a box, its 468-point mesh and a distribution over the canonical emotions."
+            "# AffectLens\nFaces, voices and words — offline, on a CPU. Each face gets a box, its 468-point "
+            "mesh and a distribution over the canonical emotions; each utterance its transcript, voice emotion, "
+            "prosody and the emotion in its words."
         )
         with gr.Tab("Analyze"):
             with gr.Tab("Image"):
@@ -108,6 +162,36 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     inputs=video_in,
                     outputs=[video_out, video_label, video_json, video_status],
                     api_name="analyze_video",
+                )
+            with gr.Tab("Audio"):
+                audio_in = gr.Audio(type="filepath", sources=["upload", "microphone"], label="Speech")
+                audio_btn = gr.Button("Analyze audio", variant="primary")
+                audio_status = gr.Markdown()
+                audio_table = gr.Dataframe(headers=UTTERANCE_COLUMNS, label="Utterances", interactive=False)
+                with gr.Row():
+                    audio_label = gr.Label(label="Voice emotion (mean over utterances)", num_top_classes=7)
+                    audio_json = gr.JSON(label="Result")
+                audio_btn.click(
+                    analyze_audio,
+                    inputs=audio_in,
+                    outputs=[audio_table, audio_label, audio_json, audio_status],
+                    api_name="analyze_audio",
+                )
+            with gr.Tab("Text"):
+                text_in = gr.Textbox(label="Text", lines=3, placeholder="How are you feeling?")
+                text_btn = gr.Button("Analyze text", variant="primary")
+                text_va = gr.Markdown()
+                with gr.Row():
+                    text_label = gr.Label(label="Emotion", num_top_classes=7)
+                    text_fine = gr.Label(label="GoEmotions labels (top 5)", num_top_classes=5)
+                text_words = gr.HighlightedText(label="Words that drove it", combine_adjacent=False)
+                text_json = gr.JSON(label="Result")
+                gr.Examples(examples=[["I finally passed my exam, I'm so relieved and happy!"]], inputs=[text_in])
+                text_btn.click(
+                    analyze_text,
+                    inputs=text_in,
+                    outputs=[text_label, text_fine, text_words, text_json, text_va],
+                    api_name="analyze_text",
                 )
     return demo
 

@@ -24,7 +24,7 @@ from affectlens.errors import MediaError
 
 logger = logging.getLogger(__name__)
 
-MediaKind = Literal["image", "video"]
+MediaKind = Literal["image", "video", "audio"]
 ImageInput = str | os.PathLike[str] | np.ndarray
 
 
@@ -42,6 +42,10 @@ DEFAULT_LIMITS = MediaLimits()
 
 #: Images and video frames narrower or lower than this are refused: no face fits in them.
 MIN_SIDE = 8
+
+
+class AudioOnlyError(MediaError):
+    """The file holds sound but no pictures: an audio file, to be analysed by the voice pipeline."""
 
 
 @dataclass(frozen=True)
@@ -215,9 +219,10 @@ def load_image(image: ImageInput, limits: MediaLimits = DEFAULT_LIMITS) -> np.nd
 def open_media(
     path: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMITS
 ) -> tuple[MediaKind, np.ndarray | None, VideoInfo | None]:
-    """Decide from the content, not the extension, whether ``path`` is an image or a video.
+    """Decide from the content, not the extension, whether ``path`` is an image, a video or audio.
 
-    Returns ``("image", rgb, None)`` with the image decoded once, or ``("video", None, info)``.
+    Returns ``("image", rgb, None)`` with the image decoded once, ``("video", None, info)``, or
+    ``("audio", None, None)`` for a file with sound and no pictures.
     """
     _check_path_type(path)
     path = Path(path)
@@ -225,7 +230,21 @@ def open_media(
     rgb = _read_image(path, limits)
     if rgb is not None:
         return "image", rgb, None
-    return "video", None, video_info(path, limits)
+    try:
+        return "video", None, video_info(path, limits)
+    except AudioOnlyError:
+        return "audio", None, None
+
+
+def has_audio_stream(path: str | os.PathLike[str]) -> bool:
+    """Whether the container at ``path`` holds a sound track (False for images and unreadable files)."""
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return bool(container.streams.audio)
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
+        return False
 
 
 def probe(path: str | os.PathLike[str], limits: MediaLimits = DEFAULT_LIMITS) -> tuple[MediaKind, VideoInfo | None]:
@@ -249,8 +268,9 @@ def _ffmpeg_video_info(path: Path, limits: MediaLimits) -> VideoInfo:
         if demuxer == "tty":  # FFmpeg plays any text file as ANSI art
             raise MediaError(str(path), "not a readable image or video (it looks like a text file)")
         if not container.streams.video:
-            what = "audio only" if container.streams.audio else "no audio or video streams"
-            raise MediaError(str(path), f"no video stream ({what})")
+            if container.streams.audio:
+                raise AudioOnlyError(str(path), "no video stream (audio only)")
+            raise MediaError(str(path), "no video stream (no audio or video streams)")
         stream = container.streams.video[0]
         if stream.codec_context is None:  # FFmpeg has no decoder for the codec the header names
             raise MediaError(str(path), "unsupported or corrupt video codec (no decoder for this stream)")

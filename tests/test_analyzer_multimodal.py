@@ -1,0 +1,149 @@
+"""Analyzer routing for audio, text and a video's sound track, with tiny injected voice and text parts."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from affectlens import Analyzer, MediaError
+from affectlens.labels import CANONICAL_EMOTIONS
+from affectlens.types import EmotionPrediction, Prosody, TextEmotion, Utterance
+from demo.samples import load_portrait
+from tests.conftest import validate
+from tests.test_face_pipeline import FixedDetector
+
+
+class FakeText:
+    """Calls everything it reads 'happiness' and names its first word as the salient one."""
+
+    name = "fake-text"
+    weight_files: dict[str, str] = {}  # noqa: RUF012 - a fixed empty mapping
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def predict(self, texts: list[str]) -> list[TextEmotion]:
+        self.seen.extend(texts)
+        vector = np.eye(len(CANONICAL_EMOTIONS))[CANONICAL_EMOTIONS.index("happiness")]
+        emotion = EmotionPrediction.from_vector(vector, self.name, valence=0.8, arousal=0.4)
+        return [TextEmotion(emotion, {"joy": 0.9, "admiration": 0.2}, ((t.split()[0], 1.0),)) for t in texts]
+
+
+class FakeVoice:
+    """Returns one fixed utterance per call and records what it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, path: object) -> tuple[Utterance, ...]:
+        self.calls.append(str(path))
+        vector = np.eye(len(CANONICAL_EMOTIONS))[CANONICAL_EMOTIONS.index("sadness")]
+        voice = EmotionPrediction.from_vector(vector, "fake-voice", valence=-0.6, arousal=-0.3)
+        prosody = Prosody(pitch_mean=180.0, pitch_range=4.0, energy=-20.0, speaking_rate=4.0, pause_ratio=0.1)
+        return (Utterance(0, 0.2, 1.1, "hello there", voice, None, prosody),)
+
+    def describe(self) -> dict[str, str | None]:
+        return {"vad": "fake-vad", "asr": "fake-asr", "speech_emotion": "fake-voice", "text_emotion": None}
+
+    def weight_files(self) -> dict[str, str]:
+        return {}
+
+
+def _write_av(path: Path, seconds: float = 1.0, video: bool = True, audio: bool = True) -> Path:
+    """A small MP4 (or M4A) with a portrait video track and/or a 220 Hz tone track."""
+    portrait = load_portrait()[::4, ::4]
+    with av.open(str(path), "w") as container:
+        vstream = container.add_stream("libx264", rate=10) if video else None
+        astream = container.add_stream("aac", rate=16000) if audio else None
+        if vstream is not None:
+            vstream.width, vstream.height, vstream.pix_fmt = 128, 128, "yuv420p"
+            for _ in range(int(seconds * 10)):
+                for packet in vstream.encode(av.VideoFrame.from_ndarray(portrait, format="rgb24")):
+                    container.mux(packet)
+            for packet in vstream.encode():
+                container.mux(packet)
+        if astream is not None:
+            t = np.arange(int(seconds * 16000)) / 16000
+            tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 16000, 0, Fraction(1, 16000)
+            for packet in [*astream.encode(frame), *astream.encode()]:
+                container.mux(packet)
+    return path
+
+
+@pytest.fixture()
+def parts() -> tuple[Analyzer, FakeVoice, FakeText]:
+    from affectlens.registry import create_face_expression
+    from perception.face.pipeline import FacePipeline
+
+    face = FacePipeline(FixedDetector([[10, 10, 60, 60]]), create_face_expression(pretrained=False))
+    voice, text = FakeVoice(), FakeText()
+    return Analyzer(face=face, voice=voice, text=text), voice, text  # type: ignore[arg-type]
+
+
+def test_audio_file_goes_to_the_voice_pipeline(parts, tmp_path: Path, result_schema: dict) -> None:
+    analyzer, voice, _ = parts
+    clip = _write_av(tmp_path / "clip.m4a", video=False)
+    result = analyzer.analyze(clip)
+    assert result.kind == "audio" and result.frames == () and result.width is None
+    assert voice.calls == [str(clip)]
+    assert [u.text for u in result.utterances] == ["hello there"]
+    assert result.models["asr"] == "fake-asr" and "detector" not in result.models
+    validate(result, result_schema)
+
+
+def test_video_with_sound_gets_faces_and_utterances(parts, tmp_path: Path, result_schema: dict) -> None:
+    analyzer, voice, _ = parts
+    clip = _write_av(tmp_path / "talk.mp4")
+    result = analyzer.analyze(clip, fps=5)
+    assert result.kind == "video" and result.num_faces == len(result.frames) > 0
+    assert voice.calls == [str(clip)] and len(result.utterances) == 1
+    assert result.models["detector"] == "fixed" and result.models["asr"] == "fake-asr"
+    validate(result, result_schema)
+
+
+def test_video_without_sound_never_builds_the_voice_pipeline(tmp_path: Path) -> None:
+    from affectlens.registry import create_face_expression
+    from perception.face.pipeline import FacePipeline
+
+    analyzer = Analyzer(face=FacePipeline(FixedDetector([[10, 10, 60, 60]]), create_face_expression(pretrained=False)))
+    result = analyzer.analyze(_write_av(tmp_path / "silent.mp4", audio=False))
+    assert result.utterances == () and analyzer._voice is None and analyzer._text is None
+
+
+def test_text_is_one_utterance_with_its_emotion(parts, result_schema: dict) -> None:
+    analyzer, _, text = parts
+    result = analyzer.analyze_text("Wonderful news today")
+    assert result.kind == "text" and text.seen == ["Wonderful news today"]
+    (utt,) = result.utterances
+    assert utt.text_emotion is not None and utt.text_emotion.emotion.label == "happiness"
+    assert utt.text_emotion.salient_words == (("Wonderful", 1.0),)
+    assert result.models == {"text_emotion": "fake-text"}
+    validate(result, result_schema)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("", "empty text"), ("   \n\t", "empty text"), ("x" * 20_001, "text too long"), (b"bytes", "expected text")],
+)
+def test_bad_text_is_a_clear_error(parts, text: object, problem: str) -> None:
+    analyzer, _, fake = parts
+    with pytest.raises(MediaError, match=problem):
+        analyzer.analyze_text(text)  # type: ignore[arg-type]
+    assert fake.seen == []
+
+
+def test_cli_prints_utterances(parts, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from affectlens import cli
+
+    analyzer, _, _ = parts
+    clip = _write_av(tmp_path / "clip.m4a", video=False)
+    assert cli.main(["analyze", str(clip), "--text", "Wonderful news today"], analyzer=analyzer) == 0
+    out = capsys.readouterr().out
+    assert "<text>: text, 1 utterance(s)" in out and "words: happiness 100% (Wonderful)" in out
+    assert f"{clip}: audio" in out and "'hello there' voice: sadness 100%" in out and "pitch 180 Hz" in out
