@@ -21,6 +21,7 @@ from affectlens.registry import (
     create_vad,
 )
 from affectlens.types import AnalysisResult, FrameResult, MediaKind, Utterance
+from perception.face.geometry import FaceGeometry
 from perception.face.pipeline import FacePipeline
 from perception.media import (
     DEFAULT_LIMITS,
@@ -50,8 +51,11 @@ def build_face_pipeline(
     expression: str = "fer-mini-xception",
     landmarker: str | None = "mediapipe-facemesh",
     fallback: str | None = "haar",
+    geometry: bool = True,
 ) -> FacePipeline:
     """Assemble the default face pipeline from registered names (``None`` leaves a part out).
+
+    ``geometry`` adds head pose, eye openness and AUs from the mesh (needs a landmarker).
 
     If the main detector cannot be built (its runtime is missing), the fallback takes its place.
     """
@@ -68,6 +72,7 @@ def build_face_pipeline(
         expression=create_face_expression(expression),
         landmarker=create_face_landmarker(landmarker) if landmarker else None,
         fallback=fallback_det,
+        geometry=FaceGeometry() if geometry and landmarker else None,
     )
 
 

@@ -161,12 +161,27 @@ class Utterance:
 
 
 @dataclass(frozen=True)
+class HeadPose:
+    """Head rotation in degrees from the mesh: yaw > 0 turns the face towards the image's left (the
+    person's own right), pitch > 0 tilts the chin down, roll > 0 tilts the head clockwise in the image."""
+
+    yaw: float
+    pitch: float
+    roll: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"yaw": _round(self.yaw, 1), "pitch": _round(self.pitch, 1), "roll": _round(self.roll, 1)}
+
+
+@dataclass(frozen=True)
 class FaceObservation:
     """One face in one frame.
 
     ``box`` is XYXY in pixels; ``keypoints`` the detector's 5 points (left eye, right eye, nose, left and
     right mouth corner) as 5x2; ``landmarks`` the 468-point mesh as 468x3 (x, y in pixels, z relative depth
-    in pixels) or ``None`` when no mesh was run or the mesh found no face.
+    in pixels) or ``None`` when no mesh was run or the mesh found no face. ``pose``, ``eye_openness`` (eye
+    aspect ratios, about 0.3 open and under 0.1 closed) and ``aus`` (the 17 BRIEF action units, intensity
+    0-5, geometric proxies; see ``perception.face.geometry``) come from the mesh and are ``None`` without it.
     """
 
     index: int
@@ -176,6 +191,9 @@ class FaceObservation:
     quality: FaceQuality
     keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
     landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
+    pose: HeadPose | None = None
+    eye_openness: tuple[float, float] | None = None
+    aus: dict[str, float] | None = None
 
     def to_dict(self, include_landmarks: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -186,6 +204,9 @@ class FaceObservation:
             "quality": self.quality.to_dict(),
             "keypoints": None if self.keypoints is None else np.round(self.keypoints.astype(np.float64), 1).tolist(),
             "has_landmarks": self.landmarks is not None,
+            "pose": None if self.pose is None else self.pose.to_dict(),
+            "eye_openness": None if self.eye_openness is None else [_round(v, 3) for v in self.eye_openness],
+            "aus": None if self.aus is None else {k: _round(v, 2) for k, v in self.aus.items()},
         }
         if include_landmarks:
             out["landmarks"] = (

@@ -8,9 +8,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from affectlens.types import EmotionPrediction, FaceObservation, FaceQuality
+from affectlens.types import EmotionPrediction, FaceObservation, FaceQuality, HeadPose
 from perception.face.detector import Detections, FaceDetector
 from perception.face.expression import FerMiniXception
+from perception.face.geometry import FaceGeometry, FaceGeometryResult
 from perception.face.landmarks import FaceMesh
 
 logger = logging.getLogger(__name__)
@@ -43,12 +44,14 @@ class FacePipeline:
         expression: FerMiniXception,
         landmarker: FaceMesh | None = None,
         fallback: FaceDetector | None = None,
+        geometry: FaceGeometry | None = None,
         max_faces: int = 32,
     ) -> None:
         self.detector = detector
         self.expression = expression
         self.landmarker = landmarker
         self.fallback = fallback
+        self.geometry = geometry
         self.max_faces = max_faces
 
     def describe(self) -> dict[str, Any]:
@@ -58,11 +61,12 @@ class FacePipeline:
             "fallback": None if self.fallback is None else self.fallback.name,
             "landmarker": None if self.landmarker is None else self.landmarker.name,
             "expression": self.expression.name,
+            "geometry": None if self.geometry is None else self.geometry.name,
         }
 
     def weight_files(self) -> dict[str, str]:
         """``{manifest name: sha256}`` of every weight file the parts loaded."""
-        parts = (self.detector, self.fallback, self.landmarker, self.expression)
+        parts = (self.detector, self.fallback, self.landmarker, self.expression, self.geometry)
         return {k: v for part in parts if part is not None for k, v in getattr(part, "weight_files", {}).items()}
 
     def detect(self, image: np.ndarray) -> tuple[Detections, bool]:
@@ -92,6 +96,11 @@ class FacePipeline:
             return ()
         crops = np.stack([self.expression.preprocess(image, box) for box, *_ in kept])
         probs = self.expression.predict_batch(crops)
+        meshed = [i for i, face in enumerate(kept) if face[3] is not None]
+        shapes: dict[int, FaceGeometryResult] = {}
+        if self.geometry is not None and meshed:
+            points = np.stack([kept[i][3] for i in meshed])  # type: ignore[misc]
+            shapes = dict(zip(meshed, self.geometry(points), strict=True))
         faces = []
         for idx, ((box, score, kps, mesh_pts, mesh_score), crop, p) in enumerate(zip(kept, crops, probs, strict=True)):
             faces.append(
@@ -103,6 +112,9 @@ class FacePipeline:
                     quality=face_quality(crop, box, score, mesh_score),
                     keypoints=kps,
                     landmarks=mesh_pts,
+                    pose=HeadPose(shapes[idx].yaw, shapes[idx].pitch, shapes[idx].roll) if idx in shapes else None,
+                    eye_openness=shapes[idx].eye_openness if idx in shapes else None,
+                    aus=shapes[idx].aus if idx in shapes else None,
                 )
             )
         return tuple(faces)
