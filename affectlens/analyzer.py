@@ -23,6 +23,7 @@ from affectlens.registry import (
 from affectlens.types import AnalysisResult, FrameResult, MediaKind, Utterance
 from perception.face.geometry import FaceGeometry
 from perception.face.pipeline import FacePipeline
+from perception.face.tracking import FaceTimeline
 from perception.media import (
     DEFAULT_LIMITS,
     Frame,
@@ -206,8 +207,10 @@ class Analyzer:
             raise MediaError(str(path), "is an image, not a video")
         warnings: list[str] = []
         frames = []
+        timeline = FaceTimeline()  # track ids and smoothing live for one video
         for frame in iter_video_frames(path, fps=fps, max_frames=max_frames, limits=self.limits, warnings=warnings):
-            result = FrameResult(index=frame.index, time=frame.time, faces=self.face(frame.image))
+            faces = timeline(frame.image, self.face(frame.image))
+            result = FrameResult(index=frame.index, time=frame.time, faces=faces)
             frames.append(result)
             if on_frame is not None:
                 on_frame(frame, result)

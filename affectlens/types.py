@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SCHEMA_VERSION = "1.0"
+#: The 17 action units of the BRIEF, as DataFrame columns (``perception.face.geometry.AU_NAMES``).
+AU_COLUMNS = (
+    "AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12",
+    "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU45",
+)  # fmt: skip
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "result.schema.json"
 MediaKind = Literal["image", "video", "audio", "text"]
 
@@ -182,6 +187,8 @@ class FaceObservation:
     in pixels) or ``None`` when no mesh was run or the mesh found no face. ``pose``, ``eye_openness`` (eye
     aspect ratios, about 0.3 open and under 0.1 closed) and ``aus`` (the 17 BRIEF action units, intensity
     0-5, geometric proxies; see ``perception.face.geometry``) come from the mesh and are ``None`` without it.
+    In videos, ``track_id`` names the person across frames, ``smoothed`` is the track's smoothed
+    distribution and ``state`` its label, or ``"uncertain"`` when confidence or quality is too low.
     """
 
     index: int
@@ -194,6 +201,9 @@ class FaceObservation:
     pose: HeadPose | None = None
     eye_openness: tuple[float, float] | None = None
     aus: dict[str, float] | None = None
+    track_id: int | None = None
+    smoothed: EmotionPrediction | None = None
+    state: str | None = None
 
     def to_dict(self, include_landmarks: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -207,6 +217,9 @@ class FaceObservation:
             "pose": None if self.pose is None else self.pose.to_dict(),
             "eye_openness": None if self.eye_openness is None else [_round(v, 3) for v in self.eye_openness],
             "aus": None if self.aus is None else {k: _round(v, 2) for k, v in self.aus.items()},
+            "track_id": self.track_id,
+            "smoothed": None if self.smoothed is None else self.smoothed.to_dict(),
+            "state": self.state,
         }
         if include_landmarks:
             out["landmarks"] = (
@@ -314,6 +327,7 @@ class AnalysisResult:
                         "frame": frame.index,
                         "time": frame.time,
                         "face": face.index,
+                        "track": face.track_id,
                         "x1": x1,
                         "y1": y1,
                         "x2": x2,
@@ -322,11 +336,16 @@ class AnalysisResult:
                         "quality": face.quality.score,
                         "label": face.expression.label,
                         "confidence": face.expression.confidence,
+                        "state": face.state,
+                        "yaw": None if face.pose is None else face.pose.yaw,
+                        "pitch": None if face.pose is None else face.pose.pitch,
+                        "roll": None if face.pose is None else face.pose.roll,
+                        **{au: (None if face.aus is None else face.aus[au]) for au in AU_COLUMNS},
                         **{e: face.expression.probabilities[e] for e in CANONICAL_EMOTIONS},
                     }
                 )
         columns = [
-            "source", "frame", "time", "face", "x1", "y1", "x2", "y2",
-            "detection_score", "quality", "label", "confidence", *CANONICAL_EMOTIONS,
+            "source", "frame", "time", "face", "track", "x1", "y1", "x2", "y2", "detection_score", "quality",
+            "label", "confidence", "state", "yaw", "pitch", "roll", *AU_COLUMNS, *CANONICAL_EMOTIONS,
         ]  # fmt: skip
         return pd.DataFrame(rows, columns=columns)

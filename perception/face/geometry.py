@@ -21,6 +21,7 @@ from typing import Final
 import numpy as np
 
 from affectlens import weights
+from affectlens.types import AU_COLUMNS
 
 # Mesh indices (MediaPipe Face Mesh). "a"/"b" are the two sides of the face: a = image left, b = image right
 # on a frontal face.
@@ -35,10 +36,7 @@ CHIN, FOREHEAD = 152, 10
 CHEEK_A, CHEEK_B = 50, 280
 
 #: The 17 action units of the BRIEF, in this order everywhere.
-AU_NAMES: Final[tuple[str, ...]] = (
-    "AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12",
-    "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU45",
-)  # fmt: skip
+AU_NAMES: Final[tuple[str, ...]] = AU_COLUMNS
 
 #: AU -> (measure, direction): +1 when the AU raises the measure, -1 when it lowers it.
 AU_MEASURES: Final[dict[str, tuple[str, int]]] = {
