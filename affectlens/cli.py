@@ -51,10 +51,19 @@ def _print_result(result: AnalysisResult, max_lines: int = 12) -> None:
                 return
             stamp = f"t={frame.time:6.2f}s " if result.kind == "video" else ""
             x1, y1, x2, y2 = (round(v) for v in face.box)
-            print(
-                f"  {stamp}face #{face.index} box=({x1},{y1},{x2},{y2}) {face.expression.label} "
+            who = f"track {face.track_id}" if face.track_id is not None else f"face #{face.index}"
+            line = (
+                f"  {stamp}{who} box=({x1},{y1},{x2},{y2}) {face.expression.label} "
                 f"{face.expression.confidence:.0%} quality={face.quality.score:.2f}"
             )
+            if face.state is not None:
+                line += f" smoothed={face.state}"
+            if face.pose is not None:
+                line += f" yaw/pitch/roll={face.pose.yaw:+.0f}/{face.pose.pitch:+.0f}/{face.pose.roll:+.0f}"
+            if face.aus:
+                strongest = sorted(face.aus.items(), key=lambda kv: -kv[1])[:3]
+                line += " " + " ".join(f"{au}={v:.1f}" for au, v in strongest if v >= 1.0)
+            print(line.rstrip())
             lines += 1
     for utt in result.utterances[:max_lines]:
         parts = [f"  [{utt.start:6.2f}-{utt.end:6.2f}s]" if result.kind != "text" else " "]
@@ -333,6 +342,9 @@ def main(argv: Sequence[str] | None = None, analyzer: Analyzer | None = None) ->
     except AffectLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
