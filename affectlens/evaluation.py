@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from affectlens.errors import MediaError
-from affectlens.labels import CANONICAL_EMOTIONS, canonical_label
+from affectlens.labels import CANONICAL_EMOTIONS, CIRCUMPLEX, canonical_label
 from affectlens.registry import (
     create_face_detector,
     create_face_expression,
@@ -142,9 +142,19 @@ def evaluate_face_expression(
         [expression.predict_batch(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
     )
     predicted = probs.argmax(1).tolist()
+    # Valence/arousal come from the circumplex mapping; check their sign per true class on real data.
+    circumplex = np.array([CIRCUMPLEX[e] for e in CANONICAL_EMOTIONS])
+    affect = probs @ circumplex
+    true = np.array(truth)
+    affect_by_class = {
+        CANONICAL_EMOTIONS[k]: {"valence": round(float(affect[true == k, 0].mean()), 3),
+                                "arousal": round(float(affect[true == k, 1].mean()), 3)}
+        for k in sorted(set(truth))
+    }  # fmt: skip
     return _report(
-        "face-expression", expression.name, str(data_dir), truth, predicted, excluded=excluded, errors=dict(errors)
-    )
+        "face-expression", expression.name, str(data_dir), truth, predicted,
+        excluded=excluded, errors=dict(errors), affect_by_class=affect_by_class,
+    )  # fmt: skip
 
 
 def evaluate_speech_emotion(

@@ -49,3 +49,26 @@ def canonical_label(name: str) -> str | None:
         known = ", ".join(sorted(LABEL_MAP))
         raise KeyError(f"unknown emotion label {name!r}; known labels: {known}")
     return LABEL_MAP[key]
+
+
+#: Where each canonical emotion sits on the valence-arousal circumplex, both in [-1, 1]. A documented
+#: mapping, not a learned one: positions follow Russell's circumplex (1980) as commonly placed in affect
+#: datasets (e.g. the AffectNet category means): pleasant/unpleasant on valence, calm/activated on arousal.
+CIRCUMPLEX: Final[dict[str, tuple[float, float]]] = {
+    "neutral": (0.0, 0.0),
+    "happiness": (0.8, 0.4),
+    "sadness": (-0.7, -0.4),
+    "surprise": (0.2, 0.8),
+    "fear": (-0.6, 0.7),
+    "disgust": (-0.7, 0.3),
+    "anger": (-0.6, 0.7),
+    "contempt": (-0.5, 0.3),
+}
+
+
+def valence_arousal(probabilities: dict[str, float]) -> tuple[float, float]:
+    """Probability-weighted circumplex position of a distribution over canonical emotions."""
+    total = sum(probabilities.values()) or 1.0
+    valence = sum(p * CIRCUMPLEX[e][0] for e, p in probabilities.items()) / total
+    arousal = sum(p * CIRCUMPLEX[e][1] for e, p in probabilities.items()) / total
+    return valence, arousal

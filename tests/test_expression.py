@@ -83,3 +83,9 @@ def test_port_reproduces_fer2013_test_accuracy(fer2013_npz: Path, tmp_path: Path
     assert report["task"] == "face-expression" and report["n"] == 7178
     assert abs(report["accuracy"] - 0.654) <= 0.01, report["accuracy"]
     assert report["macro_f1"] > 0.6
+    # Valence/arousal signs on real faces: pleasant vs unpleasant, activated vs low-energy.
+    affect = report["affect_by_class"]
+    assert affect["happiness"]["valence"] > 0.3
+    assert all(affect[e]["valence"] < -0.2 for e in ("sadness", "fear", "disgust", "anger"))
+    assert affect["surprise"]["arousal"] > affect["neutral"]["arousal"] + 0.3
+    assert affect["anger"]["arousal"] > affect["sadness"]["arousal"]

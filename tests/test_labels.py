@@ -34,3 +34,12 @@ def test_every_mapping_lands_on_a_canonical_name_or_none() -> None:
     allowed = {*CANONICAL_EMOTIONS, "contempt", None}
     assert set(LABEL_MAP.values()) <= allowed
     assert len(CANONICAL_EMOTIONS) == 7 and CANONICAL_EMOTIONS[0] == "neutral"
+
+
+def test_valence_arousal_is_the_weighted_circumplex_position() -> None:
+    from affectlens.labels import CIRCUMPLEX, valence_arousal
+
+    assert valence_arousal({"happiness": 1.0}) == CIRCUMPLEX["happiness"]
+    v, a = valence_arousal({"happiness": 0.5, "sadness": 0.5})
+    assert v == pytest.approx((0.8 - 0.7) / 2) and a == pytest.approx(0.0)
+    assert all(-1 <= x <= 1 for pair in CIRCUMPLEX.values() for x in pair)

@@ -8,6 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from affectlens.labels import valence_arousal
 from affectlens.types import EmotionPrediction, FaceObservation, FaceQuality, HeadPose
 from perception.face.detector import Detections, FaceDetector
 from perception.face.expression import FerMiniXception
@@ -29,6 +30,12 @@ def face_quality(crop64: np.ndarray, box: np.ndarray, detection: float, mesh: fl
     sharp_f = 0.5 + 0.5 * float(np.clip(sharpness / 300.0, 0, 1))
     score = float(detection) * size_f * sharp_f * (1.0 if mesh is None else mesh)
     return FaceQuality(score=score, size=size, sharpness=sharpness, detection=float(detection), mesh=mesh)
+
+
+def _with_affect(prediction: EmotionPrediction) -> EmotionPrediction:
+    """Add valence and arousal from the circumplex mapping (``affectlens.labels.CIRCUMPLEX``)."""
+    valence, arousal = valence_arousal(prediction.probabilities)
+    return EmotionPrediction(prediction.probabilities, prediction.model, valence, arousal)
 
 
 class FacePipeline:
@@ -108,7 +115,7 @@ class FacePipeline:
                     index=idx,
                     box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
                     detection_score=score,
-                    expression=EmotionPrediction.from_vector(p, self.expression.name),
+                    expression=_with_affect(EmotionPrediction.from_vector(p, self.expression.name)),
                     quality=face_quality(crop, box, score, mesh_score),
                     keypoints=kps,
                     landmarks=mesh_pts,

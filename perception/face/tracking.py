@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from affectlens.labels import CANONICAL_EMOTIONS
+from affectlens.labels import CANONICAL_EMOTIONS, valence_arousal
 from affectlens.types import EmotionPrediction, FaceObservation
 
 logger = logging.getLogger(__name__)
@@ -154,5 +154,8 @@ class FaceTimeline:
             probs = np.array([face.expression.probabilities[e] for e in CANONICAL_EMOTIONS])
             smoothed, state = self.smoother.update(track_id, probs, face.quality.score)
             prediction = EmotionPrediction.from_vector(smoothed, f"{face.expression.model}+smoothed")
+            prediction = EmotionPrediction(
+                prediction.probabilities, prediction.model, *valence_arousal(prediction.probabilities)
+            )
             out.append(replace(face, track_id=track_id, smoothed=prediction, state=state))
         return tuple(out)
