@@ -6,6 +6,7 @@ Run with ``affectlens demo`` (binds to 127.0.0.1 unless told otherwise).
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ def _highlight(text: str, salient: tuple[tuple[str, float], ...]) -> list[tuple[
 
 def build_demo(analyzer: Analyzer) -> gr.Blocks:
     """The demo's UI around an injected ``Analyzer`` (tests pass one built from tiny parts)."""
+    # Annotated videos go to one folder that is removed with the demo (Gradio copies what it serves).
+    workdir = tempfile.TemporaryDirectory(prefix="affectlens-demo-")
 
     def analyze_image(image: np.ndarray | None) -> tuple[Any, Any, Any, str]:
         if image is None:
@@ -75,7 +78,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
     def analyze_video(path: str | None) -> tuple[Any, Any, Any, str]:
         if not path:
             return None, None, None, "Upload a video first."
-        out = Path(tempfile.mkdtemp(prefix="affectlens-demo-")) / "annotated.mp4"
+        handle, name = tempfile.mkstemp(dir=workdir.name, suffix=".mp4")
+        os.close(handle)
+        out = Path(name)
         writer: VideoWriter | None = None
 
         def on_frame(frame: Any, frame_result: Any) -> None:
@@ -193,6 +198,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     outputs=[text_label, text_fine, text_words, text_json, text_va],
                     api_name="analyze_text",
                 )
+    demo.affectlens_workdir = workdir  # lives (and is cleaned) with the demo
     return demo
 
 
