@@ -21,6 +21,7 @@ from affectlens.registry import (
     create_vad,
 )
 from affectlens.types import AnalysisResult, FrameResult, MediaKind, Utterance
+from perception.face.gaze import IrisGaze
 from perception.face.geometry import FaceGeometry
 from perception.face.pipeline import FacePipeline
 from perception.face.tracking import FaceTimeline
@@ -56,7 +57,7 @@ def build_face_pipeline(
 ) -> FacePipeline:
     """Assemble the default face pipeline from registered names (``None`` leaves a part out).
 
-    ``geometry`` adds head pose, eye openness and AUs from the mesh (needs a landmarker).
+    ``geometry`` adds head pose, eye openness, AUs and gaze from the mesh (needs a landmarker).
 
     If the main detector cannot be built (its runtime is missing), the fallback takes its place.
     """
@@ -74,6 +75,7 @@ def build_face_pipeline(
         landmarker=create_face_landmarker(landmarker) if landmarker else None,
         fallback=fallback_det,
         geometry=FaceGeometry() if geometry and landmarker else None,
+        gaze=IrisGaze() if geometry and landmarker else None,
     )
 
 

@@ -179,6 +179,18 @@ class HeadPose:
 
 
 @dataclass(frozen=True)
+class GazeDirection:
+    """Eye-in-head gaze in degrees from the iris model: yaw > 0 looks towards the image's right, pitch > 0
+    looks down (add the head pose for a direction relative to the camera)."""
+
+    yaw: float
+    pitch: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"yaw": _round(self.yaw, 1), "pitch": _round(self.pitch, 1)}
+
+
+@dataclass(frozen=True)
 class FaceObservation:
     """One face in one frame.
 
@@ -187,7 +199,7 @@ class FaceObservation:
     in pixels) or ``None`` when no mesh was run or the mesh found no face. ``pose``, ``eye_openness`` (eye
     aspect ratios, about 0.3 open and under 0.1 closed) and ``aus`` (the 17 BRIEF action units, intensity
     0-5, geometric proxies; see ``perception.face.geometry``) come from the mesh and are ``None`` without it.
-    In videos, ``track_id`` names the person across frames, ``smoothed`` is the track's smoothed
+    ``gaze`` is the eye-in-head direction from the iris model. In videos, ``track_id`` names the person across frames, ``smoothed`` is the track's smoothed
     distribution and ``state`` its label, or ``"uncertain"`` when confidence or quality is too low.
     """
 
@@ -199,6 +211,7 @@ class FaceObservation:
     keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
     landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
     pose: HeadPose | None = None
+    gaze: GazeDirection | None = None
     eye_openness: tuple[float, float] | None = None
     aus: dict[str, float] | None = None
     track_id: int | None = None
@@ -215,6 +228,7 @@ class FaceObservation:
             "keypoints": None if self.keypoints is None else np.round(self.keypoints.astype(np.float64), 1).tolist(),
             "has_landmarks": self.landmarks is not None,
             "pose": None if self.pose is None else self.pose.to_dict(),
+            "gaze": None if self.gaze is None else self.gaze.to_dict(),
             "eye_openness": None if self.eye_openness is None else [_round(v, 3) for v in self.eye_openness],
             "aus": None if self.aus is None else {k: _round(v, 2) for k, v in self.aus.items()},
             "track_id": self.track_id,
@@ -340,12 +354,14 @@ class AnalysisResult:
                         "yaw": None if face.pose is None else face.pose.yaw,
                         "pitch": None if face.pose is None else face.pose.pitch,
                         "roll": None if face.pose is None else face.pose.roll,
+                        "gaze_yaw": None if face.gaze is None else face.gaze.yaw,
+                        "gaze_pitch": None if face.gaze is None else face.gaze.pitch,
                         **{au: (None if face.aus is None else face.aus[au]) for au in AU_COLUMNS},
                         **{e: face.expression.probabilities[e] for e in CANONICAL_EMOTIONS},
                     }
                 )
         columns = [
             "source", "frame", "time", "face", "track", "x1", "y1", "x2", "y2", "detection_score", "quality",
-            "label", "confidence", "state", "yaw", "pitch", "roll", *AU_COLUMNS, *CANONICAL_EMOTIONS,
+            "label", "confidence", "state", "yaw", "pitch", "roll", "gaze_yaw", "gaze_pitch", *AU_COLUMNS, *CANONICAL_EMOTIONS,
         ]  # fmt: skip
         return pd.DataFrame(rows, columns=columns)

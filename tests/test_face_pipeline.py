@@ -43,6 +43,7 @@ def test_pipeline_wires_injected_parts_without_weights() -> None:
         "landmarker": None,
         "expression": "fer-mini-xception",
         "geometry": None,
+        "gaze": None,
     }
 
 
@@ -73,7 +74,8 @@ def test_astronaut_has_one_happy_face(analyzer, portrait: np.ndarray, result_sch
     assert face.keypoints is not None and face.keypoints[0, 0] < face.keypoints[1, 0]  # left eye left of right eye
     assert face.quality.score > 0.7
     assert set(result.weights) == {
-        "centerface", "haar-frontalface", "mediapipe-face-landmark", "fer-mini-xception", "face-geometry-neutral"
+        "centerface", "haar-frontalface", "mediapipe-face-landmark", "fer-mini-xception", "face-geometry-neutral",
+        "mediapipe-iris-landmark",
     }  # fmt: skip
     assert face.pose is not None and abs(face.pose.yaw) < 10 and abs(face.pose.roll) < 10 and abs(face.pose.pitch) < 15
     assert face.aus is not None and face.aus["AU12"] > 1.0  # her smile pulls the lip corners up

@@ -69,3 +69,25 @@ def test_au_table_is_complete() -> None:
     reference = geometry.FaceGeometry().reference
     assert {m for m, _ in geometry.AU_MEASURES.values()} <= set(reference)
     assert all(std > 0 for _, std in reference.values())
+
+
+def _shift_irises(image: np.ndarray, irises: tuple[tuple[float, float], ...], dx: int) -> np.ndarray:
+    """Move a small disc around each iris centre ``dx`` pixels sideways (the eyes look elsewhere)."""
+    out = image.copy()
+    for x, y in irises:
+        x, y, r = round(x), round(y), 4
+        patch = image[y - r : y + r + 1, x - r : x + r + 1].copy()
+        out[y - r : y + r + 1, x - r + dx : x + r + 1 + dx] = patch
+    return out
+
+
+def test_gaze_follows_the_irises(analyzer, portrait: np.ndarray) -> None:
+    from perception.face.gaze import IrisGaze
+
+    face = analyzer.analyze(portrait).faces[0]
+    assert face.gaze is not None and abs(face.gaze.yaw) < 10 and abs(face.gaze.pitch) < 10  # she looks at us
+    gaze = IrisGaze()
+    straight = gaze(portrait, face.landmarks)
+    right = gaze(_shift_irises(portrait, straight.irises, +3), face.landmarks)
+    left = gaze(_shift_irises(portrait, straight.irises, -3), face.landmarks)
+    assert right.yaw > straight.yaw + 5 and left.yaw < straight.yaw - 5, (left.yaw, straight.yaw, right.yaw)

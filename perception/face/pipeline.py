@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 
 from affectlens.labels import valence_arousal
-from affectlens.types import EmotionPrediction, FaceObservation, FaceQuality, HeadPose
+from affectlens.types import EmotionPrediction, FaceObservation, FaceQuality, GazeDirection, HeadPose
 from perception.face.detector import Detections, FaceDetector
 from perception.face.expression import FerMiniXception
+from perception.face.gaze import IrisGaze
 from perception.face.geometry import FaceGeometry, FaceGeometryResult
 from perception.face.landmarks import FaceMesh
 
@@ -52,6 +53,7 @@ class FacePipeline:
         landmarker: FaceMesh | None = None,
         fallback: FaceDetector | None = None,
         geometry: FaceGeometry | None = None,
+        gaze: IrisGaze | None = None,
         max_faces: int = 32,
     ) -> None:
         self.detector = detector
@@ -59,6 +61,7 @@ class FacePipeline:
         self.landmarker = landmarker
         self.fallback = fallback
         self.geometry = geometry
+        self.gaze = gaze
         self.max_faces = max_faces
 
     def describe(self) -> dict[str, Any]:
@@ -69,12 +72,19 @@ class FacePipeline:
             "landmarker": None if self.landmarker is None else self.landmarker.name,
             "expression": self.expression.name,
             "geometry": None if self.geometry is None else self.geometry.name,
+            "gaze": None if self.gaze is None else self.gaze.name,
         }
 
     def weight_files(self) -> dict[str, str]:
         """``{manifest name: sha256}`` of every weight file the parts loaded."""
-        parts = (self.detector, self.fallback, self.landmarker, self.expression, self.geometry)
+        parts = (self.detector, self.fallback, self.landmarker, self.expression, self.geometry, self.gaze)
         return {k: v for part in parts if part is not None for k, v in getattr(part, "weight_files", {}).items()}
+
+    def _gaze(self, image: np.ndarray, points: np.ndarray | None) -> GazeDirection | None:
+        if self.gaze is None or points is None:
+            return None
+        found = self.gaze(image, points)
+        return GazeDirection(found.yaw, found.pitch)
 
     def detect(self, image: np.ndarray) -> tuple[Detections, bool]:
         """Detections and whether they came from the fallback detector."""
@@ -120,6 +130,7 @@ class FacePipeline:
                     keypoints=kps,
                     landmarks=mesh_pts,
                     pose=HeadPose(shapes[idx].yaw, shapes[idx].pitch, shapes[idx].roll) if idx in shapes else None,
+                    gaze=self._gaze(image, mesh_pts),
                     eye_openness=shapes[idx].eye_openness if idx in shapes else None,
                     aus=shapes[idx].aus if idx in shapes else None,
                 )
