@@ -38,7 +38,8 @@ class FaceQuality:
 
     ``size`` is the box's shorter side in pixels; ``sharpness`` the variance of the Laplacian on the
     64x64 grey crop; ``detection`` the detector's score; ``mesh`` the landmarker's face-presence score
-    (``None`` when no mesh was run).
+    (``None`` when no mesh was run); ``frontality`` cos(yaw) cos(pitch) of the head pose (1 facing the
+    camera; ``None`` without a mesh).
     """
 
     score: float
@@ -46,6 +47,7 @@ class FaceQuality:
     sharpness: float
     detection: float
     mesh: float | None = None
+    frontality: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,7 @@ class FaceQuality:
             "sharpness": _round(self.sharpness, 1),
             "detection": _round(self.detection),
             "mesh": None if self.mesh is None else _round(self.mesh),
+            "frontality": None if self.frontality is None else _round(self.frontality),
         }
 
 

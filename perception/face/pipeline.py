@@ -19,18 +19,26 @@ from perception.face.landmarks import FaceMesh
 logger = logging.getLogger(__name__)
 
 
-def face_quality(crop64: np.ndarray, box: np.ndarray, detection: float, mesh: float | None) -> FaceQuality:
-    """Quality in [0, 1]: detection score x size factor x sharpness factor (x mesh score when run).
+def face_quality(
+    crop64: np.ndarray, box: np.ndarray, detection: float, mesh: float | None, pose: HeadPose | None = None
+) -> FaceQuality:
+    """Quality in [0, 1]: detection score x size x sharpness x frontality (x the mesh score, which falls
+    when the face is occluded or not a face).
 
     The size factor rises from 0.5 at a 24-pixel face to 1 at 96 pixels; the sharpness factor from 0.5 at
-    no texture to 1 at a Laplacian variance of 300 (grey levels squared) on the 64x64 crop.
+    no texture to 1 at a Laplacian variance of 300 (grey levels squared) on the 64x64 crop; the frontality
+    factor is ``0.5 + 0.5 cos(yaw) cos(pitch)`` (1 facing the camera, 0.5 in profile).
     """
     size = float(min(box[2] - box[0], box[3] - box[1]))
     sharpness = float(cv2.Laplacian((crop64 + 1.0) * 127.5, cv2.CV_32F).var())
     size_f = 0.5 + 0.5 * float(np.clip((size - 24) / 72, 0, 1))
     sharp_f = 0.5 + 0.5 * float(np.clip(sharpness / 300.0, 0, 1))
-    score = float(detection) * size_f * sharp_f * (1.0 if mesh is None else mesh)
-    return FaceQuality(score=score, size=size, sharpness=sharpness, detection=float(detection), mesh=mesh)
+    frontal = None if pose is None else float(np.cos(np.radians(pose.yaw)) * np.cos(np.radians(pose.pitch)))
+    pose_f = 1.0 if frontal is None else 0.5 + 0.5 * max(frontal, 0.0)
+    score = float(detection) * size_f * sharp_f * pose_f * (1.0 if mesh is None else mesh)
+    return FaceQuality(
+        score=score, size=size, sharpness=sharpness, detection=float(detection), mesh=mesh, frontality=frontal
+    )
 
 
 def _with_affect(prediction: EmotionPrediction) -> EmotionPrediction:
@@ -120,19 +128,21 @@ class FacePipeline:
             shapes = dict(zip(meshed, self.geometry(points), strict=True))
         faces = []
         for idx, ((box, score, kps, mesh_pts, mesh_score), crop, p) in enumerate(zip(kept, crops, probs, strict=True)):
+            shape = shapes.get(idx)
+            pose = None if shape is None else HeadPose(shape.yaw, shape.pitch, shape.roll)
             faces.append(
                 FaceObservation(
                     index=idx,
                     box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
                     detection_score=score,
                     expression=_with_affect(EmotionPrediction.from_vector(p, self.expression.name)),
-                    quality=face_quality(crop, box, score, mesh_score),
+                    quality=face_quality(crop, box, score, mesh_score, pose),
                     keypoints=kps,
                     landmarks=mesh_pts,
-                    pose=HeadPose(shapes[idx].yaw, shapes[idx].pitch, shapes[idx].roll) if idx in shapes else None,
+                    pose=pose,
                     gaze=self._gaze(image, mesh_pts),
-                    eye_openness=shapes[idx].eye_openness if idx in shapes else None,
-                    aus=shapes[idx].aus if idx in shapes else None,
+                    eye_openness=None if shape is None else shape.eye_openness,
+                    aus=None if shape is None else shape.aus,
                 )
             )
         return tuple(faces)
