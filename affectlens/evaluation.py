@@ -232,7 +232,7 @@ def evaluate_text_emotion(
     predicted = [
         CANONICAL_EMOTIONS.index(p.emotion.label)
         for i in range(0, len(texts), batch_size)
-        for p in text_model.predict(texts[i : i + batch_size])
+        for p in text_model.predict(texts[i : i + batch_size], explain=False)
     ]
     return _report(
         "text-emotion", text_model.name, str(csv_path), truth, predicted, excluded=dict(excluded), errors=dict(errors)
