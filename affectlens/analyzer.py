@@ -12,15 +12,13 @@ import numpy as np
 from affectlens import __version__
 from affectlens.errors import MediaError, WeightsError
 from affectlens.registry import (
-    create_asr,
     create_face_detector,
     create_face_expression,
     create_face_landmarker,
-    create_speech_emotion,
     create_text_emotion,
-    create_vad,
 )
 from affectlens.types import AnalysisResult, FrameResult, MediaKind, Utterance
+from perception.audio import audio_info
 from perception.face.gaze import IrisGaze
 from perception.face.geometry import FaceGeometry
 from perception.face.pipeline import FacePipeline
@@ -84,21 +82,12 @@ def build_text_emotion(name: str | None = None) -> TextEmotionModel:
     return create_text_emotion(name)
 
 
-def build_voice_pipeline(
-    text_emotion: TextEmotionModel | None = None,
-    vad: str | None = None,
-    asr: str | None = None,
-    speech_emotion: str | None = None,
-) -> VoicePipeline:
-    """Assemble the default voice pipeline: Silero VAD, Whisper tiny.en, speech emotion, prosody."""
-    from perception.voice.pipeline import VoicePipeline
+def build_voice_pipeline(text_emotion: TextEmotionModel | None = None) -> VoicePipeline:
+    """The default voice pipeline (Silero VAD, Whisper tiny.en shared with the speech-emotion head,
+    prosody), scoring transcripts with ``text_emotion`` when given."""
+    from perception.voice.pipeline import build_voice_pipeline as build
 
-    return VoicePipeline(
-        vad=create_vad(vad),
-        asr=create_asr(asr),
-        speech_emotion=create_speech_emotion(speech_emotion),
-        text_emotion=text_emotion,
-    )
+    return build(text_emotion=text_emotion)
 
 
 class Analyzer:
@@ -218,7 +207,7 @@ class Analyzer:
                 on_frame(frame, result)
         utterances: tuple[Utterance, ...] = ()
         if audio and has_audio_stream(path):
-            utterances = self.voice(path)
+            utterances = self.voice(path, warnings)
         return self._result(
             str(path), "video", frames, utterances, warnings, width=info.width, height=info.height, fps=info.fps,
             duration=info.duration, settings={"affectlens": __version__, "sample_fps": fps, "max_frames": max_frames},
@@ -226,10 +215,11 @@ class Analyzer:
 
     def analyze_audio(self, path: str | os.PathLike[str]) -> AnalysisResult:
         """An audio file (or any file's sound track): speech segments with transcript, voice and words."""
-        utterances = self.voice(path)
-        duration = max((u.end for u in utterances), default=None)
+        warnings: list[str] = []
+        utterances = self.voice(path, warnings)
+        duration = audio_info(path, self.limits).duration
         return self._result(
-            str(path), "audio", [], utterances, width=None, height=None, fps=None, duration=duration,
+            str(path), "audio", [], utterances, warnings, width=None, height=None, fps=None, duration=duration,
             settings={"affectlens": __version__},
         )  # fmt: skip
 

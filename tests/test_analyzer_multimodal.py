@@ -39,7 +39,7 @@ class FakeVoice:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def __call__(self, path: object) -> tuple[Utterance, ...]:
+    def __call__(self, path: object, warnings: list[str] | None = None) -> tuple[Utterance, ...]:
         self.calls.append(str(path))
         vector = np.eye(len(CANONICAL_EMOTIONS))[CANONICAL_EMOTIONS.index("sadness")]
         voice = EmotionPrediction.from_vector(vector, "fake-voice", valence=-0.6, arousal=-0.3)
