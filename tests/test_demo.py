@@ -62,3 +62,22 @@ def test_bad_upload_gets_a_clear_message_not_a_crash(client, tmp_path: Path) -> 
     junk.write_bytes(b"\x00" * 2048)
     video, _label, _result, status = client.predict(handle_file(str(junk)), api_name="/analyze_video")
     assert video is None and status.startswith("Error:") and "junk.mp4" in status
+
+
+def test_text_box_returns_emotion_and_salient_words(client) -> None:
+    label, fine, words, result, _va = client.predict("I am so grateful and happy today", api_name="/analyze_text")
+    assert label["label"] == "happiness"
+    assert fine["label"] in ("gratitude", "joy")
+    assert result["kind"] == "text" and result["utterances"][0]["text_emotion"]["salient_words"]
+    assert words  # the highlighted words came back
+
+
+def test_audio_tab_answers_for_a_clip_without_speech(client, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    from tests.test_analyzer_multimodal import _write_av
+
+    tone = _write_av(tmp_path / "tone.m4a", video=False)
+    _table, _label, result, status = client.predict(handle_file(str(tone)), api_name="/analyze_audio")
+    assert result["kind"] == "audio" and result["utterances"] == []
+    assert "no speech found" in status
