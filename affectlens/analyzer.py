@@ -82,14 +82,6 @@ def build_text_emotion(name: str | None = None) -> TextEmotionModel:
     return create_text_emotion(name)
 
 
-def build_voice_pipeline(text_emotion: TextEmotionModel | None = None) -> VoicePipeline:
-    """The default voice pipeline (Silero VAD, Whisper tiny.en shared with the speech-emotion head,
-    prosody), scoring transcripts with ``text_emotion`` when given."""
-    from perception.voice.pipeline import build_voice_pipeline as build
-
-    return build(text_emotion=text_emotion)
-
-
 class Analyzer:
     """Analyse images, videos, audio and text: faces per frame, and utterances with voice and words.
 
@@ -129,6 +121,8 @@ class Analyzer:
     @property
     def voice(self) -> VoicePipeline:
         if self._voice is None:
+            from perception.voice.pipeline import build_voice_pipeline  # loads Whisper: only when audio arrives
+
             self._voice = build_voice_pipeline(text_emotion=self.text)
         return self._voice
 

@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from affectlens.errors import MediaError
-from perception.media import DEFAULT_LIMITS, MediaLimits, _check_file, _check_path_type, _open_container
+from perception.media import (
+    DEFAULT_LIMITS,
+    MediaLimits,
+    _check_file,
+    _check_path_type,
+    _open_container,
+    stream_duration,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +90,7 @@ def _stream_info(path: Path, stream: Any, container: Any, limits: MediaLimits) -
     channels = int(codec.channels or 0)
     if rate <= 0:
         raise MediaError(str(path), "audio stream has no sample rate (corrupt header)")
-    duration = None
-    if stream.duration is not None and stream.time_base is not None:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / 1_000_000
-    if duration is not None and duration > limits.max_duration:
-        raise MediaError(str(path), f"audio too long ({duration / 3600:.1f} h)")
+    duration = stream_duration(path, container, stream, limits, "audio")
     return AudioInfo(duration=duration, sample_rate=rate, channels=channels)
 
 

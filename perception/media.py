@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -262,6 +262,19 @@ def _open_container(path: Path):
         raise MediaError(str(path), f"not a readable image or video (unsupported format or corrupt: {exc})") from exc
 
 
+def stream_duration(path: Path, container: Any, stream: Any, limits: MediaLimits, what: str) -> float | None:
+    """A PyAV stream's duration in seconds (the container's when the stream has none), refused past
+    ``limits.max_duration``; ``None`` when neither says."""
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    if duration is not None and duration > limits.max_duration:
+        raise MediaError(str(path), f"{what} too long ({duration / 3600:.1f} h)")
+    return duration
+
+
 def _ffmpeg_video_info(path: Path, limits: MediaLimits) -> VideoInfo:
     with _open_container(path) as container:
         demuxer = container.format.name
@@ -282,13 +295,7 @@ def _ffmpeg_video_info(path: Path, limits: MediaLimits) -> VideoInfo:
             raise MediaError(str(path), "video stream has no frame size (corrupt header)")
         rate = stream.average_rate or stream.base_rate or stream.guessed_rate
         fps = float(rate) if rate else 25.0
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000
-        if duration is not None and duration > limits.max_duration:
-            raise MediaError(str(path), f"video too long ({duration / 3600:.1f} h)")
+        duration = stream_duration(path, container, stream, limits, "video")
         return VideoInfo(width=width, height=height, fps=fps, duration=duration, frames=int(stream.frames) or None)
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from affectlens import weights
 from affectlens.labels import CANONICAL_EMOTIONS, canonical_label
+from affectlens.labels import CIRCUMPLEX as SHARED_CIRCUMPLEX
 from affectlens.registry import create, register
 from affectlens.types import EmotionPrediction, Prosody
 from perception.voice.prosody import VOICE_STATISTICS, ProsodyAnalyzer, voice_statistics
@@ -44,16 +45,11 @@ RAVDESS_LABELS: Final[tuple[str, ...]] = (
     "disgust",
     "surprised",
 )
-#: (valence, arousal) in [-1, 1] per class: approximate positions on Russell's (1980) circumplex, set by hand.
+#: (valence, arousal) in [-1, 1] per class: the shared circumplex of ``affectlens.labels`` for every class
+#: with a canonical name, and a pleasant, low-arousal place for ``calm``, which has none.
 CIRCUMPLEX: Final[dict[str, tuple[float, float]]] = {
-    "neutral": (0.0, 0.0),
-    "calm": (0.3, -0.6),
-    "happy": (0.8, 0.5),
-    "sad": (-0.7, -0.5),
-    "angry": (-0.7, 0.8),
-    "fearful": (-0.6, 0.7),
-    "disgust": (-0.7, 0.2),
-    "surprised": (0.3, 0.8),
+    label: SHARED_CIRCUMPLEX[canonical] if (canonical := canonical_label(label)) else (0.3, -0.6)
+    for label in RAVDESS_LABELS
 }
 #: Labels without a canonical class and where the head sends them (see the module docstring).
 NON_CANONICAL: Final[dict[str, str]] = {"calm": "neutral"}
