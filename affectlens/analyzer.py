@@ -234,14 +234,21 @@ class Analyzer:
 
     def analyze(
         self,
-        source: str | os.PathLike[str] | np.ndarray,
+        source: str | os.PathLike[str] | np.ndarray | None = None,
         fps: float | None = DEFAULT_VIDEO_FPS,
         max_frames: int | None = None,
+        *,
+        text: str | None = None,
     ) -> AnalysisResult:
-        """Analyse an image, video or audio path (decided by content, not extension) or an image array.
-
-        Typed text goes through ``analyze_text`` (a string here is always a path).
+        """Analyse an image, video or audio path (decided by content, not extension), an image array, or
+        typed ``text=`` (a positional string is always a path; ``analyze_text`` is the same as ``text=``).
         """
+        if text is not None:
+            if source is not None:
+                raise ValueError("give a source or text=, not both")
+            return self.analyze_text(text)
+        if source is None:
+            raise ValueError("nothing to analyse: give a path, an image array or text=")
         if isinstance(source, np.ndarray):
             return self.analyze_image(source)
         kind, rgb, _ = open_media(source, self.limits)  # refuses anything that is not a path, with a MediaError

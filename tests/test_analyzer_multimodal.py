@@ -118,7 +118,7 @@ def test_video_without_sound_never_builds_the_voice_pipeline(tmp_path: Path) -> 
 
 def test_text_is_one_utterance_with_its_emotion(parts, result_schema: dict) -> None:
     analyzer, _, text = parts
-    result = analyzer.analyze_text("Wonderful news today")
+    result = analyzer.analyze(text="Wonderful news today")
     assert result.kind == "text" and text.seen == ["Wonderful news today"]
     (utt,) = result.utterances
     assert utt.text_emotion is not None and utt.text_emotion.emotion.label == "happiness"
@@ -147,3 +147,11 @@ def test_cli_prints_utterances(parts, tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "<text>: text, 1 utterance(s)" in out and "words: happiness 100% (Wonderful)" in out
     assert f"{clip}: audio" in out and "'hello there' voice: sadness 100%" in out and "pitch 180 Hz" in out
+
+
+def test_analyze_needs_exactly_one_input(parts) -> None:
+    analyzer, _, _ = parts
+    with pytest.raises(ValueError, match="nothing to analyse"):
+        analyzer.analyze()
+    with pytest.raises(ValueError, match="not both"):
+        analyzer.analyze("photo.jpg", text="hello")
