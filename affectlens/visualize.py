@@ -23,6 +23,28 @@ EMOTION_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
+def _text(image: np.ndarray, text: str, org: tuple[int, int], scale: float, colour: tuple[int, int, int]) -> None:
+    """Text with a dark outline, readable on any background."""
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+
+
+def _face_details(face: FaceObservation) -> list[str]:
+    """Short text lines for the overlay: head pose, gaze, valence/arousal and the strongest AUs."""
+    lines = []
+    if face.pose is not None:
+        lines.append(f"yaw {face.pose.yaw:+.0f} pitch {face.pose.pitch:+.0f} roll {face.pose.roll:+.0f}")
+    if face.gaze is not None:
+        lines.append(f"gaze {face.gaze.yaw:+.0f}/{face.gaze.pitch:+.0f}")
+    if face.expression.valence is not None and face.expression.arousal is not None:
+        lines.append(f"V {face.expression.valence:+.2f} A {face.expression.arousal:+.2f}")
+    if face.aus:
+        strongest = [f"{au}:{v:.1f}" for au, v in sorted(face.aus.items(), key=lambda kv: -kv[1])[:3] if v >= 1.0]
+        if strongest:
+            lines.append(" ".join(strongest))
+    return lines
+
+
 def draw_faces(image: np.ndarray, faces: Iterable[FaceObservation], mesh: bool = True) -> np.ndarray:
     """Return a copy of the RGB ``image`` with each face's box, label, mesh and expression bars."""
     out = image.copy()
@@ -37,8 +59,14 @@ def draw_faces(image: np.ndarray, faces: Iterable[FaceObservation], mesh: bool =
         if mesh and face.landmarks is not None:
             for x, y in face.landmarks[:, :2].astype(int)[::3]:
                 cv2.circle(out, (int(x), int(y)), 0, (0, 255, 255), -1)
-        text = f"#{face.index} {label} {face.expression.confidence:.0%}"
+        who = f"track {face.track_id}" if face.track_id is not None else f"#{face.index}"
+        shown = face.state if face.state is not None else label
+        text = f"{who} {shown} {face.expression.confidence:.0%}"
         cv2.putText(out, text, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, font, colour, thick, cv2.LINE_AA)
+        below = max(y2, y1 + len(CANONICAL_EMOTIONS) * max(8, round(10 * thick)))  # under the box and the bars
+        for k, line in enumerate(_face_details(face)):  # pose, gaze, valence/arousal, strongest AUs
+            y = below + round((k + 1) * 12 * thick)
+            _text(out, line, (x1, min(h - 2, y)), font * 0.8, (255, 255, 255))
         bar_x, bar_w = x2 + 4, max(40, (x2 - x1) // 2)
         if bar_x + bar_w + 60 * thick > w:
             bar_x = max(0, x1 - bar_w - 60 * thick)
@@ -47,10 +75,7 @@ def draw_faces(image: np.ndarray, faces: Iterable[FaceObservation], mesh: bool =
             y = y1 + k * row
             p = face.expression.probabilities[emotion]
             cv2.rectangle(out, (bar_x, y), (bar_x + round(bar_w * p), y + row - 2), EMOTION_COLOURS[emotion], -1)
-            cv2.putText(
-                out, emotion[:4], (bar_x + bar_w + 2, y + row - 3), cv2.FONT_HERSHEY_SIMPLEX, font * 0.8,
-                (255, 255, 255), 1, cv2.LINE_AA,
-            )  # fmt: skip
+            _text(out, emotion[:4], (bar_x + bar_w + 2, y + row - 3), font * 0.8, (255, 255, 255))
     return out
 
 
