@@ -19,8 +19,7 @@ from affectlens.errors import AffectLensError
 
 if TYPE_CHECKING:
     from affectlens.analyzer import Analyzer
-    from affectlens.types import AnalysisResult, FrameResult
-    from perception.media import Frame
+    from affectlens.types import AnalysisResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -108,7 +107,7 @@ def _analyze_one(
     analyzer: Analyzer, path: str, out_dir: Path | None, fps: float | None, max_frames: int | None
 ) -> tuple[AnalysisResult, list[Path]]:
     """Analyse one file; with ``out_dir``, also write results and annotated media (decoding once)."""
-    from affectlens.visualize import VideoWriter, draw_faces
+    from affectlens.visualize import AnnotatedVideo, draw_faces
     from perception.media import open_media
 
     kind, rgb, info = open_media(path, analyzer.limits)
@@ -123,17 +122,9 @@ def _analyze_one(
     assert info is not None
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path = out_dir / f"{Path(path).stem}.annotated.mp4"
-    keyframe: list[np.ndarray] = []
-    with VideoWriter(video_path, fps or info.fps, info.width, info.height) as writer:
-
-        def on_frame(frame: Frame, frame_result: FrameResult) -> None:
-            drawn = draw_faces(frame.image, frame_result.faces)
-            writer.write(drawn)
-            if not keyframe and frame_result.faces:
-                keyframe.append(drawn)
-
-        result = analyzer.analyze_video(path, fps=fps, max_frames=max_frames, on_frame=on_frame)
-    written = _write_outputs(result, out_dir, keyframe[0] if keyframe else None)
+    with AnnotatedVideo(video_path, fps or info.fps) as annotate:
+        result = analyzer.analyze_video(path, fps=fps, max_frames=max_frames, on_frame=annotate)
+    written = _write_outputs(result, out_dir, annotate.keyframe)
     return result, [*written, video_path]
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from affectlens.labels import CANONICAL_EMOTIONS
-from affectlens.types import FaceObservation
+from affectlens.types import FaceObservation, FrameResult
+
+if TYPE_CHECKING:
+    from perception.media import Frame
 
 #: One RGB colour per canonical emotion, used by every plot and overlay.
 EMOTION_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -107,3 +111,37 @@ class VideoWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AnnotatedVideo:
+    """An ``on_frame`` callback for ``Analyzer.analyze_video`` that writes the annotated frames as an MP4.
+
+    The file is opened at the first frame (so a video that fails before any frame leaves no file) and
+    ``keyframe`` keeps the first annotated frame that shows a face. Use as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+        self.path = path
+        self.fps = fps
+        self.keyframe: np.ndarray | None = None
+        self._writer: VideoWriter | None = None
+
+    def __call__(self, frame: Frame, result: FrameResult) -> None:
+        if self._writer is None:
+            h, w = frame.image.shape[:2]
+            self._writer = VideoWriter(self.path, self.fps, w, h)
+        drawn = draw_faces(frame.image, result.faces)
+        self._writer.write(drawn)
+        if self.keyframe is None and result.faces:
+            self.keyframe = drawn
+
+    @property
+    def written(self) -> bool:
+        return self._writer is not None
+
+    def __enter__(self) -> AnnotatedVideo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()

@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 
 from affectlens import AnalysisResult, Analyzer, MediaError
-from affectlens.visualize import VideoWriter, draw_faces
+from affectlens.visualize import AnnotatedVideo, draw_faces
 from demo.samples import PORTRAIT
 
 logger = logging.getLogger(__name__)
@@ -81,22 +81,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         handle, name = tempfile.mkstemp(dir=workdir.name, suffix=".mp4")
         os.close(handle)
         out = Path(name)
-        writer: VideoWriter | None = None
-
-        def on_frame(frame: Any, frame_result: Any) -> None:
-            nonlocal writer
-            if writer is None:
-                h, w = frame.image.shape[:2]
-                writer = VideoWriter(out, VIDEO_FPS, w, h)
-            writer.write(draw_faces(frame.image, frame_result.faces))
-
         try:
-            result = analyzer.analyze_video(path, fps=VIDEO_FPS, max_frames=VIDEO_MAX_FRAMES, on_frame=on_frame)
+            with AnnotatedVideo(out, VIDEO_FPS) as annotate:
+                result = analyzer.analyze_video(path, fps=VIDEO_FPS, max_frames=VIDEO_MAX_FRAMES, on_frame=annotate)
         except MediaError as exc:
             return None, None, None, f"Error: {exc}"
-        finally:
-            if writer is not None:
-                writer.close()
         return str(out), _label_value(result), result.to_dict(), _status(result)
 
     def analyze_audio(path: str | None) -> tuple[Any, Any, Any, str]:
