@@ -22,6 +22,7 @@ from affectlens.types import AnalysisResult, EmotionPrediction, FaceObservation,
 
 if TYPE_CHECKING:
     from affectlens.analyzer import Analyzer, build_face_pipeline
+    from affectlens.annotate import load_annotations
 
 __all__ = [
     "CANONICAL_EMOTIONS",
@@ -42,6 +43,7 @@ __all__ = [
     "create_face_expression",
     "create_face_landmarker",
     "list_models",
+    "load_annotations",
 ]
 
 
@@ -52,4 +54,8 @@ def __getattr__(name: str) -> Any:
         from affectlens import analyzer
 
         return getattr(analyzer, name)
+    if name == "load_annotations":
+        from affectlens import annotate
+
+        return annotate.load_annotations
     raise AttributeError(f"module 'affectlens' has no attribute {name!r}")

@@ -42,18 +42,23 @@ logger = logging.getLogger(__name__)
 
 #: Frames analysed per second of video when the caller does not say.
 DEFAULT_VIDEO_FPS = 5.0
+#: Longest gap between two face detections in a video; faces are followed with the mesh in between.
+KEYFRAME_SECONDS = 0.5
+#: Frames whose faces go through the expression and geometry stages in one batch.
+VIDEO_BATCH = 8
 #: Longest typed text analysed as one utterance; longer text is refused rather than silently cut.
 MAX_TEXT_CHARS = 20_000
 
 
 def build_face_pipeline(
     detector: str = "centerface",
-    expression: str = "fer-mini-xception",
+    expression: str | None = None,
     landmarker: str | None = "mediapipe-facemesh",
     fallback: str | None = "haar",
     geometry: bool = True,
 ) -> FacePipeline:
-    """Assemble the default face pipeline from registered names (``None`` leaves a part out).
+    """Assemble the default face pipeline from registered names (``None`` leaves a part out; ``expression=None``
+    is the registry's default expression model).
 
     ``geometry`` adds head pose, eye openness, AUs and gaze from the mesh (needs a landmarker).
 
@@ -191,14 +196,26 @@ class Analyzer:
         if info is None:
             raise MediaError(str(path), "is an image, not a video")
         warnings: list[str] = []
-        frames = []
-        timeline = FaceTimeline()  # track ids and smoothing live for one video
+        frames: list[FrameResult] = []
+        # Detect on key frames (KEYFRAME_SECONDS apart) and follow faces with the mesh in between.
+        rate = fps if fps else (info.fps or 25.0)
+        stream = self.face.stream(keyframe_interval=max(1, round(KEYFRAME_SECONDS * rate)))
+        timeline = FaceTimeline(geometry=self.face.geometry)  # ids, smoothing and baselines live for one video
+        chunk: list[Frame] = []
+
+        def flush() -> None:
+            for frame, faces in zip(chunk, stream([f.image for f in chunk]), strict=True):
+                result = FrameResult(index=frame.index, time=frame.time, faces=timeline(frame.image, faces))
+                frames.append(result)
+                if on_frame is not None:
+                    on_frame(frame, result)
+            chunk.clear()
+
         for frame in iter_video_frames(path, fps=fps, max_frames=max_frames, limits=self.limits, warnings=warnings):
-            faces = timeline(frame.image, self.face(frame.image))
-            result = FrameResult(index=frame.index, time=frame.time, faces=faces)
-            frames.append(result)
-            if on_frame is not None:
-                on_frame(frame, result)
+            chunk.append(frame)
+            if len(chunk) == VIDEO_BATCH:
+                flush()
+        flush()
         utterances: tuple[Utterance, ...] = ()
         if audio and has_audio_stream(path):
             utterances = self.voice(path, warnings)

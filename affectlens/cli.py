@@ -132,8 +132,10 @@ def _analyzer(args: argparse.Namespace) -> Analyzer:
     """The analyzer ``main`` was given (tests inject one of tiny parts), else the default one."""
     if args.analyzer is not None:
         return args.analyzer
-    from affectlens.analyzer import Analyzer
+    from affectlens.analyzer import Analyzer, build_face_pipeline
 
+    if getattr(args, "expression_only", False):
+        return Analyzer(face=build_face_pipeline(geometry=False))
     return Analyzer()
 
 
@@ -174,6 +176,30 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from affectlens.annotate import AnnotateSettings, annotate_files, parse_modalities
+
+    try:
+        settings = AnnotateSettings(
+            fps=args.fps, modalities=parse_modalities(args.modalities), format=args.format, report=args.report,
+            workers=args.workers, engine=args.engine, ray_address=args.ray_address,
+        )  # fmt: skip
+        if settings.engine == "ray":
+            from affectlens.annotate_ray import import_ray
+
+            import_ray()
+    except (ValueError, AffectLensError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = annotate_files(args.inputs, args.output, settings, analyzer=args.analyzer, progress=not args.quiet)
+    print(
+        f"{report.output}: {len(report.done)} annotated, {len(report.skipped)} already done, {len(report.failed)} failed"
+    )
+    for path, reason in report.failed:
+        print(f"  failed: {reason}" if reason.startswith(path) else f"  failed: {path}: {reason}")
+    return EXIT_ERROR if report.failed else EXIT_OK
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from affectlens import evaluation
 
@@ -199,6 +225,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(
         f"  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  weighted-F1 {report['weighted_f1']:.4f}"
     )
+    if "ece" in report:
+        print(f"  calibration: ECE {report['ece']:.4f}, mean confidence {report['mean_confidence']:.4f}")
     for label, row in report["per_class"].items():
         print(f"  {label:<10} P {row['precision']:.3f}  R {row['recall']:.3f}  F1 {row['f1']:.3f}  n={row['support']}")
     labels = report["confusion"]["labels"]
@@ -284,8 +312,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video (default 5)")
     p.add_argument("--max-frames", type=int, default=None, help="stop a video after this many analysed frames")
     p.add_argument("--landmarks", action="store_true", help="include the 468-point mesh in --json output")
+    p.add_argument(
+        "--expression-only", action="store_true", help="faces and expressions only: no AUs, head pose or gaze (faster)"
+    )
     p.add_argument("-o", "--output", help="folder for <name>.json, <name>.faces.csv and annotated media")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("annotate", help="annotate many videos/audio files into tables, resumably")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (recursive) or .txt lists of paths")
+    p.add_argument("-o", "--output", required=True, help="output folder (re-run the same command to resume)")
+    p.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video (default 5)")
+    p.add_argument("--modalities", default="face,voice", help="face, voice or face,voice (default)")
+    p.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet", help="table format")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; ray: 1 = one per CPU)")
+    p.add_argument(
+        "--engine", choices=["local", "ray"], default="local",
+        help="local: this machine; ray: a Ray cluster (OUT and the inputs on a file system all its nodes share)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ray-address", metavar="ADDR", default=None,
+        help="with --engine ray: the cluster to join (default $RAY_ADDRESS, else a local Ray instance)",
+    )  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", dest="report", action="store_false", help="no report.html per input, no index.html")
+    p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("eval", help="evaluate a model on a labelled dataset")
     p.add_argument("task", choices=["face-expression", "speech-emotion", "text-emotion"])

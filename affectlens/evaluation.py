@@ -64,6 +64,20 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[s
     }
 
 
+def expected_calibration_error(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """ECE: the mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += members.sum() * abs(float(correct[members].mean()) - float(confidence[members].mean()))
+    return float(total / max(len(y_true), 1))
+
+
 def _model_label(name: str, model_labels: tuple[str, ...]) -> str | None:
     """The canonical label a dataset label maps to, or ``None`` when it has none or the model lacks it."""
     try:
@@ -154,6 +168,7 @@ def evaluate_face_expression(
     return _report(
         "face-expression", expression.name, str(data_dir), truth, predicted,
         excluded=excluded, errors=dict(errors), affect_by_class=affect_by_class,
+        ece=round(expected_calibration_error(probs, true), 4), mean_confidence=round(float(probs.max(1).mean()), 4),
     )  # fmt: skip
 
 

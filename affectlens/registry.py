@@ -44,7 +44,7 @@ _REGISTRY: dict[str, dict[str, Builder]] = {kind: {} for kind in COMPONENT_KINDS
 _DEFAULTS: dict[str, str] = {
     "face_detector": "centerface",
     "face_landmarker": "mediapipe-facemesh",
-    "face_expression": "fer-mini-xception",
+    "face_expression": "affectlens-expression",
     "vad": "silero",
     "asr": "whisper-tiny.en",
     "speech_emotion": "whisper-probe",

@@ -204,6 +204,9 @@ class FaceObservation:
     0-5, geometric proxies; see ``perception.face.geometry``) come from the mesh and are ``None`` without it.
     ``gaze`` is the eye-in-head direction from the iris model. In videos, ``track_id`` names the person across frames, ``smoothed`` is the track's smoothed
     distribution and ``state`` its label, or ``"uncertain"`` when confidence or quality is too low.
+    ``au_reference`` says what the AUs are measured against: ``"population"`` (neutral FER2013 faces) or
+    ``"track"`` (this person's own calm frames, once a video has shown enough of them). ``eyes_closed`` (videos)
+    is True while both eyes are under half the track's open-eye level: a run of such frames is a blink.
     """
 
     index: int
@@ -220,6 +223,8 @@ class FaceObservation:
     track_id: int | None = None
     smoothed: EmotionPrediction | None = None
     state: str | None = None
+    au_reference: str | None = None
+    eyes_closed: bool | None = None
 
     def to_dict(self, include_landmarks: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -237,6 +242,8 @@ class FaceObservation:
             "track_id": self.track_id,
             "smoothed": None if self.smoothed is None else self.smoothed.to_dict(),
             "state": self.state,
+            "au_reference": self.au_reference,
+            "eyes_closed": self.eyes_closed,
         }
         if include_landmarks:
             out["landmarks"] = (
@@ -359,12 +366,15 @@ class AnalysisResult:
                         "roll": None if face.pose is None else face.pose.roll,
                         "gaze_yaw": None if face.gaze is None else face.gaze.yaw,
                         "gaze_pitch": None if face.gaze is None else face.gaze.pitch,
+                        "eyes_closed": face.eyes_closed,
+                        "au_reference": face.au_reference,
                         **{au: (None if face.aus is None else face.aus[au]) for au in AU_COLUMNS},
                         **{e: face.expression.probabilities[e] for e in CANONICAL_EMOTIONS},
                     }
                 )
         columns = [
             "source", "frame", "time", "face", "track", "x1", "y1", "x2", "y2", "detection_score", "quality",
-            "label", "confidence", "state", "yaw", "pitch", "roll", "gaze_yaw", "gaze_pitch", *AU_COLUMNS, *CANONICAL_EMOTIONS,
+            "label", "confidence", "state", "yaw", "pitch", "roll", "gaze_yaw", "gaze_pitch", "eyes_closed", "au_reference", *AU_COLUMNS,
+            *CANONICAL_EMOTIONS,
         ]  # fmt: skip
         return pd.DataFrame(rows, columns=columns)

@@ -100,7 +100,7 @@ def test_models_lists_every_kind(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "face_detector: centerface (default), haar" in out
-    assert "face_expression: fer-mini-xception (default)" in out
+    assert "face_expression: affectlens-expression (default), fer-mini-xception" in out
 
 
 def test_weights_list_shows_licences(capsys: pytest.CaptureFixture[str]) -> None:

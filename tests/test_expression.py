@@ -32,7 +32,7 @@ def test_mini_xception_shapes_and_size() -> None:
 def test_fer_label_order_maps_onto_canonical_names() -> None:
     from affectlens.registry import create_face_expression
 
-    model = create_face_expression(pretrained=False)
+    model = create_face_expression("fer-mini-xception", pretrained=False)
     # fer outputs angry, disgust, fear, happy, sad, surprise, neutral; canonical order is
     # neutral, happiness, sadness, surprise, fear, disgust, anger.
     assert FER_LABELS == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -73,7 +73,18 @@ def test_port_reproduces_fer2013_test_accuracy(fer2013_npz: Path, tmp_path: Path
         capture_output=True,
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "affectlens.cli", "eval", "face-expression", "--data", str(out), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "affectlens.cli",
+            "eval",
+            "face-expression",
+            "--data",
+            str(out),
+            "--json",
+            "--model",
+            "fer-mini-xception",
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -89,3 +100,76 @@ def test_port_reproduces_fer2013_test_accuracy(fer2013_npz: Path, tmp_path: Path
     assert all(affect[e]["valence"] < -0.2 for e in ("sadness", "fear", "disgust", "anger"))
     assert affect["surprise"]["arousal"] > affect["neutral"]["arousal"] + 0.3
     assert affect["anger"]["arousal"] > affect["sadness"]["arousal"]
+
+
+def test_expression_net_is_small_and_the_ensemble_averages_logits() -> None:
+    from perception.face.expression import ExpressionEnsemble, ExpressionNet
+
+    members = [ExpressionNet().eval() for _ in range(2)]
+    x = torch.randn(3, 1, 48, 48)
+    assert members[0](x).shape == (3, 7)
+    assert sum(p.numel() for p in members[0].parameters()) * 4 < 25e6 / 2  # two members fit the 25 MB budget
+    with torch.no_grad():
+        assert torch.allclose(ExpressionEnsemble(members)(x), (members[0](x) + members[1](x)) / 2, atol=1e-5)
+
+
+def test_temperature_scaling_recovers_the_temperature_that_made_the_labels() -> None:
+    from perception.face.expression import fit_temperature
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(20000, 7, generator=gen) * 4
+    labels = torch.multinomial(torch.softmax(logits / 2.5, dim=1), 1, generator=gen).squeeze(1)
+    assert abs(fit_temperature(logits, labels) - 2.5) < 0.1
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfident() -> None:
+    from affectlens.evaluation import expected_calibration_error
+
+    probs = np.tile([0.8, 0.2], (1000, 1))
+    truth = np.array([0] * 800 + [1] * 200)
+    assert expected_calibration_error(probs, truth) < 1e-9
+    sure = np.tile([0.99, 0.01], (1000, 1))
+    assert abs(expected_calibration_error(sure, np.array([0] * 500 + [1] * 500)) - 0.49) < 1e-6
+
+
+@pytest.mark.weights
+@pytest.mark.data
+@pytest.mark.slow
+def test_our_model_beats_the_baseline_on_fer2013_test_calibrated(fer2013_npz: Path, tmp_path: Path) -> None:
+    """The default model through `affectlens eval`: accuracy and macro-F1 as shipped, calibrated (low ECE)."""
+    import subprocess
+    import sys
+
+    card = json.loads(
+        (Path(__file__).resolve().parents[1] / "weights/face-expression/affectlens-expression.json").read_text()
+    )
+    shipped = card["metrics"]["test"]["calibrated"]
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "fer2013-test"
+    export = [sys.executable, str(repo / "scripts" / "export_fer2013.py"), "--npz", str(fer2013_npz), "--split", "test"]
+    subprocess.run([*export, "--out", str(out)], check=True, capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "affectlens.cli", "eval", "face-expression", "--data", str(out), "--json"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    assert report["model"] == "affectlens-expression" and report["n"] == 7178
+    # The PNG round trip is lossless: the eval reproduces the training script's figure.
+    assert abs(report["accuracy"] - shipped["accuracy"]) < 0.003, (report["accuracy"], shipped["accuracy"])
+    assert report["accuracy"] > 0.654 + 0.03 and report["macro_f1"] > 0.63  # well above fer's mini-Xception
+    assert report["ece"] < 0.03  # calibrated: confidence tracks accuracy
+    affect = report["affect_by_class"]
+    assert affect["happiness"]["valence"] > 0.3
+    assert all(affect[e]["valence"] < -0.2 for e in ("sadness", "fear", "disgust", "anger"))
+
+    # The whole inference path: faces placed in 640x360 frames, found by the detector, cropped from its box.
+    scene = tmp_path / "fer2013-test-scene"
+    subprocess.run([*export, "--scene", "--out", str(scene)], check=True, capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "affectlens.cli", "eval", "face-expression", "--data", str(scene), "--json",
+         "--detect", "--limit", "60"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    placed = json.loads(proc.stdout)
+    assert placed["n"] + sum(placed["errors"].values()) == 7 * 60  # every class has at least 60 test faces
+    assert placed["n"] >= 0.9 * 420 and placed["accuracy"] > 0.6, placed

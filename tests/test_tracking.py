@@ -105,3 +105,121 @@ def test_real_faces_swap_places_and_keep_their_ids(analyzer) -> None:
                     seen[name].add(face.track_id)
                     assert face.state is not None and face.smoothed is not None
     assert len(seen["A"]) == 1 and len(seen["B"]) == 1 and seen["A"] != seen["B"], seen
+
+
+@pytest.mark.weights
+@pytest.mark.data
+def test_stream_follows_swapping_faces_between_key_frames(analyzer) -> None:
+    """Video mode: detection on key frames only, the mesh follows both faces in between, a face hidden for
+    three frames is picked up again as soon as it returns, and ids stay with their person."""
+    data = np.load(require_shared("fer2013.npz"))
+    test = data["images"][data["split"] == 1]
+    faces = [
+        np.repeat(cv2.resize(test[i], (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)[..., None], 3, 2) for i in (0, 7)
+    ]
+    stream = analyzer.face.stream(keyframe_interval=15)
+    timeline = FaceTimeline()
+    seen: dict[str, set[int]] = {"A": set(), "B": set()}
+    found = {"A": 0, "B": 0}
+    images = [_frame([None if 10 <= k <= 12 else faces[0], faces[1]], k) for k in range(FRAMES)]
+    for start in range(0, FRAMES, 4):  # chunks of 4 frames, as the analyzer batches them
+        chunk = images[start : start + 4]
+        for k, (image, observed) in enumerate(zip(chunk, stream(chunk), strict=True), start=start):
+            observed = timeline(image, observed)
+            for name, (x, y) in zip("AB", _paths(k), strict=True):
+                centre = np.array([x + SIDE / 2, y + SIDE / 2])
+                for face in observed:
+                    box = np.array(face.box)
+                    if np.linalg.norm((box[:2] + box[2:]) / 2 - centre) < SIDE / 3:
+                        seen[name].add(face.track_id)
+                        found[name] += 1
+                        assert face.landmarks is not None and face.aus is not None and face.pose is not None
+    assert found["A"] >= FRAMES - 3 - 1 and found["B"] >= FRAMES - 1, found  # every visible frame, or all but one
+    assert len(seen["A"]) == 1 and len(seen["B"]) == 1 and seen["A"] != seen["B"], seen
+    # Key frames (0, 15) plus the frames spent looking for A while hidden; far fewer than one per frame.
+    assert stream.detections <= FRAMES // 2, stream.detections
+
+
+@pytest.mark.weights
+def test_stream_matches_per_frame_detection_on_the_sample_video(analyzer, sample_video) -> None:
+    """Following with the mesh gives the boxes and expressions that detecting on every frame gives."""
+    from perception.media import iter_video_frames
+
+    frames = [f.image for f in iter_video_frames(sample_video, fps=None)]
+    stream = analyzer.face.stream(keyframe_interval=10)
+    streamed = [faces for i in range(0, len(frames), 8) for faces in stream(frames[i : i + 8])]
+    per_frame = [analyzer.face(image) for image in frames]
+    assert [len(f) for f in streamed] == [len(f) for f in per_frame] == [1] * len(frames)
+    overlaps = [
+        float(iou(np.array([a[0].box]), np.array([b[0].box]))[0, 0]) for a, b in zip(streamed, per_frame, strict=True)
+    ]
+    assert min(overlaps) > 0.7, overlaps
+    agree = np.mean([a[0].expression.label == b[0].expression.label for a, b in zip(streamed, per_frame, strict=True)])
+    assert agree >= 0.8, agree
+    assert stream.detections < len(frames) / 3, stream.detections
+
+
+def test_stream_rejects_a_bad_keyframe_interval(analyzer) -> None:
+    with pytest.raises(ValueError, match="keyframe_interval"):
+        analyzer.face.stream(keyframe_interval=0)
+
+
+@pytest.mark.weights
+def test_track_baseline_measures_aus_against_the_persons_calm_face_and_sees_closed_eyes(
+    analyzer, portrait: np.ndarray
+) -> None:
+    """Once a track has shown enough calm frames, its AUs are relative to its own resting face (so its resting
+    face scores zero), a raised mouth corner still scores AU12, and lids that meet read as closed eyes."""
+    from dataclasses import replace
+
+    from affectlens.types import EmotionPrediction
+    from perception.face.geometry import (
+        EYE_BOTTOM_A,
+        EYE_BOTTOM_B,
+        EYE_TOP_A,
+        EYE_TOP_B,
+        MOUTH_A,
+        MOUTH_B,
+        eye_openness,
+    )
+
+    face = analyzer.face(portrait)[0]
+    assert face.landmarks is not None and face.au_reference == "population"
+    neutral = EmotionPrediction.from_vector(np.eye(7)[CANONICAL_EMOTIONS.index("neutral")] * 0.9 + 0.1 / 7, "test")
+    rest = replace(face, expression=neutral, quality=replace(face.quality, score=0.9))
+    timeline = FaceTimeline(geometry=analyzer.face.geometry)
+    seen = [timeline(portrait, (rest,))[0] for _ in range(6)]
+    assert seen[0].au_reference == "population" and seen[-1].au_reference == "track"
+    assert seen[-1].aus is not None and max(seen[-1].aus.values()) < 1e-3, seen[-1].aus
+    assert seen[-1].eyes_closed is False
+
+    smile = face.landmarks.copy()
+    lift = 0.08 * float(np.linalg.norm(smile[263, :2] - smile[33, :2]))
+    smile[[MOUTH_A, MOUTH_B], 1] -= lift
+    after = timeline(portrait, (replace(rest, landmarks=smile),))[0]
+    assert after.aus is not None and after.aus["AU12"] >= 1.0, after.aus
+
+    shut = face.landmarks.copy()
+    for top, bottom in ((EYE_TOP_A, EYE_BOTTOM_A), (EYE_TOP_B, EYE_BOTTOM_B)):
+        shut[[top, bottom]] = shut[[top, bottom]].mean(0)
+    closed = float(eye_openness(shut[None]).mean())
+    blink = timeline(portrait, (replace(rest, landmarks=shut, eye_openness=(closed, closed)),))[0]
+    assert blink.eyes_closed is True
+
+
+@pytest.mark.weights
+@pytest.mark.data
+def test_stream_finds_a_face_that_enters_within_one_key_frame_interval(analyzer) -> None:
+    data = np.load(require_shared("fer2013.npz"))
+    test = data["images"][data["split"] == 1]
+    faces = [
+        np.repeat(cv2.resize(test[i], (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)[..., None], 3, 2) for i in (0, 7)
+    ]
+    stream = analyzer.face.stream(keyframe_interval=6)
+    counts = []
+    for k in range(FRAMES):
+        image = _frame([faces[0] if k >= 8 else None, faces[1]], k)  # A walks in at frame 8
+        counts.append(len(stream([image])[0]))
+    first_two = counts.index(2)
+    assert 8 <= first_two <= 8 + 6 and all(c == 2 for c in counts[first_two:]), counts
+    assert all(c == 1 for c in counts[:8]), counts

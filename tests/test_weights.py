@@ -49,6 +49,7 @@ def _wheel(path: Path, member: str, data: bytes) -> Path:
 def test_shipped_manifest_entries_are_complete() -> None:
     manifest = weights.load_manifest()
     assert {"centerface", "haar-frontalface", "mediapipe-face-landmark", "fer-mini-xception"} <= set(manifest)
+    assert {"affectlens-expression", "affectlens-expression-card"} <= set(manifest)
     for entry in manifest.values():
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256), entry.name
         assert entry.licence and entry.training_data and entry.training_data_licence and entry.metric

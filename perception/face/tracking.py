@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import cv2
 import numpy as np
 
 from affectlens.labels import CANONICAL_EMOTIONS, valence_arousal
 from affectlens.types import EmotionPrediction, FaceObservation
+from perception.face.geometry import AU_NAMES, FaceGeometry, action_units, geometric_measures
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +139,81 @@ class TrackSmoother:
         return smoothed, CANONICAL_EMOTIONS[top]
 
 
-class FaceTimeline:
-    """Adds track ids and smoothed, abstaining labels to the faces of consecutive frames of one video."""
+class TrackBaseline:
+    """A person's own calm face within one video: the median geometric measures over their neutral,
+    good-quality, near-frontal frames (AUs are then measured against it instead of the population), and
+    their open-eye level (for blinks).
 
-    def __init__(self, tracker: FaceTracker | None = None, smoother: TrackSmoother | None = None) -> None:
+    The baseline is used once ``min_frames`` calm frames are collected; the last ``window`` are kept.
+    """
+
+    def __init__(self, min_frames: int = 5, window: int = 60) -> None:
+        self.min_frames = min_frames
+        self.window = window
+        self._calm: dict[int, list[dict[str, float]]] = {}
+        self._eyes: dict[int, list[float]] = {}
+
+    def observe(self, track_id: int, points: np.ndarray, calm: bool, eyes: float) -> None:
+        if calm:
+            measures = {k: float(v[0]) for k, v in geometric_measures(points[None]).items()}
+            self._calm.setdefault(track_id, []).append(measures)
+            del self._calm[track_id][: -self.window]
+        self._eyes.setdefault(track_id, []).append(eyes)
+        del self._eyes[track_id][: -self.window]
+
+    def measures(self, track_id: int) -> dict[str, float] | None:
+        frames = self._calm.get(track_id, [])
+        if len(frames) < self.min_frames:
+            return None
+        return {k: float(np.median([f[k] for f in frames])) for k in frames[0]}
+
+    def open_eyes(self, track_id: int) -> float | None:
+        """The track's usual open-eye aspect ratio (the 80th percentile of what it has shown), or None."""
+        seen = self._eyes.get(track_id, [])
+        return float(np.percentile(seen, 80)) if len(seen) >= self.min_frames else None
+
+
+class FaceTimeline:
+    """Adds track ids, smoothed and abstaining labels, per-person AU baselines and eye closure to the faces
+    of consecutive frames of one video.
+
+    With ``geometry`` (the pipeline's ``FaceGeometry``), a track's AUs are re-measured against its own calm
+    frames (smoothed state neutral, quality >= 0.5, |yaw| and |pitch| under 20 degrees) once
+    ``TrackBaseline.min_frames`` of them are seen: people's resting faces differ (a low brow is not AU4 for
+    everyone), so this removes their offset.
+    """
+
+    def __init__(
+        self,
+        tracker: FaceTracker | None = None,
+        smoother: TrackSmoother | None = None,
+        geometry: FaceGeometry | None = None,
+        baseline: TrackBaseline | None = None,
+    ) -> None:
         self.tracker = tracker or FaceTracker()
         self.smoother = smoother or TrackSmoother()
+        self.geometry = geometry
+        self.baseline = baseline or TrackBaseline()
+
+    def _personal(self, face: FaceObservation, track_id: int, state: str) -> dict[str, Any]:
+        """AUs against the track's baseline, and eye closure, for a face with a mesh."""
+        if face.landmarks is None or face.eye_openness is None or face.pose is None:
+            return {}
+        eyes = float(np.mean(face.eye_openness))
+        calm = (
+            state == "neutral" and face.quality.score >= 0.5 and abs(face.pose.yaw) < 20 and abs(face.pose.pitch) < 20
+        )
+        self.baseline.observe(track_id, face.landmarks, calm, eyes)
+        out: dict[str, Any] = {}
+        level = self.baseline.open_eyes(track_id)
+        if level is not None:
+            out["eyes_closed"] = bool(eyes < 0.5 * level)
+        own = self.baseline.measures(track_id)
+        if self.geometry is not None and own is not None:
+            aus = action_units(face.landmarks[None], self.geometry.reference, own)[0]
+            out["aus"] = {au: float(v) for au, v in zip(AU_NAMES, aus, strict=True)}
+            out["au_reference"] = "track"
+        return out
 
     def __call__(self, image: np.ndarray, faces: tuple[FaceObservation, ...]) -> tuple[FaceObservation, ...]:
         if not faces:
@@ -157,5 +228,6 @@ class FaceTimeline:
             prediction = EmotionPrediction(
                 prediction.probabilities, prediction.model, *valence_arousal(prediction.probabilities)
             )
-            out.append(replace(face, track_id=track_id, smoothed=prediction, state=state))
+            extra = self._personal(face, track_id, state)
+            out.append(replace(face, track_id=track_id, smoothed=prediction, state=state, **extra))
         return tuple(out)
