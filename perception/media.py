@@ -1,7 +1,8 @@
 """Decode images and videos into RGB uint8 arrays, with clear errors for bad input.
 
 Images go through Pillow (with a pixel cap against decompression bombs); videos through PyAV, sampled
-by time so ``fps`` means frames analysed per second of video whatever the file's own rate.
+by time so ``fps`` means frames analysed per second of video whatever the file's own rate (variable rates
+included), and turned upright as a player shows them when the container says the camera was rotated.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import os
 import stat
 import warnings
@@ -34,6 +36,7 @@ class MediaLimits:
 
     max_file_bytes: int = 4 * 1024**3
     max_image_pixels: int = 40_000_000
+    #: 4K (UHD 3840x2160, DCI 4096x2160, either way up) is read; 5K and 8K are refused.
     max_video_pixels: int = 4096 * 2160
     max_duration: float = 6 * 3600.0
 
@@ -58,6 +61,9 @@ class VideoInfo:
     duration: float | None
     #: How many frames the container says it holds (``None`` when it does not say).
     frames: int | None = None
+    #: Degrees counterclockwise that the stream's display matrix turns the stored picture (phone videos: 90, -90,
+    #: 180; PyAV's ``VideoFrame.rotation``); ``width``, ``height`` and the frames are already upright.
+    rotation: int = 0
 
 
 @dataclass(frozen=True)
@@ -275,6 +281,76 @@ def stream_duration(path: Path, container: Any, stream: Any, limits: MediaLimits
     return duration
 
 
+#: A display matrix's 2x2 part snapped to quarter turns and mirrors, ``(a, b, c, d)`` with entries -1, 0 or 1:
+#: the stored pixel at column ``p``, row ``q`` shows at ``x = a*p + c*q``, ``y = b*p + d*q`` (FFmpeg's layout).
+_Orientation = tuple[int, int, int, int]
+#: Quarter turns counterclockwise (0 to 3) as orientations.
+_TURNS: tuple[_Orientation, ...] = ((1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0))
+_UPRIGHT = _TURNS[0]
+#: Video packets ``video_info`` reads at most to find the first frame's display matrix.
+_ORIENTATION_PACKETS = 64
+
+
+def _orientation(frame: Any) -> _Orientation:
+    """How a decoded PyAV frame is shown: its ``DISPLAYMATRIX`` side data (which FFmpeg copies onto every
+    frame from the container's rotation tag), snapped to the nearest quarter turn; upright when it has none."""
+    try:
+        matrix = next((bytes(sd) for sd in frame.side_data if sd.type.name == "DISPLAYMATRIX"), b"")
+    except ValueError:  # side data of a type this PyAV cannot name (a newer FFmpeg): read the turn alone
+        return _TURNS[round(getattr(frame, "rotation", 0) / 90) % 4]
+    m = np.frombuffer(matrix[: 9 * 4], dtype=np.int32)
+    if len(m) < 9:
+        return _UPRIGHT
+    a, b, c, d = (float(v) for v in m[[0, 1, 3, 4]])
+    if abs(a) + abs(d) >= abs(b) + abs(c):
+        return (1 if a >= 0 else -1, 0, 0, 1 if d >= 0 else -1)
+    return (0, 1 if b >= 0 else -1, 1 if c >= 0 else -1, 0)
+
+
+def _orientation_degrees(orientation: _Orientation) -> int:
+    """The counterclockwise turn of ``orientation`` in degrees, in [-180, 180] as PyAV's ``VideoFrame.rotation``
+    gives it (a left-right mirror alone reads as -180)."""
+    a, b, _, _ = orientation
+    return -round(float(np.degrees(np.arctan2(b, a))))
+
+
+def _upright(rgb: np.ndarray, orientation: _Orientation) -> np.ndarray:
+    """``rgb`` (HxWx3 as stored) turned and mirrored the way a player shows it: FFmpeg's ``-autorotate``."""
+    if orientation == _UPRIGHT:
+        return rgb
+    a, b, c, d = orientation
+    if a == 0:  # a quarter turn: display columns follow stored rows
+        rgb = rgb.transpose(1, 0, 2)
+        mirror_x, mirror_y = c < 0, b < 0
+    else:
+        mirror_x, mirror_y = a < 0, d < 0
+    if mirror_x:
+        rgb = rgb[:, ::-1]
+    if mirror_y:
+        rgb = rgb[::-1]
+    return np.ascontiguousarray(rgb)
+
+
+def _upright_rgb(frame: Any) -> np.ndarray:
+    return _upright(frame.to_ndarray(format="rgb24"), _orientation(frame))
+
+
+def _stream_orientation(container: Any, stream: Any) -> _Orientation:
+    """The first frame's orientation; upright when no frame decodes within ``_ORIENTATION_PACKETS`` packets
+    (``iter_video_frames`` reports broken streams)."""
+    import av
+
+    try:
+        for k, packet in enumerate(container.demux(stream)):
+            for frame in packet.decode():
+                return _orientation(frame)
+            if k >= _ORIENTATION_PACKETS:
+                break
+    except (av.error.FFmpegError, ValueError):
+        pass
+    return _UPRIGHT
+
+
 def _ffmpeg_video_info(path: Path, limits: MediaLimits) -> VideoInfo:
     with _open_container(path) as container:
         demuxer = container.format.name
@@ -296,7 +372,12 @@ def _ffmpeg_video_info(path: Path, limits: MediaLimits) -> VideoInfo:
         rate = stream.average_rate or stream.base_rate or stream.guessed_rate
         fps = float(rate) if rate else 25.0
         duration = stream_duration(path, container, stream, limits, "video")
-        return VideoInfo(width=width, height=height, fps=fps, duration=duration, frames=int(stream.frames) or None)
+        frames = int(stream.frames) or None
+        orientation = _stream_orientation(container, stream)
+        if orientation[0] == 0:  # a quarter turn: a player shows it height x width
+            width, height = height, width
+        rotation = _orientation_degrees(orientation)
+        return VideoInfo(width, height, fps, duration, frames=frames, rotation=rotation)
 
 
 def _pillow_animation_info(path: Path) -> VideoInfo | None:
@@ -326,7 +407,12 @@ def _video_source(path: Path, limits: MediaLimits) -> tuple[VideoInfo, bool]:
             raise
         info, with_pillow = fallback, True
     if info.width * info.height > limits.max_video_pixels:
-        raise MediaError(str(path), f"video frames too large ({info.width}x{info.height})")
+        size, cap = info.width * info.height / 1e6, limits.max_video_pixels / 1e6
+        raise MediaError(
+            str(path),
+            f"video frames too large ({info.width}x{info.height} = {size:.1f} megapixels, "
+            f"over MediaLimits.max_video_pixels = {cap:.1f})",
+        )
     if info.width < MIN_SIDE or info.height < MIN_SIDE:
         raise MediaError(str(path), f"video frames too small ({info.width}x{info.height} pixels)")
     return info, with_pillow
@@ -348,7 +434,7 @@ def _ffmpeg_frames(path: Path, info: VideoInfo) -> Generator[_RawFrame, None, No
         stream.thread_type = "AUTO"
         for k, frame in enumerate(container.decode(stream)):
             time = float(frame.time) if frame.time is not None else k / info.fps
-            yield time, functools.partial(frame.to_ndarray, format="rgb24")
+            yield time, functools.partial(_upright_rgb, frame)
 
 
 def _pillow_frames(path: Path, info: VideoInfo) -> Generator[_RawFrame, None, None]:
@@ -369,7 +455,8 @@ def iter_video_frames(
     limits: MediaLimits = DEFAULT_LIMITS,
     warnings: list[str] | None = None,
 ) -> Iterator[Frame]:
-    """Yield RGB frames, sampled at ``fps`` per second of video (every frame when ``None``).
+    """Yield upright RGB frames, sampled at ``fps`` per second of video (every frame when ``None``): the first
+    frame at or after each multiple of ``1/fps`` seconds by its timestamp, so variable frame rates are sampled evenly.
 
     A stream that breaks after some frames, or ends well before the frame count its container declares,
     stops with a note appended to ``warnings``; one that yields no frame at all raises ``MediaError``.
@@ -392,7 +479,8 @@ def iter_video_frames(
                 decoded += 1
                 if step and time + 1e-6 < next_time:
                     continue
-                next_time = (next_time if step else time) + step
+                if step:  # the next multiple of ``step``: after a gap (variable frame rate) no burst to catch up
+                    next_time = (math.floor((time + 1e-6) / step) + 1) * step
                 yield Frame(index=decoded - 1, time=time, image=to_rgb())
                 kept += 1
                 if max_frames is not None and kept >= max_frames:

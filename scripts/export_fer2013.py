@@ -25,11 +25,15 @@ from PIL import Image
 DEFAULT_NPZ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013.npz"
 
 
-def export(npz: Path, split: str, out: Path, limit: int | None = None, scene: bool = False) -> int:
+def export(
+    npz: Path, split: str, out: Path, limit: int | None = None, scene: bool = False, per_class: int | None = None
+) -> int:
     with np.load(npz) as data:  # each data[key] decompresses the whole array: read each once
         images, labels, splits = data["images"], data["labels"], data["split"]
         names, split_names = data["label_names"], list(data["split_names"])
     chosen = np.flatnonzero(splits == split_names.index(split))[:limit]
+    if per_class is not None:  # the first N of every label, in the split's order
+        chosen = np.concatenate([chosen[labels[chosen] == k][:per_class] for k in range(len(names))])
     for name in names:
         (out / str(name)).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -71,9 +75,10 @@ def main() -> None:
     parser.add_argument("--split", choices=["train", "test"], default="test")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    parser.add_argument("--per-class", type=int, default=None, help="only the first N images of each label")
     parser.add_argument("--scene", action="store_true", help="place each face in a 640x360 frame (see above)")
     args = parser.parse_args()
-    n = export(args.npz, args.split, args.out, args.limit, args.scene)
+    n = export(args.npz, args.split, args.out, args.limit, args.scene, args.per_class)
     print(f"wrote {n} images to {args.out}")
 
 

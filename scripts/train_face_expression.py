@@ -118,13 +118,14 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def logits_of(model: torch.nn.Module, x: torch.Tensor, batch: int = 512, flip: bool = False) -> torch.Tensor:
     """Logits in batches; with ``flip``, the mean of the image's and its mirror image's logits."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for i in range(0, len(x), batch):
-        xb = x[i : i + batch]
+        xb = x[i : i + batch].to(device)
         logits = model(xb)
         if flip:
             logits = (logits + model(torch.flip(xb, dims=[-1]))) / 2
-        out.append(logits.float())
+        out.append(logits.float().cpu())
     return torch.cat(out)
 
 
@@ -150,7 +151,7 @@ def train_member(args: argparse.Namespace, seed: int, data: dict[str, tuple[np.n
     logger.info("member %d: train %d, val %d images", seed, len(xtr), len(xva))
 
     config = ExpressionNetConfig(widths=tuple(args.widths), depths=tuple(args.depths), dropout=args.dropout)
-    model = ExpressionNet(config).to(memory_format=torch.channels_last)
+    model = ExpressionNet(config).to(args.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     logger.info("parameters: %.2f M", sum(p.numel() for p in model.parameters()) / 1e6)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -174,9 +175,12 @@ def train_member(args: argparse.Namespace, seed: int, data: dict[str, tuple[np.n
         total = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * args.batch_size : (step + 1) * args.batch_size]
-            xb = augment(xtr[idx], generator).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                loss = F.cross_entropy(model(xb).float(), ytr_t[idx], label_smoothing=args.label_smoothing)
+            # Augmentation draws its random numbers on the CPU, so the stream is the same on any device.
+            xb = augment(xtr[idx], generator).to(args.device).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
+                loss = F.cross_entropy(
+                    model(xb).float(), ytr_t[idx].to(args.device), label_smoothing=args.label_smoothing
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -191,7 +195,7 @@ def train_member(args: argparse.Namespace, seed: int, data: dict[str, tuple[np.n
             best = {
                 "val_accuracy": val_acc,
                 "epoch": epoch + 1,
-                "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             }
     args.work.mkdir(parents=True, exist_ok=True)
     path = args.work / f"member-{seed}.safetensors"
@@ -287,6 +291,7 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 2, 2, 2])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu (reference; every shipped member) or cuda to train faster")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="float32 throughout (slower)")
     parser.add_argument("--limit", type=int, default=0, help="a random N of the training images (smoke runs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one ensemble member per seed")

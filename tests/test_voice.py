@@ -515,3 +515,16 @@ def test_default_pipeline_on_real_speech(tmp_path: Path) -> None:
         assert u.prosody is not None and u.prosody.pitch_mean is not None
     assert set(pipeline.describe().values()) >= {"silero", "whisper-tiny.en", "whisper-probe", "yin-prosody"}
     assert {"silero-vad", "whisper-tiny.en-model", "speech-emotion-whisper-probe-model"} <= set(pipeline.weight_files())
+
+
+@pytest.mark.weights
+def test_loading_and_running_whisper_leaves_torch_threads_alone() -> None:
+    """CTranslate2 sets the shared OpenMP thread count; the face models must keep all their threads."""
+    import torch
+
+    from affectlens.registry import create_asr
+
+    before = torch.get_num_threads()
+    model = create_asr(threads=1)
+    model.transcribe(vowels(2.0))
+    assert torch.get_num_threads() == before

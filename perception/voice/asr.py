@@ -146,9 +146,15 @@ class WhisperASR:
         self.model_dir = model_dir
         self.weight_files = weight_files or {}
         self.options = options or DecodeOptions()
+        import torch
+
+        # CTranslate2 sets the process-wide OpenMP thread count to its own ``intra_threads``, which PyTorch
+        # shares: without restoring it, every torch model (the face stages) would drop to one thread.
+        torch_threads = torch.get_num_threads()
         self.model = ctranslate2.models.Whisper(
             str(model_dir), device="cpu", compute_type=compute_type, intra_threads=threads, inter_threads=1
         )
+        torch.set_num_threads(torch_threads)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.multilingual = bool(self.model.is_multilingual)
         self.language = language
