@@ -915,7 +915,8 @@ def _run_local(
     factory: Callable[[], Analyzer],
 ) -> None:
     """Run the jobs in this process (one worker) or a spawn process pool; only this process writes the manifest."""
-    if settings.workers == 1:
+    workers = min(settings.workers, max(1, len(jobs)))  # no idle processes for a few inputs
+    if workers == 1:
         for job in jobs:
             if analyzer is None:
                 analyzer = factory()
@@ -928,9 +929,9 @@ def _run_local(
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(
-        max_workers=min(settings.workers, max(1, len(jobs))),
+        max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init,
         initargs=(factory, settings, logging.getLogger().level, threads),

@@ -176,13 +176,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
+def _annotate_workers(args: argparse.Namespace) -> int:
+    """``--workers``, else one worker per core (an injected analyzer, as in tests, runs in this process)."""
+    if args.workers is not None:
+        return int(args.workers)
+    if args.analyzer is not None or args.engine == "ray":
+        return 1  # ray: 1 means one actor per CPU of the cluster
+    return os.cpu_count() or 1
+
+
 def cmd_annotate(args: argparse.Namespace) -> int:
     from affectlens.annotate import AnnotateSettings, annotate_files, parse_modalities
 
     try:
         settings = AnnotateSettings(
             fps=args.fps, modalities=parse_modalities(args.modalities), format=args.format, report=args.report,
-            workers=args.workers, engine=args.engine, ray_address=args.ray_address,
+            workers=_annotate_workers(args), engine=args.engine, ray_address=args.ray_address,
         )  # fmt: skip
         if settings.engine == "ray":
             from affectlens.annotate_ray import import_ray
@@ -324,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video (default 5)")
     p.add_argument("--modalities", default="face,voice", help="face, voice or face,voice (default)")
     p.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet", help="table format")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; ray: 1 = one per CPU)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: one per core; ray: one actor per CPU)"
+    )
     p.add_argument(
         "--engine", choices=["local", "ray"], default="local",
         help="local: this machine; ray: a Ray cluster (OUT and the inputs on a file system all its nodes share)",

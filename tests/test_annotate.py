@@ -393,6 +393,8 @@ def test_progress_bars_go_to_stderr_unless_quiet(tmp_path: Path, capsys: pytest.
 
 def _cli(inputs: list[Path], out: Path, *extra: str, **env: str) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "affectlens.cli", "annotate", *map(str, inputs), "-o", str(out), "--fps", "5"]
+    if "--workers" not in extra:  # the crash hooks count this process's writes: keep the work in it
+        argv += ["--workers", "1"]
     environ = {**os.environ, ann.ANALYZER_ENV: FACTORY, "OMP_NUM_THREADS": "1", **env}
     return subprocess.Popen([*argv, "--quiet", *extra], cwd=REPO, env=environ, stderr=subprocess.PIPE)
 
@@ -502,3 +504,17 @@ def test_a_manifest_that_cannot_be_written_stops_the_run_with_a_clear_error(
     monkeypatch.setattr(ann, "_atomic_write", real_write)
     assert _done(tmp_path / "out") == 0  # the tables are there, but unrecorded: a re-run redoes them
     assert annotate_files([video], tmp_path / "out", AnnotateSettings(fps=5), analyzer=tiny_analyzer()).done
+
+
+def test_cli_sizes_the_worker_pool_to_the_cores() -> None:
+    from affectlens.cli import _annotate_workers, build_parser
+
+    def workers(*argv: str, analyzer: object = None) -> int:
+        args = build_parser().parse_args(["annotate", "in", "-o", "out", *argv])
+        args.analyzer = analyzer
+        return _annotate_workers(args)
+
+    assert workers() == (os.cpu_count() or 1)
+    assert workers("--workers", "3") == 3
+    assert workers(analyzer=object()) == 1  # an injected analyzer lives in this process
+    assert workers("--engine", "ray") == 1  # one actor per CPU of the cluster
