@@ -27,6 +27,15 @@ def _frame(faces: list[np.ndarray | None], k: int) -> np.ndarray:
     return canvas
 
 
+def _two_real_faces() -> list[np.ndarray]:
+    """Two FER2013 test faces (different people), grey as RGB, SIDE x SIDE."""
+    data = np.load(require_shared("fer2013.npz"))
+    test = data["images"][data["split"] == 1]
+    return [
+        np.repeat(cv2.resize(test[i], (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)[..., None], 3, 2) for i in (0, 7)
+    ]
+
+
 def _ids_by_identity(frames: list[np.ndarray], boxes_per_frame: list[np.ndarray], tracker: FaceTracker) -> dict:
     """Run the tracker; return {"A": ids seen at A's position, "B": ...}."""
     seen: dict[str, set[int]] = {"A": set(), "B": set()}
@@ -86,11 +95,7 @@ def test_smoother_damps_a_one_frame_flip_and_abstains() -> None:
 @pytest.mark.weights
 @pytest.mark.data
 def test_real_faces_swap_places_and_keep_their_ids(analyzer) -> None:
-    data = np.load(require_shared("fer2013.npz"))
-    test = data["images"][data["split"] == 1]
-    faces = [
-        np.repeat(cv2.resize(test[i], (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)[..., None], 3, 2) for i in (0, 7)
-    ]
+    faces = _two_real_faces()
     timeline = FaceTimeline()
     seen: dict[str, set[int]] = {"A": set(), "B": set()}
     for k in range(FRAMES):
@@ -112,11 +117,7 @@ def test_real_faces_swap_places_and_keep_their_ids(analyzer) -> None:
 def test_stream_follows_swapping_faces_between_key_frames(analyzer) -> None:
     """Video mode: detection on key frames only, the mesh follows both faces in between, a face hidden for
     three frames is picked up again as soon as it returns, and ids stay with their person."""
-    data = np.load(require_shared("fer2013.npz"))
-    test = data["images"][data["split"] == 1]
-    faces = [
-        np.repeat(cv2.resize(test[i], (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)[..., None], 3, 2) for i in (0, 7)
-    ]
+    faces = _two_real_faces()
     stream = analyzer.face.stream(keyframe_interval=15)
     timeline = FaceTimeline()
     seen: dict[str, set[int]] = {"A": set(), "B": set()}
@@ -210,11 +211,7 @@ def test_track_baseline_measures_aus_against_the_persons_calm_face_and_sees_clos
 @pytest.mark.weights
 @pytest.mark.data
 def test_stream_finds_a_face_that_enters_within_one_key_frame_interval(analyzer) -> None:
-    data = np.load(require_shared("fer2013.npz"))
-    test = data["images"][data["split"] == 1]
-    faces = [
-        np.repeat(cv2.resize(test[i], (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)[..., None], 3, 2) for i in (0, 7)
-    ]
+    faces = _two_real_faces()
     stream = analyzer.face.stream(keyframe_interval=6)
     counts = []
     for k in range(FRAMES):
