@@ -254,6 +254,16 @@ def square_crop(image: np.ndarray, box: np.ndarray, margin: float = 0.0) -> np.n
     return out
 
 
+def grey_crop(image: np.ndarray, box: np.ndarray | None, size: int, margin: float = 0.0) -> np.ndarray:
+    """The square around ``box`` (the whole image when None), grey, resized to ``size``, float32 in [-1, 1]."""
+    if box is not None:
+        image = square_crop(image, box, margin)
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    interpolation = cv2.INTER_AREA if grey.shape[0] > size else cv2.INTER_LINEAR
+    grey = cv2.resize(grey, (size, size), interpolation=interpolation)
+    return (grey.astype(np.float32) / 255.0 - 0.5) * 2.0
+
+
 class ExpressionModel:
     """Expression from a face: grey ``input_size`` square crop in [-1, 1] -> canonical 7-way distribution.
 
@@ -291,15 +301,7 @@ class ExpressionModel:
 
     def preprocess(self, image: np.ndarray, box: np.ndarray | None = None) -> np.ndarray:
         """RGB/grey uint8 image (and optional XYXY box) -> ``input_size`` square float32 in [-1, 1]."""
-        if box is not None:
-            image = square_crop(image, box, self.crop_margin)
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-        grey = cv2.resize(
-            grey,
-            (self.input_size, self.input_size),
-            interpolation=cv2.INTER_AREA if grey.shape[0] > self.input_size else cv2.INTER_LINEAR,
-        )
-        return (grey.astype(np.float32) / 255.0 - 0.5) * 2.0
+        return grey_crop(image, box, self.input_size, self.crop_margin)
 
     @torch.inference_mode()
     def logits(self, crops: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from affectlens.labels import valence_arousal
 from affectlens.types import EmotionPrediction, FaceObservation, FaceQuality, GazeDirection, HeadPose
 from perception.face.detector import Detections, FaceDetector
-from perception.face.expression import ExpressionModel, square_crop
+from perception.face.expression import ExpressionModel, grey_crop
 from perception.face.gaze import IrisGaze
 from perception.face.geometry import FaceGeometry, FaceGeometryResult
 from perception.face.landmarks import FaceMesh
@@ -41,15 +41,6 @@ def face_quality(
     return FaceQuality(
         score=score, size=size, sharpness=sharpness, detection=float(detection), mesh=mesh, frontality=frontal
     )
-
-
-def quality_crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """The 64x64 grey crop in [-1, 1] that ``face_quality`` measures sharpness on (independent of the
-    expression model's own input size)."""
-    crop = square_crop(image, box)
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
-    interpolation = cv2.INTER_AREA if grey.shape[0] > 64 else cv2.INTER_LINEAR
-    return (cv2.resize(grey, (64, 64), interpolation=interpolation).astype(np.float32) / 255.0 - 0.5) * 2.0
 
 
 @dataclass(frozen=True)
@@ -170,7 +161,7 @@ class FacePipeline:
                     box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
                     detection_score=face.score,
                     expression=_with_affect(EmotionPrediction.from_vector(p, self.expression.name)),
-                    quality=face_quality(quality_crop(image, box), box, face.score, face.mesh_score, pose),
+                    quality=face_quality(grey_crop(image, box, 64), box, face.score, face.mesh_score, pose),
                     keypoints=face.keypoints,
                     landmarks=face.points,
                     pose=pose,
