@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,12 +186,14 @@ class Analyzer:
         max_frames: int | None = None,
         on_frame: Callable[[Frame, FrameResult], None] | None = None,
         audio: bool = True,
+        keep_landmarks: bool = True,
     ) -> AnalysisResult:
         """Sample ``fps`` frames per second of video (all frames when ``None``) and analyse each; with
         ``audio``, also the sound track's utterances (voice and words).
 
         ``on_frame(frame, result)`` is called for every analysed frame (e.g. to write an annotated video
-        without decoding twice); frames are not kept in memory.
+        without decoding twice); frames are not kept in memory. With ``keep_landmarks=False`` the result keeps no
+        468-point meshes (``on_frame`` still sees them): most of what a long video's result would hold.
         """
         _, info = probe(path, self.limits)
         if info is None:
@@ -206,9 +209,11 @@ class Analyzer:
         def flush() -> None:
             for frame, faces in zip(chunk, stream([f.image for f in chunk]), strict=True):
                 result = FrameResult(index=frame.index, time=frame.time, faces=timeline(frame.image, faces))
-                frames.append(result)
                 if on_frame is not None:
                     on_frame(frame, result)
+                if not keep_landmarks:
+                    result = replace(result, faces=tuple(replace(f, landmarks=None) for f in result.faces))
+                frames.append(result)
             chunk.clear()
 
         for frame in iter_video_frames(path, fps=fps, max_frames=max_frames, limits=self.limits, warnings=warnings):

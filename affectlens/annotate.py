@@ -288,10 +288,12 @@ def typed(df: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def faces_table(result: AnalysisResult, video: str) -> pd.DataFrame:
+def faces_table(result: AnalysisResult, video: str, mouths: Sequence[float | None] | None = None) -> pd.DataFrame:
     """One row per face per analysed frame (``FACE_COLUMNS``); ``state`` is the smoothed label or ``uncertain``.
 
-    ``mouth_open`` is the inner-lip gap in interocular units from the face mesh (``speaker.mouth_openings``).
+    ``mouth_open`` is the inner-lip gap in interocular units from the face mesh (``speaker.mouth_openings``):
+    ``mouths`` when given (one per face, in order: measured as frames arrived, when the result keeps no
+    meshes), else measured from the result's meshes.
     """
     rows = []
     for frame in result.frames:
@@ -312,7 +314,8 @@ def faces_table(result: AnalysisResult, video: str) -> pd.DataFrame:
                     "eyes_closed": face.eyes_closed, "au_reference": face.au_reference,
                 }
             )  # fmt: skip
-    mouths = mouth_openings([face.landmarks for frame in result.frames for face in frame.faces])
+    if mouths is None:
+        mouths = mouth_openings([face.landmarks for frame in result.frames for face in frame.faces])
     for row, mouth in zip(rows, mouths, strict=True):
         row["mouth_open"] = mouth
     return _frame(rows, FACE_COLUMNS)
@@ -558,7 +561,11 @@ class _Progress:
             self._bar.close()
 
 
-def _analyze(analyzer: Analyzer, job: Job, settings: AnnotateSettings, progress: _Progress | None) -> AnalysisResult:
+def _analyze(
+    analyzer: Analyzer, job: Job, settings: AnnotateSettings, progress: _Progress | None, mouths: list[float | None]
+) -> AnalysisResult:
+    """Analyse one input. For videos, the meshes are measured (``mouths``, one per face in order) as frames
+    arrive and not kept, so memory stays flat however long the video is."""
     from perception.media import has_audio_stream, open_media
 
     kind, _, info = open_media(job.path, analyzer.limits)
@@ -574,9 +581,13 @@ def _analyze(analyzer: Analyzer, job: Job, settings: AnnotateSettings, progress:
     if progress is not None:
         duration = info.duration if info is not None else None
         progress.start_video(Path(job.path).name, math.ceil(duration * settings.fps) if duration else None)
-    result = analyzer.analyze_video(
-        job.path, fps=settings.fps, on_frame=progress.frame if progress else None, audio=voice
-    )
+
+    def on_frame(frame: Any, result: Any) -> None:
+        mouths.extend(mouth_openings([face.landmarks for face in result.faces]))
+        if progress is not None:
+            progress.frame()
+
+    result = analyzer.analyze_video(job.path, fps=settings.fps, on_frame=on_frame, audio=voice, keep_landmarks=False)
     if voice and not has_audio_stream(job.path):
         result = _with_warning(result, f"{job.path}: no sound track; the utterances table is empty")
     return result
@@ -599,7 +610,8 @@ def annotate_one(
     started = time.perf_counter()
     entry: dict[str, Any] = {"input": job.path, "size": job.size, "sha256": job.sha256, "affectlens": __version__}
     try:
-        result = _analyze(analyzer, job, settings, progress)
+        mouths: list[float | None] = []
+        result = _analyze(analyzer, job, settings, progress, mouths)
     except MediaError as exc:
         return {**entry, "status": "failed", "reason": str(exc)}
     except (WeightsError, ImportError):
@@ -607,7 +619,7 @@ def annotate_one(
     except Exception as exc:
         logger.exception("%s: analysis failed", job.path)
         return {**entry, "status": "failed", "reason": f"{job.path}: analysis failed ({type(exc).__name__}: {exc})"}
-    faces = faces_table(result, job.video)
+    faces = faces_table(result, job.video, mouths if result.kind == "video" else None)
     utterances = utterances_table(result, job.video, faces, 1.0 / settings.fps)
     timeline = build_timeline(faces, utterances, 1.0 / settings.fps, settings.min_segment, job.video)
     folder = out / job.video

@@ -482,7 +482,7 @@ def test_real_analyzer_fills_geometry_and_a_timeline(analyzer, tmp_path: Path) -
     assert report.ok
     data = load_annotations(tmp_path / "out")
     assert len(data.faces) == 4 and data.faces["track"].notna().all()
-    assert data.faces[["AU12", "yaw", "gaze_yaw", "valence"]].notna().all().all()
+    assert data.faces[["AU12", "yaw", "gaze_yaw", "valence", "mouth_open"]].notna().all().all()
     assert len(data.timeline) >= 1 and data.timeline["frames"].sum() == 4
     assert data.manifest["weights"] and all(len(sha) == 64 for sha in data.manifest["weights"].values())
 

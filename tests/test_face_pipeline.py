@@ -129,3 +129,16 @@ def test_video_is_sampled_by_time(analyzer, sample_video: Path, result_schema: d
 def test_max_frames_and_every_frame(analyzer, sample_video: Path) -> None:
     assert len(analyzer.analyze(sample_video, fps=None, max_frames=7).frames) == 7
     assert len(analyzer.analyze_video(sample_video, fps=None).frames) == 40
+
+
+@pytest.mark.weights
+def test_video_results_can_leave_the_meshes_out(analyzer, sample_video: Path) -> None:
+    """``keep_landmarks=False``: ``on_frame`` still sees each mesh, the result keeps none (flat memory)."""
+    seen: list[bool] = []
+    result = analyzer.analyze_video(
+        sample_video, fps=5, max_frames=6, audio=False, keep_landmarks=False,
+        on_frame=lambda frame, res: seen.extend(f.landmarks is not None for f in res.faces),
+    )  # fmt: skip
+    assert seen and all(seen)
+    assert result.num_faces == len(seen) and all(f.landmarks is None for f in result.faces)
+    assert all(f.aus is not None and f.pose is not None for f in result.faces)  # everything else is kept
