@@ -119,7 +119,7 @@ def test_video_is_sampled_by_time(analyzer, sample_video: Path, result_schema: d
     times = [f.time for f in result.frames]
     assert np.allclose(np.diff(times), 0.2, atol=1e-3)
     assert all(len(f.faces) == 1 for f in result.frames)
-    assert result.mean_expression()["happiness"] > 0.9
+    assert result.mean_expression()["happiness"] > 0.8  # calibrated probabilities: confident, not 0.99
     frame = result.to_dataframe()
     assert len(frame) == 20 and frame["label"].eq("happiness").all()
     validate(result, result_schema)
