@@ -36,16 +36,23 @@ def _two_real_faces() -> list[np.ndarray]:
     ]
 
 
+def _who(k: int, box: np.ndarray | tuple[float, ...]) -> str | None:
+    """ "A" or "B" when ``box`` (XYXY) is centred on that face's position at frame k, else None."""
+    box = np.asarray(box)
+    for name, (x, y) in zip("AB", _paths(k), strict=True):
+        if np.linalg.norm((box[:2] + box[2:]) / 2 - np.array([x + SIDE / 2, y + SIDE / 2])) < SIDE / 3:
+            return name
+    return None
+
+
 def _ids_by_identity(frames: list[np.ndarray], boxes_per_frame: list[np.ndarray], tracker: FaceTracker) -> dict:
     """Run the tracker; return {"A": ids seen at A's position, "B": ...}."""
     seen: dict[str, set[int]] = {"A": set(), "B": set()}
     for k, (image, boxes) in enumerate(zip(frames, boxes_per_frame, strict=True)):
         ids = tracker.update(image, boxes)
-        for name, (x, y) in zip("AB", _paths(k), strict=True):
-            centre = np.array([x + SIDE / 2, y + SIDE / 2])
-            for box, track_id in zip(boxes, ids, strict=True):
-                if np.linalg.norm((box[:2] + box[2:]) / 2 - centre) < SIDE / 3:
-                    seen[name].add(track_id)
+        for box, track_id in zip(boxes, ids, strict=True):
+            if (name := _who(k, box)) is not None:
+                seen[name].add(track_id)
     return seen
 
 
@@ -102,13 +109,10 @@ def test_real_faces_swap_places_and_keep_their_ids(analyzer) -> None:
         hidden = 10 <= k <= 12
         image = _frame([None if hidden else faces[0], faces[1]], k)
         observed = timeline(image, analyzer.face(image))
-        for name, (x, y) in zip("AB", _paths(k), strict=True):
-            centre = np.array([x + SIDE / 2, y + SIDE / 2])
-            for face in observed:
-                box = np.array(face.box)
-                if np.linalg.norm((box[:2] + box[2:]) / 2 - centre) < SIDE / 3:
-                    seen[name].add(face.track_id)
-                    assert face.state is not None and face.smoothed is not None
+        for face in observed:
+            if (name := _who(k, face.box)) is not None:
+                seen[name].add(face.track_id)
+                assert face.state is not None and face.smoothed is not None
     assert len(seen["A"]) == 1 and len(seen["B"]) == 1 and seen["A"] != seen["B"], seen
 
 
@@ -127,14 +131,11 @@ def test_stream_follows_swapping_faces_between_key_frames(analyzer) -> None:
         chunk = images[start : start + 4]
         for k, (image, observed) in enumerate(zip(chunk, stream(chunk), strict=True), start=start):
             observed = timeline(image, observed)
-            for name, (x, y) in zip("AB", _paths(k), strict=True):
-                centre = np.array([x + SIDE / 2, y + SIDE / 2])
-                for face in observed:
-                    box = np.array(face.box)
-                    if np.linalg.norm((box[:2] + box[2:]) / 2 - centre) < SIDE / 3:
-                        seen[name].add(face.track_id)
-                        found[name] += 1
-                        assert face.landmarks is not None and face.aus is not None and face.pose is not None
+            for face in observed:
+                if (name := _who(k, face.box)) is not None:
+                    seen[name].add(face.track_id)
+                    found[name] += 1
+                    assert face.landmarks is not None and face.aus is not None and face.pose is not None
     assert found["A"] >= FRAMES - 3 - 1 and found["B"] >= FRAMES - 1, found  # every visible frame, or all but one
     assert len(seen["A"]) == 1 and len(seen["B"]) == 1 and seen["A"] != seen["B"], seen
     # Key frames (0, 15) plus the frames spent looking for A while hidden; far fewer than one per frame.

@@ -55,6 +55,11 @@ class LocatedFace:
     points: np.ndarray | None
     mesh_score: float | None
 
+    @classmethod
+    def from_mesh(cls, frame: int, points: np.ndarray, score: float, mesh_score: float | None) -> LocatedFace:
+        """A meshed face whose box and keypoints come from its mesh (``mesh_box``, ``mesh_keypoints``)."""
+        return cls(frame, mesh_box(points), score, mesh_keypoints(points), points, mesh_score)
+
 
 def _with_affect(prediction: EmotionPrediction) -> EmotionPrediction:
     """Add valence and arousal from the circumplex mapping (``affectlens.labels.CIRCUMPLEX``)."""
@@ -230,10 +235,10 @@ class FaceStream:
             points, score = landmarker(image, mesh_box(face.points), mesh_keypoints(face.points))
             if points is None:
                 continue
-            box = mesh_box(points)
-            if kept and iou(box[None], np.stack([f.box for f in kept])).max() > 0.5:
+            located = LocatedFace.from_mesh(frame, points, face.score, score)
+            if kept and iou(located.box[None], np.stack([f.box for f in kept])).max() > 0.5:
                 continue  # two followed faces converged on one face
-            kept.append(LocatedFace(frame, box, face.score, mesh_keypoints(points), points, score))
+            kept.append(located)
         return kept
 
     def locate(self, image: np.ndarray, frame: int = 0) -> list[LocatedFace]:
@@ -252,10 +257,7 @@ class FaceStream:
             found = self.pipeline.locate(image, frame, skip=skip)
             # Detected faces take the mesh's box and keypoints, as followed faces do, so crops stay consistent.
             faces += [
-                LocatedFace(frame, mesh_box(f.points), f.score, mesh_keypoints(f.points), f.points, f.mesh_score)
-                if f.points is not None
-                else f
-                for f in found
+                f if f.points is None else LocatedFace.from_mesh(frame, f.points, f.score, f.mesh_score) for f in found
             ]
             self._since_detection = 0
             self.detections += 1
