@@ -18,6 +18,7 @@ from affectlens.registry import (
     create_face_landmarker,
     list_models,
 )
+from affectlens.tree import AffectTree, Evidence, TreeNode
 from affectlens.types import AnalysisResult, EmotionPrediction, FaceObservation, FaceQuality, FrameResult
 
 if TYPE_CHECKING:
@@ -27,14 +28,17 @@ if TYPE_CHECKING:
 __all__ = [
     "CANONICAL_EMOTIONS",
     "AffectLensError",
+    "AffectTree",
     "AnalysisResult",
     "Analyzer",
     "EmotionPrediction",
+    "Evidence",
     "FaceObservation",
     "FaceQuality",
     "FrameResult",
     "MediaError",
     "RegistryError",
+    "TreeNode",
     "WeightsError",
     "__version__",
     "build_face_pipeline",

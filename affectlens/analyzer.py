@@ -1,12 +1,13 @@
-"""``Analyzer``: the public entry point that turns an image, video, audio clip or text into typed results."""
+"""``Analyzer``: the public entry point that turns an image, video, audio clip or text (or several of them, of one
+moment) into typed results with an affective tree."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -18,7 +19,9 @@ from affectlens.registry import (
     create_face_landmarker,
     create_text_emotion,
 )
+from affectlens.tree import AffectTree
 from affectlens.types import AnalysisResult, FrameResult, MediaKind, Utterance
+from fusion.tree import Fuser, Planner, TreeWriter, build_tree, default_fuser
 from perception.audio import audio_info
 from perception.face.gaze import IrisGaze
 from perception.face.geometry import FaceGeometry
@@ -49,6 +52,8 @@ KEYFRAME_SECONDS = 0.5
 VIDEO_BATCH = 8
 #: Longest typed text analysed as one utterance; longer text is refused rather than silently cut.
 MAX_TEXT_CHARS = 20_000
+#: One input: a path (image, video or audio, decided by content) or an image array.
+Source = str | os.PathLike[str] | np.ndarray
 
 
 def build_face_pipeline(
@@ -89,14 +94,21 @@ def build_text_emotion(name: str | None = None) -> TextEmotionModel:
 
 
 class Analyzer:
-    """Analyse images, videos, audio and text: faces per frame, and utterances with voice and words.
+    """Analyse images, videos, audio and text: faces per frame, utterances with voice and words, and the
+    affective tree of the moment.
 
     Parts are injected (tests pass tiny ones); a part left as ``None`` is built from the defaults on
-    first use, so an image-only user never loads the speech models.
+    first use, so an image-only user never loads the speech models. ``fuser`` pools the modalities (default: the
+    shipped late fusion, else its untrained prior), ``planner`` picks the support strategies (default:
+    ``fusion.tree.RulePlanner``), ``writer`` writes the tree's prose with a language model (default: none, the
+    prose comes from templates).
+
+    Only ``analyze()`` builds the tree; ``analyze_image``/``analyze_video``/``analyze_audio``/``analyze_text`` return
+    results without one (the batch annotator calls them and should not pay for it): ``build_tree(result)`` adds it.
 
     >>> from affectlens import Analyzer
-    >>> result = Analyzer().analyze("photo.jpg")
-    >>> result.faces[0].expression.label
+    >>> result = Analyzer().analyze("photo.jpg", text="I got the job!")
+    >>> result.tree.emotion.value["label"]
     'happiness'
     """
 
@@ -106,11 +118,17 @@ class Analyzer:
         voice: VoicePipeline | None = None,
         text: TextEmotionModel | None = None,
         limits: MediaLimits = DEFAULT_LIMITS,
+        fuser: Fuser | None = None,
+        writer: TreeWriter | None = None,
+        planner: Planner | None = None,
     ) -> None:
         self._face = face
         self._voice = voice
         self._text = text
         self.limits = limits
+        self._fuser = fuser
+        self.writer = writer
+        self.planner = planner
 
     @property
     def face(self) -> FacePipeline:
@@ -131,6 +149,16 @@ class Analyzer:
 
             self._voice = build_voice_pipeline(text_emotion=self.text)
         return self._voice
+
+    def set_fuser(self, fuser: Fuser) -> None:
+        """Use ``fuser`` for the trees from now on (e.g. ``fusion.reasoner.AdapterReasoner`` or ``LateFusion``)."""
+        self._fuser = fuser
+
+    @property
+    def fuser(self) -> Fuser:
+        if self._fuser is None:
+            self._fuser = default_fuser()
+        return self._fuser
 
     def _result(
         self,
@@ -256,21 +284,34 @@ class Analyzer:
 
     def analyze(
         self,
-        source: str | os.PathLike[str] | np.ndarray | None = None,
+        source: Source | Sequence[Source] | None = None,
         fps: float | None = DEFAULT_VIDEO_FPS,
         max_frames: int | None = None,
         *,
-        text: str | None = None,
+        text: str | Sequence[str] | None = None,
+        tree: bool = True,
     ) -> AnalysisResult:
-        """Analyse an image, video or audio path (decided by content, not extension), an image array, or
-        typed ``text=`` (a positional string is always a path; ``analyze_text`` is the same as ``text=``).
+        """Analyse an image, video or audio path (decided by content, not extension), an image array, typed
+        ``text=``, or several of them as one moment, and build the affective tree (``tree=False`` skips it).
+
+        A positional string is always a path; ``text=`` is what the person typed. One input gives that input's
+        result; several (a list of sources, and/or a source with ``text=``, or a list of texts) give one
+        ``"multimodal"`` result (see ``combine``) with one tree over all of them.
         """
-        if text is not None:
-            if source is not None:
-                raise ValueError("give a source or text=, not both")
-            return self.analyze_text(text)
-        if source is None:
+        sources: list[Source] = []
+        if isinstance(source, list | tuple):
+            sources = list(source)
+        elif source is not None:
+            sources = [cast(Source, source)]  # a str is a Sequence too: one path
+        texts: list[str] = list(text) if isinstance(text, list | tuple) else [] if text is None else [cast(str, text)]
+        if not sources and not texts:
             raise ValueError("nothing to analyse: give a path, an image array or text=")
+        parts = [self._analyze_source(s, fps, max_frames) for s in sources]
+        parts += [self.analyze_text(t) for t in texts]
+        result = parts[0] if len(parts) == 1 else self.combine(parts)
+        return replace(result, tree=self.build_tree(result)) if tree else result
+
+    def _analyze_source(self, source: Source, fps: float | None, max_frames: int | None) -> AnalysisResult:
         if isinstance(source, np.ndarray):
             return self.analyze_image(source)
         kind, rgb, _ = open_media(source, self.limits)  # refuses anything that is not a path, with a MediaError
@@ -279,3 +320,39 @@ class Analyzer:
         if kind == "audio":
             return self.analyze_audio(source)
         return self.analyze_video(source, fps=fps, max_frames=max_frames)
+
+    def combine(self, parts: Sequence[AnalysisResult]) -> AnalysisResult:
+        """Several results of one moment (e.g. a photo, a voice note and what the person typed) as one
+        ``"multimodal"`` result: the parts kept in ``parts``, their frames and utterances concatenated, their
+        models, weights and warnings merged. Multimodal parts are unpacked; trees on the parts are dropped."""
+        flat = [p for part in parts for p in (part.parts or (part,))]
+        if not flat:
+            raise ValueError("nothing to combine: give at least one result")
+        flat = [replace(p, tree=None) for p in flat]
+        models: dict[str, str | None] = {}
+        weights: dict[str, str] = {}
+        for part in flat:
+            models.update({k: v for k, v in part.models.items() if v is not None or k not in models})
+            weights.update(part.weights)
+        return AnalysisResult(
+            source=" + ".join(p.source for p in flat),
+            kind="multimodal",
+            width=None,
+            height=None,
+            fps=None,
+            duration=None,
+            frames=tuple(f for p in flat for f in p.frames),
+            models=models,
+            weights=weights,
+            utterances=tuple(u for p in flat for u in p.utterances),
+            settings={"affectlens": __version__, "parts": len(flat)},
+            warnings=tuple(w for p in flat for w in p.warnings),
+            parts=tuple(flat),
+        )
+
+    def build_tree(
+        self, results: AnalysisResult | Sequence[AnalysisResult], writer: TreeWriter | None = None
+    ) -> AffectTree:
+        """The affective tree of ``results`` (one result, a multimodal one, or several parts of one moment) with
+        this analyzer's fuser, planner and writer (``writer`` overrides it for this call)."""
+        return build_tree(results, fuser=self.fuser, writer=writer or self.writer, planner=self.planner)

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,11 +21,19 @@ from affectlens.errors import AffectLensError
 if TYPE_CHECKING:
     from affectlens.analyzer import Analyzer
     from affectlens.types import AnalysisResult
+    from fusion.tree import TreeWriter
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def _summary_line(result: AnalysisResult) -> str:
+    if result.kind == "multimodal":
+        what = f"multimodal ({', '.join(p.kind for p in result.parts)})"
+        mean = result.mean_expression()
+        if result.num_faces:
+            top = sorted((mean or {}).items(), key=lambda kv: -kv[1])[:3]
+            what += f", {result.num_faces} face(s); expression: " + ", ".join(f"{k} {v:.0%}" for k, v in top)
+        return f"{result.source}: {what}; {len(result.utterances)} utterance(s)"
     if result.kind in ("audio", "text"):
         what = f"{result.kind}" + (f" {result.duration:.1f}s" if result.duration else "")
         return f"{result.source}: {what}, {len(result.utterances)} utterance(s)"
@@ -65,7 +74,8 @@ def _print_result(result: AnalysisResult, max_lines: int = 12) -> None:
             print(line.rstrip())
             lines += 1
     for utt in result.utterances[:max_lines]:
-        parts = [f"  [{utt.start:6.2f}-{utt.end:6.2f}s]" if result.kind != "text" else " "]
+        timed = result.kind in ("audio", "video") or (result.kind == "multimodal" and utt.end > utt.start)
+        parts = [f"  [{utt.start:6.2f}-{utt.end:6.2f}s]" if timed else " "]
         if utt.text is not None:
             parts.append(repr(utt.text if len(utt.text) <= 80 else utt.text[:77] + "..."))
         if utt.speech_emotion is not None:
@@ -77,6 +87,10 @@ def _print_result(result: AnalysisResult, max_lines: int = 12) -> None:
         if utt.prosody is not None and utt.prosody.pitch_mean is not None:
             parts.append(f"pitch {utt.prosody.pitch_mean:.0f} Hz, {utt.prosody.speaking_rate:.1f} syll/s")
         print(" ".join(p for p in parts if p))
+    if result.tree is not None:
+        emotion = result.tree.emotion.value
+        state = emotion["state"] if emotion["label"] is None else f"{emotion['state']} {emotion['confidence']:.0%}"
+        print(f"  moment: {state} ({emotion['agreement']}); reply: {result.tree.reply.text}")
     for warning in result.warnings:
         print(f"  note: {warning}")
 
@@ -139,12 +153,44 @@ def _analyzer(args: argparse.Namespace) -> Analyzer:
     return Analyzer()
 
 
+def _load_writer() -> TreeWriter:
+    """The compact-LM tree writer for ``--explain`` (imported here: loading it is slow and it may be absent)."""
+    from fusion.reasoner import build_default_writer
+
+    return build_default_writer()
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     if not args.paths and not args.text:
         print("error: give at least one PATH or --text TEXT", file=sys.stderr)
         return EXIT_USAGE
+    writer = None
+    if args.explain:
+        try:
+            writer = _load_writer()
+        except ImportError as exc:
+            print(
+                f"error: --explain needs the language-model writer (fusion.reasoner.build_default_writer), "
+                f"which is not available: {exc}",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+    # --tree, --together and --explain read all inputs as one moment: one (multimodal) result with one tree.
+    together = args.tree or args.together or args.explain
     analyzer = _analyzer(args)
-    results, failed = [], 0
+    if getattr(args, "fusion", None) == "adapter":  # the adapter + LM labels the tree (and writes it with --explain)
+        from fusion.reasoner import AdapterReasoner, build_default_reasoner
+
+        reasoner = writer if isinstance(writer, AdapterReasoner) else build_default_reasoner()
+        analyzer.set_fuser(reasoner)
+    elif getattr(args, "fusion", None) == "late":
+        from fusion.tree import late_fuser
+
+        analyzer.set_fuser(late_fuser())
+    typed: list[AnalysisResult] = []
+    media: list[AnalysisResult] = []
+    failed = 0
+    out_dir = Path(args.output) if args.output else None
     for text in args.text or []:
         try:
             result = analyzer.analyze_text(text)
@@ -152,25 +198,39 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        results.append(result)
-        if not args.json:
+        typed.append(result)
+        if not args.json and not together:
             _print_result(result)
     for path in args.paths:
         try:
-            out_dir = Path(args.output) if args.output else None
             result, written = _analyze_one(analyzer, path, out_dir, args.fps, args.max_frames)
         except AffectLensError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        results.append(result)
+        media.append(result)
         if args.json:
             continue
-        _print_result(result)
+        if not together:
+            _print_result(result)
         for file in written:
             print(f"  wrote {file}")
+    if together:
+        parts = [*media, *typed]  # the media first, then what was typed
+        if not parts:
+            return EXIT_ERROR
+        result = parts[0] if len(parts) == 1 else analyzer.combine(parts)
+        result = replace(result, tree=analyzer.build_tree(result, writer=writer))
+        if args.json:
+            print(json.dumps(result.to_dict(include_landmarks=args.landmarks), indent=2))
+        elif args.tree or args.explain:
+            assert result.tree is not None
+            print(result.tree.render())
+        else:
+            _print_result(result)
+        return EXIT_ERROR if failed else EXIT_OK
     if args.json:
-        payload = [r.to_dict(include_landmarks=args.landmarks) for r in results]
+        payload = [r.to_dict(include_landmarks=args.landmarks) for r in [*typed, *media]]
         single = len(args.paths) + len(args.text or []) == 1
         print(json.dumps(payload[0] if single and payload else payload, indent=2))
     return EXIT_ERROR if failed else EXIT_OK
@@ -325,6 +385,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--expression-only", action="store_true", help="faces and expressions only: no AUs, head pose or gaze (faster)"
     )
     p.add_argument("-o", "--output", help="folder for <name>.json, <name>.faces.csv and annotated media")
+    p.add_argument(
+        "--tree", action="store_true",
+        help="print the affective tree (attributes → … → reply); several inputs are read as one moment",
+    )  # fmt: skip
+    p.add_argument(
+        "--together", action="store_true",
+        help="read all inputs (e.g. a photo, a voice note and --text) as one moment: one result, one tree",
+    )  # fmt: skip
+    p.add_argument(
+        "--explain", action="store_true",
+        help="let the compact language model write the tree's cause, appraisal, rationale and reply (implies --tree)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fusion", choices=("late", "adapter"), default=None,
+        help="what labels the tree: calibrated late fusion or the fusion adapter + compact LM "
+        "(default: the better one on the held-back comparison, docs/fusion-comparison.md)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("annotate", help="annotate many videos/audio files into tables, resumably")

@@ -25,3 +25,7 @@ class RegistryError(AffectLensError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly.
         return str(self.args[0]) if self.args else ""
+
+
+class SpecError(RegistryError, ValueError):
+    """A component spec string is neither a registered name nor a form its kind's spec parser accepts."""

@@ -72,3 +72,37 @@ def valence_arousal(probabilities: dict[str, float]) -> tuple[float, float]:
     valence = sum(p * CIRCUMPLEX[e][0] for e, p in probabilities.items()) / total
     arousal = sum(p * CIRCUMPLEX[e][1] for e, p in probabilities.items()) / total
     return valence, arousal
+
+
+#: FACS names of the 17 action units of the BRIEF (``affectlens.types.AU_COLUMNS``), for readable output.
+FACS_NAMES: Final[dict[str, str]] = {
+    "AU01": "inner brow raiser",
+    "AU02": "outer brow raiser",
+    "AU04": "brow lowerer",
+    "AU05": "upper lid raiser",
+    "AU06": "cheek raiser",
+    "AU07": "lid tightener",
+    "AU09": "nose wrinkler",
+    "AU10": "upper lip raiser",
+    "AU12": "lip corner puller",
+    "AU14": "dimpler",
+    "AU15": "lip corner depressor",
+    "AU17": "chin raiser",
+    "AU20": "lip stretcher",
+    "AU23": "lip tightener",
+    "AU25": "lips part",
+    "AU26": "jaw drop",
+    "AU45": "blink",
+}
+
+#: The eight ESConv support strategies (Liu et al., 2021), spelled as in the dataset; a turn may use several.
+ESCONV_STRATEGIES: Final[tuple[str, ...]] = (
+    "Question",
+    "Restatement or Paraphrasing",
+    "Reflection of feelings",
+    "Self-disclosure",
+    "Affirmation and Reassurance",
+    "Providing Suggestions",
+    "Information",
+    "Others",
+)

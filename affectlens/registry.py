@@ -1,7 +1,9 @@
 """One registry per kind of component, and the ``create_*`` / ``list_models`` entry points.
 
 A backend is added in one file: decorate its builder with ``@register("face_detector", "name")``
-(or the kind-specific shortcut) and import that file from its package's ``__init__``.
+(or the kind-specific shortcut) and import that file from its package's ``__init__``. A kind whose options
+are open-ended (any local Hugging Face causal LM for ``language_model``) also registers one spec parser,
+which turns a string that is not a registered name (``hf:<repo-or-path>``) into a registered name + arguments.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ ComponentKind = Literal[
     "asr",
     "speech_emotion",
     "text_emotion",
+    "language_model",
 ]
 COMPONENT_KINDS: tuple[str, ...] = get_args(ComponentKind)
 
@@ -35,10 +38,14 @@ _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "asr": ("perception.voice.asr",),
     "speech_emotion": ("perception.voice.emotion",),
     "text_emotion": ("perception.text.emotion",),
+    "language_model": ("fusion.lm",),
 }
 
 Builder = Callable[..., Any]
 F = TypeVar("F", bound=Builder)
+#: ``parser(spec) -> (registered name, builder keyword arguments)``; raises ``ValueError`` on a bad spec.
+SpecParser = Callable[[str], tuple[str, dict[str, Any]]]
+P = TypeVar("P", bound=SpecParser)
 
 _REGISTRY: dict[str, dict[str, Builder]] = {kind: {} for kind in COMPONENT_KINDS}
 _DEFAULTS: dict[str, str] = {
@@ -49,7 +56,9 @@ _DEFAULTS: dict[str, str] = {
     "asr": "whisper-tiny.en",
     "speech_emotion": "whisper-probe",
     "text_emotion": "minilm-goemotions",
+    "language_model": "smollm2-135m-instruct",
 }
+_SPEC_PARSERS: dict[str, SpecParser] = {}
 
 
 def _check_kind(kind: str) -> None:
@@ -67,6 +76,19 @@ def register(kind: ComponentKind, name: str) -> Callable[[F], F]:
             raise RegistryError(f"{kind} {name!r} is registered twice")
         table[name] = builder
         return builder
+
+    return decorator
+
+
+def register_spec_parser(kind: ComponentKind) -> Callable[[P], P]:
+    """Register the one parser for the specs of ``kind`` that are not registered names (see the module doc)."""
+    _check_kind(kind)
+
+    def decorator(parser: P) -> P:
+        if _SPEC_PARSERS.get(kind, parser) is not parser:
+            raise RegistryError(f"{kind} has a spec parser already")
+        _SPEC_PARSERS[kind] = parser
+        return parser
 
     return decorator
 
@@ -95,6 +117,9 @@ def create(kind: ComponentKind, name: str | None = None, *, pretrained: bool = T
     _load_builtins(kind)
     name = name or _DEFAULTS[kind]
     table = _REGISTRY[kind]
+    if name not in table and kind in _SPEC_PARSERS:
+        name, parsed = _SPEC_PARSERS[kind](name)
+        overrides = {**parsed, **overrides}
     if name not in table:
         raise RegistryError(f"unknown {kind} {name!r}; registered: {', '.join(sorted(table)) or 'none'}")
     logger.debug("building %s %r (pretrained=%s)", kind, name, pretrained)
@@ -134,3 +159,9 @@ def create_speech_emotion(name: str | None = None, *, pretrained: bool = True, *
 def create_text_emotion(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
     """Build a text emotion model (see ``list_models("text_emotion")``)."""
     return create("text_emotion", name, pretrained=pretrained, **overrides)
+
+
+def create_language_model(name: str | None = None, *, pretrained: bool = True, **overrides: Any) -> Any:
+    """Build a compact causal LM: a registered name (``list_models("language_model")``), a local model folder or
+    ``.gguf`` file, or ``hf:<repo-or-path>`` (see ``fusion.lm``); nothing is downloaded unless the user opts in."""
+    return create("language_model", name, pretrained=pretrained, **overrides)

@@ -1,7 +1,8 @@
 """Typed results shared by every stage: frozen dataclasses with ``to_dict()`` and a DataFrame view.
 
 Coordinates are pixels in the original image, XYXY boxes, (x, y[, z]) points; times are seconds.
-The JSON form of ``AnalysisResult.to_dict()`` is described by ``affectlens/schema/result.schema.json``.
+The JSON form of ``AnalysisResult.to_dict()`` is described by ``affectlens/schema/result.schema.json`` (its
+``tree`` by ``affectlens/schema/tree.schema.json``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from affectlens.labels import CANONICAL_EMOTIONS
+from affectlens.tree import AffectTree
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,7 +27,8 @@ AU_COLUMNS = (
     "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU45",
 )  # fmt: skip
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "result.schema.json"
-MediaKind = Literal["image", "video", "audio", "text"]
+#: ``multimodal``: several inputs of one moment analysed together (``AnalysisResult.parts``).
+MediaKind = Literal["image", "video", "audio", "text", "multimodal"]
 
 
 def _round(value: float, digits: int = 4) -> float:
@@ -109,6 +112,8 @@ class TextEmotion:
     emotion: EmotionPrediction
     fine: dict[str, float]
     salient_words: tuple[tuple[str, float], ...] = ()
+    #: The text network's pooled sentence embedding ``(d,)`` (the fusion adapter's text token); not serialised.
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +160,9 @@ class Utterance:
     speech_emotion: EmotionPrediction | None = None
     text_emotion: TextEmotion | None = None
     prosody: Prosody | None = None
+    #: The speech-emotion head's input ``(feature_dim,)``: pooled Whisper-encoder frames and acoustic measures
+    #: (the fusion adapter's voice token); not serialised.
+    voice_features: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -270,10 +278,15 @@ class FrameResult:
 
 @dataclass(frozen=True)
 class AnalysisResult:
-    """The analysis of one image, video, audio clip or text.
+    """The analysis of one image, video, audio clip or text, or of several together (``kind="multimodal"``).
 
     ``frames`` hold the faces (empty for audio and text); ``utterances`` the speech segments of audio or a
     video's sound track, or the one typed text. ``width``/``height`` are ``None`` without pictures.
+
+    A multimodal result keeps each input's own result in ``parts`` (in order); its ``frames`` and ``utterances``
+    are the parts' concatenated (indices and times stay each part's own), ``source`` names the parts joined by
+    ``" + "``, and ``width``, ``height``, ``fps`` and ``duration`` are ``None`` (see the parts). ``tree`` is the
+    affective tree when one was built (``Analyzer.analyze`` builds it; the ``analyze_*`` methods do not).
     """
 
     source: str
@@ -288,6 +301,8 @@ class AnalysisResult:
     utterances: tuple[Utterance, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    parts: tuple[AnalysisResult, ...] = ()
+    tree: AffectTree | None = None
 
     @property
     def faces(self) -> list[FaceObservation]:
@@ -309,8 +324,10 @@ class AnalysisResult:
         return {e: float(p) for e, p in zip(CANONICAL_EMOTIONS, mean, strict=True)}
 
     def to_dict(self, include_landmarks: bool = False) -> dict[str, Any]:
+        """The JSON form; ``parts`` (an index of a multimodal result's inputs into ``frames`` and ``utterances``)
+        and ``tree`` appear only when present."""
         mean = self.mean_expression()
-        return {
+        out: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "source": self.source,
             "kind": self.kind,
@@ -333,13 +350,45 @@ class AnalysisResult:
             "settings": dict(self.settings),
             "warnings": list(self.warnings),
         }
+        if self.parts:
+            out["parts"] = self._parts_index()
+        if self.tree is not None:
+            out["tree"] = self.tree.to_dict()
+        return out
+
+    def _parts_index(self) -> list[dict[str, Any]]:
+        index, first_frame, first_utterance = [], 0, 0
+        for part in self.parts:
+            index.append(
+                {
+                    "source": part.source,
+                    "kind": part.kind,
+                    "width": part.width,
+                    "height": part.height,
+                    "fps": part.fps,
+                    "duration": part.duration,
+                    "first_frame": first_frame,
+                    "num_frames": len(part.frames),
+                    "first_utterance": first_utterance,
+                    "num_utterances": len(part.utterances),
+                }
+            )
+            first_frame += len(part.frames)
+            first_utterance += len(part.utterances)
+        return index
 
     def to_json(self, include_landmarks: bool = False, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(include_landmarks), indent=indent)
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per face per frame: time, box, quality, label and one column per emotion."""
+        """One row per face per frame: time, box, quality, label and one column per emotion (a multimodal
+        result's rows name the part they come from in ``source``)."""
         import pandas as pd
+
+        if self.parts:
+            tables = [part.to_dataframe() for part in self.parts]
+            filled = [t for t in tables if len(t)]
+            return pd.concat(filled, ignore_index=True) if filled else tables[0]
 
         rows = []
         for frame in self.frames:

@@ -218,9 +218,14 @@ def locate_group(group: str, path: str | os.PathLike[str] | None = None) -> Reso
     return ResolvedGroup(group, folders.pop(), {f.name: f.sha256 for f in found})
 
 
+def hub_allowed() -> bool:
+    """Whether the user opted in to model-hub downloads (``AFFECTLENS_ALLOW_HUB=1``); off by default."""
+    return os.environ.get("AFFECTLENS_ALLOW_HUB") == "1"
+
+
 def _resolve_from_hub(entry: WeightEntry) -> Path | None:
     """Hub download, only for entries that name one and only when the user opted in."""
-    if not entry.hub or os.environ.get("AFFECTLENS_ALLOW_HUB") != "1":
+    if not entry.hub or not hub_allowed():
         return None
     try:
         from huggingface_hub import hf_hub_download

@@ -119,6 +119,22 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         )
         return emotion.emotion.probabilities, fine, _highlight(text, emotion.salient_words), result.to_dict(), va
 
+    def analyze_moment(image: np.ndarray | None, audio: str | None, text: str | None) -> tuple[str, Any, Any, str]:
+        """A photo, a voice note and typed text of one moment -> one affective tree."""
+        sources: list[Any] = [x for x in (image, audio) if x is not None and (not isinstance(x, str) or x)]
+        typed = text if text and text.strip() else None
+        if not sources and typed is None:
+            return "", None, None, "Give a photo, a voice note or some text (any of them, or all)."
+        try:
+            result = analyzer.analyze(sources if len(sources) != 1 else sources[0], text=typed)
+        except MediaError as exc:
+            return "", None, None, f"Error: {exc}"
+        tree = result.tree
+        assert tree is not None
+        value = tree.emotion.value if isinstance(tree.emotion.value, dict) else {}
+        label = value.get("probabilities") or {}
+        return tree.render(), label, tree.to_dict(), " ".join(tree.warnings)
+
     with gr.Blocks(title="AffectLens") as demo:
         gr.Markdown(
             "# AffectLens\nFaces, voices and words — offline, on a CPU. Each face gets a box, its 468-point "
@@ -186,6 +202,31 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     inputs=text_in,
                     outputs=[text_label, text_fine, text_words, text_json, text_va],
                     api_name="analyze_text",
+                )
+            with gr.Tab("Moment (tree)"):
+                gr.Markdown(
+                    "A photo, a voice note and what the person typed, read together: the affective tree "
+                    "(attributes → expressions → emotion → cause → appraisal → strategy → reply)."
+                )
+                with gr.Row():
+                    moment_image = gr.Image(type="numpy", label="Photo", sources=["upload", "webcam", "clipboard"])
+                    moment_audio = gr.Audio(type="filepath", sources=["upload", "microphone"], label="Voice")
+                moment_text = gr.Textbox(label="Typed text", lines=2, placeholder="What happened?")
+                moment_btn = gr.Button("Read the moment", variant="primary")
+                moment_status = gr.Markdown()
+                with gr.Row():
+                    moment_tree = gr.Textbox(label="Affective tree", lines=22, interactive=False)
+                    moment_label = gr.Label(label="Fused emotion", num_top_classes=7)
+                moment_json = gr.JSON(label="Tree (JSON, affectlens/schema/tree.schema.json)")
+                gr.Examples(
+                    examples=[[str(PORTRAIT), None, "I got the job! I still can't believe it."]],
+                    inputs=[moment_image, moment_audio, moment_text],
+                )
+                moment_btn.click(
+                    analyze_moment,
+                    inputs=[moment_image, moment_audio, moment_text],
+                    outputs=[moment_tree, moment_label, moment_json, moment_status],
+                    api_name="analyze_moment",
                 )
     demo.affectlens_workdir = workdir  # lives (and is cleaned) with the demo
     return demo

@@ -1,4 +1,11 @@
-"""Fusion: modality tokens -> fusion encoder -> projector into the compact LM, and calibrated late fusion.
+"""Fusion: modality tokens -> fusion encoder -> projector into the compact LM, calibrated late fusion, and the
+affective tree built from them.
 
-Empty until the fusion-and-tree issue lands; see docs/ARCHITECTURE.md for what goes here.
+- ``fusion.late``: per-modality evidence and reliability-weighted late fusion (``LateFusion``, ``FusedEmotion``).
+- ``fusion.adapter``: modality tokens and the ``FusionAdapter`` (fusion encoder + projector into the LM).
+- ``fusion.lm``: the compact language model (``CompactLM``; SmolLM2-135M-Instruct offline), soft prefixes, LoRA.
+- ``fusion.reasoner``: the adapter + LM at work (``AdapterReasoner``: labels read from the LM, the tree's texts).
+- ``fusion.tree``: ``build_tree`` (the affective tree; its structured nodes never depend on the LM).
+
+Submodules load torch and transformers; import them directly (nothing is imported here).
 """

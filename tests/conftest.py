@@ -62,8 +62,31 @@ def result_schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+@pytest.fixture(scope="session")
+def tree_schema() -> dict:
+    import json
+
+    from affectlens.tree import TREE_SCHEMA_PATH
+
+    return json.loads(TREE_SCHEMA_PATH.read_text())
+
+
+def _schema_registry():
+    """The published schemas by ``$id``, so the result schema's ``tree`` reference resolves offline."""
+    import json
+
+    from referencing import Registry, Resource
+
+    from affectlens.tree import TREE_SCHEMA_PATH
+    from affectlens.types import SCHEMA_PATH
+
+    schemas = [json.loads(path.read_text()) for path in (SCHEMA_PATH, TREE_SCHEMA_PATH)]
+    return Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
+
+
 def validate(result: AnalysisResult | dict, schema: dict) -> None:
+    """Validate a result (or an affective tree's dict against the tree schema) with the published schemas."""
     import jsonschema
 
     payload = result.to_dict(include_landmarks=True) if isinstance(result, AnalysisResult) else result
-    jsonschema.validate(payload, schema)
+    jsonschema.validate(payload, schema, registry=_schema_registry())

@@ -1,7 +1,10 @@
-"""Analyzer routing for audio, text and a video's sound track, with tiny injected voice and text parts."""
+"""Analyzer routing for audio, text, a video's sound track and several inputs of one moment (one affective tree),
+with tiny injected voice and text parts; the CLI's --tree, --together and --explain."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 
 from affectlens import Analyzer, MediaError
 from affectlens.labels import CANONICAL_EMOTIONS
+from affectlens.tree import AffectTree
 from affectlens.types import EmotionPrediction, Prosody, TextEmotion, Utterance
 from demo.samples import load_portrait
 from tests.conftest import validate
@@ -149,9 +153,183 @@ def test_cli_prints_utterances(parts, tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"{clip}: audio" in out and "'hello there' voice: sadness 100%" in out and "pitch 180 Hz" in out
 
 
-def test_analyze_needs_exactly_one_input(parts) -> None:
+def test_analyze_needs_an_input(parts) -> None:
     analyzer, _, _ = parts
     with pytest.raises(ValueError, match="nothing to analyse"):
         analyzer.analyze()
-    with pytest.raises(ValueError, match="not both"):
-        analyzer.analyze("photo.jpg", text="hello")
+    with pytest.raises(ValueError, match="nothing to analyse"):
+        analyzer.analyze([])
+    with pytest.raises(MediaError, match="expected text"):
+        analyzer.analyze(text=b"bytes")  # type: ignore[arg-type]
+
+
+def _photo(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(load_portrait()[::2, ::2]).save(path)
+    return path
+
+
+def test_one_input_keeps_its_kind_and_gains_a_tree(parts, result_schema: dict) -> None:
+    analyzer, _, _ = parts
+    result = analyzer.analyze(text="Wonderful news today")
+    assert result.kind == "text" and result.parts == () and result.tree is not None
+    assert result.tree.sources == (("<text>", "text"),)
+    assert result.tree.cause.value["sentences"][0]["text"] == "Wonderful news today"
+    payload = result.to_dict()
+    assert "tree" in payload and "parts" not in payload
+    validate(result, result_schema)
+    assert analyzer.analyze(text="Wonderful news today", tree=False).tree is None
+
+
+def test_analyze_methods_build_no_tree(parts, tmp_path: Path) -> None:
+    analyzer, _, _ = parts
+    assert analyzer.analyze_text("Wonderful news today").tree is None
+    assert analyzer.analyze_image(load_portrait()).tree is None
+    assert analyzer.analyze_audio(_write_av(tmp_path / "clip.m4a", video=False)).tree is None
+    assert "tree" not in analyzer.analyze_text("Wonderful news today").to_dict()
+
+
+def test_a_photo_with_typed_text_is_one_moment(parts, tmp_path: Path, result_schema: dict) -> None:
+    analyzer, _, text = parts
+    photo = _photo(tmp_path)
+    result = analyzer.analyze(photo, text="Wonderful news today")
+    assert result.kind == "multimodal" and result.source == f"{photo} + <text>"
+    assert [p.kind for p in result.parts] == ["image", "text"] and text.seen == ["Wonderful news today"]
+    assert result.num_faces == 1 and len(result.utterances) == 1
+    assert result.models["detector"] == "fixed" and result.models["text_emotion"] == "fake-text"
+    tree = result.tree
+    assert tree is not None and tree.sources == ((str(photo), "image"), ("<text>", "text"))
+    assert set(tree.emotion.value["modalities"]) == {"face", "text"}
+    assert tree.attributes.value["faces"]["count"] == 1 and tree.attributes.value["words"]["typed"]
+    payload = result.to_dict()
+    assert [(p["kind"], p["first_frame"], p["num_frames"], p["first_utterance"]) for p in payload["parts"]] == [
+        ("image", 0, 1, 0), ("text", 1, 0, 0)
+    ]  # fmt: skip
+    validate(result, result_schema)
+    table = result.to_dataframe()
+    assert list(table["source"]) == [str(photo)]
+
+
+def test_an_image_an_audio_clip_and_text_together(parts, tmp_path: Path, result_schema: dict) -> None:
+    analyzer, voice, _ = parts
+    photo, clip = _photo(tmp_path), _write_av(tmp_path / "note.m4a", video=False)
+    result = analyzer.analyze([photo, clip], text="Wonderful news today")
+    assert [p.kind for p in result.parts] == ["image", "audio", "text"] and voice.calls == [str(clip)]
+    assert [u.text for u in result.utterances] == ["hello there", "Wonderful news today"]
+    tree = result.tree
+    assert tree is not None and set(tree.emotion.value["modalities"]) == {"face", "voice", "text"}
+    assert tree.attributes.value["voice"]["utterances"] == 1
+    assert tree.expressions.value["vocal_tone"]["label"] == "sadness"
+    # the voice says sadness, the words happiness: both sure of themselves
+    assert tree.emotion.value["agreement"] == "conflict"
+    assert {"voice", "text"} <= {m for c in tree.emotion.value["conflicts"] for m in c["modalities"]}
+    validate(result, result_schema)
+    again = analyzer.combine([result])
+    assert again.parts == tuple(dataclasses.replace(p, tree=None) for p in result.parts)
+
+
+def test_injected_fuser_planner_and_writer_are_used(tmp_path: Path) -> None:
+    from fusion.late import LateFusion
+
+    class Writer:
+        name = "tiny-lm"
+
+        def write(self, tree: AffectTree, results=()) -> dict[str, str]:
+            return {"reply": "Thank you for telling me."}
+
+    calls: list[int] = []
+
+    class Fuser(LateFusion):
+        name = "counting-fusion"
+
+        def __call__(self, evidence, results=()):
+            calls.append(len(evidence))
+            return super().__call__(evidence, results)
+
+    analyzer = Analyzer(
+        text=FakeText(),  # type: ignore[arg-type]
+        fuser=Fuser(),
+        writer=Writer(),
+        planner=lambda tree: [("Question", "always ask", 0.5)],
+    )
+    tree = analyzer.analyze(text="Wonderful news today").tree
+    assert tree is not None and calls == [1]
+    assert tree.models == {"fuser": "counting-fusion", "planner": "<lambda>", "writer": "tiny-lm"}
+    assert tree.reply.text == "Thank you for telling me." and tree.reply.text_source == "lm:tiny-lm"
+    assert [s["strategy"] for s in tree.strategy.value["strategies"]] == ["Question"]
+
+
+def test_cli_tree_prints_every_stage(parts, capsys: pytest.CaptureFixture[str]) -> None:
+    from affectlens import cli
+
+    analyzer, _, _ = parts
+    assert cli.main(["analyze", "--text", "Wonderful news today", "--tree"], analyzer=analyzer) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Affective tree for <text> (text)")
+    for stage in ("attributes", "expressions", "emotion", "cause", "appraisal", "strategy", "reply"):
+        assert f" {stage} [" in out
+    assert "“Wonderful news today”" in out
+
+
+def test_cli_together_reads_several_inputs_as_one_moment(
+    parts, tmp_path: Path, capsys: pytest.CaptureFixture[str], result_schema: dict
+) -> None:
+    from affectlens import cli
+
+    analyzer, _, _ = parts
+    photo, clip = _photo(tmp_path), _write_av(tmp_path / "clip.m4a", video=False)
+    argv = ["analyze", str(photo), str(clip), "--text", "Wonderful news today"]
+    assert cli.main([*argv, "--together", "--json"], analyzer=analyzer) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["kind"] == "multimodal" and [p["kind"] for p in payload["parts"]] == ["image", "audio", "text"]
+    assert payload["tree"]["sources"][0] == {"source": str(photo), "kind": "image"}
+    validate(payload, result_schema)
+    assert cli.main([*argv, "--together"], analyzer=analyzer) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{photo} + {clip} + <text>: multimodal (image, audio, text), 1 face(s)")
+    assert "  moment: " in out and "reply: " in out
+    # without --tree or --together, several inputs are still analysed one by one
+    assert cli.main(argv, analyzer=analyzer) == 0
+    out = capsys.readouterr().out
+    assert "multimodal" not in out and "Affective tree" not in out and f"{clip}: audio" in out
+
+
+def test_cli_explain_without_the_lm_writer_is_a_clear_error(
+    parts, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from affectlens import cli
+
+    analyzer, _, _ = parts
+    monkeypatch.setitem(sys.modules, "fusion.reasoner", None)  # import fails as if the module were absent
+    assert cli.main(["analyze", "--text", "Wonderful news today", "--explain"], analyzer=analyzer) == 1
+    err = capsys.readouterr().err
+    assert "error: --explain needs the language-model writer (fusion.reasoner.build_default_writer)" in err
+    assert "Traceback" not in err
+
+
+def test_cli_explain_uses_the_lm_writer(
+    parts, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+    import types
+
+    from affectlens import cli
+
+    class Writer:
+        name = "fake-lm"
+
+        def write(self, tree: AffectTree, results=()) -> dict[str, str]:
+            return {"rationale": "The words are glad.", "reply": "That sounds lovely."}
+
+    module = types.ModuleType("fusion.reasoner")
+    module.build_default_writer = Writer  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fusion.reasoner", module)
+    analyzer, _, _ = parts
+    assert cli.main(["analyze", "--text", "Wonderful news today", "--explain"], analyzer=analyzer) == 0
+    out = capsys.readouterr().out
+    assert "» (lm:fake-lm) The words are glad." in out and "» (lm:fake-lm) That sounds lovely." in out
+    assert "writer=fake-lm" in out

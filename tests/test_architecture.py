@@ -16,6 +16,7 @@ FORBIDDEN = {
 }
 SHARED = (
     "affectlens/types.py",
+    "affectlens/tree.py",
     "affectlens/labels.py",
     "affectlens/errors.py",
     "affectlens/registry.py",

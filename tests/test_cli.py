@@ -32,6 +32,22 @@ def test_analyze_json_is_one_schema_valid_object(capsys: pytest.CaptureFixture[s
     assert payload["summary"]["label"] == "happiness"
 
 
+def test_analyze_text_tree_prints_every_stage_and_validates(
+    analyzer, capsys: pytest.CaptureFixture[str], result_schema: dict
+) -> None:
+    sentence = "I lost my job today and I don't know how to tell my family."
+    assert main(["analyze", "--text", sentence, "--tree"], analyzer=analyzer) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Affective tree for <text> (text)")
+    for stage in ("attributes", "expressions", "emotion", "cause", "appraisal", "strategy", "reply"):
+        assert f" {stage} [" in out
+    assert "“I lost my job today" in out  # the cause quotes the sentence
+    assert main(["analyze", "--text", sentence, "--tree", "--json"], analyzer=analyzer) == 0
+    payload = json.loads(capsys.readouterr().out)
+    validate(payload, result_schema)
+    assert payload["kind"] == "text" and payload["tree"]["cause"]["value"]["observable"]
+
+
 def test_analyze_writes_results_and_annotated_media(
     sample_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

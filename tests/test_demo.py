@@ -81,3 +81,17 @@ def test_audio_tab_answers_for_a_clip_without_speech(client, tmp_path: Path) -> 
     _table, _label, result, status = client.predict(handle_file(str(tone)), api_name="/analyze_audio")
     assert result["kind"] == "audio" and result["utterances"] == []
     assert "no speech found" in status
+
+
+def test_moment_tab_reads_a_photo_and_words_as_one_tree(client) -> None:
+    from gradio_client import handle_file
+
+    rendered, label, tree, _status = client.predict(
+        handle_file(str(PORTRAIT)), None, "I got the job! I can't believe it, I'm so happy.", api_name="/analyze_moment"
+    )
+    assert rendered.startswith("Affective tree") and "reply" in rendered
+    assert label["label"] == "happiness"  # a smiling face and glad words
+    assert tree["emotion"]["value"]["label"] == "happiness"
+    assert {s["kind"] for s in tree["sources"]} == {"image", "text"}
+    empty = client.predict(None, None, "  ", api_name="/analyze_moment")
+    assert empty[0] == "" and "Give a photo" in empty[3]

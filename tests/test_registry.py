@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -50,9 +52,13 @@ def test_duplicate_registration_is_refused() -> None:
 
 @pytest.mark.weights
 @pytest.mark.parametrize(("kind", "name"), ALL_NAMES, ids=[f"{k}:{n}" for k, n in ALL_NAMES])
-def test_every_registered_component_builds_and_runs(kind: str, name: str, portrait: np.ndarray) -> None:
+def test_every_registered_component_builds_and_runs(kind: str, name: str, portrait: np.ndarray, tmp_path: Path) -> None:
     # A hub option takes a local model folder; the shipped tiny.en stands in for one (never a download).
     extra = {"model_path": str(weights.locate_group("whisper-tiny.en").path)} if name == "whisper-hub" else {}
+    if name == "hf-causal-lm":  # any local causal LM folder: the tiny one stands in
+        from fusion.lm import tiny_language_model
+
+        extra = {"model_path": str(tiny_language_model().save_pretrained(tmp_path / "lm"))}
     component = create(kind, name, **extra)  # type: ignore[arg-type]
     assert component.name == name or name == "whisper-hub"
     if kind == "face_detector":
@@ -68,6 +74,8 @@ def test_every_registered_component_builds_and_runs(kind: str, name: str, portra
         (result,) = component.predict(["I am so happy today"])
         assert np.isclose(sum(result.emotion.probabilities.values()), 1.0, atol=1e-5)
         assert result.emotion.label == "happiness"
+    elif kind == "language_model":
+        assert component.generate("Say hello.", max_new_tokens=4).num_tokens >= 1
     else:
         run_voice_component(kind, component)
 

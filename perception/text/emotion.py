@@ -265,8 +265,12 @@ class TextEmotionNetwork(nn.Module):
         return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.delta.heads(self.embed(input_ids, attention_mask))
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """BxT token ids -> Bxd mean-pooled sentence embedding (the heads' input)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.delta.heads(mean_pool(hidden, attention_mask))
+        return mean_pool(hidden, attention_mask)
 
 
 def tiny_base(seed: int = 0) -> tuple[BertModel, PreTrainedTokenizerBase]:
@@ -366,21 +370,29 @@ class TextEmotionModel:
         )
         return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
 
-    @torch.inference_mode()
     def predict_logits(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits: (Nx7 canonical, ``CANONICAL_EMOTIONS`` order; Nx28 fine, ``GOEMOTIONS_LABELS`` order).
 
         Batches run in order of length (less padding); the rows come back in the input order.
         """
+        canonical, fine, _ = self.predict_logits_and_embeddings(texts)
+        return canonical, fine
+
+    @torch.inference_mode()
+    def predict_logits_and_embeddings(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``predict_logits`` and the Nxd pooled sentence embeddings the heads read."""
         n = len(texts)
         canonical = np.zeros((n, len(self.config.classes)), np.float32)
         fine = np.zeros((n, len(self.config.fine_labels)), np.float32)
+        pooled = np.zeros((n, self.network.encoder.config.hidden_size), np.float32)
         order = sorted(range(n), key=lambda i: len(texts[i]))
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            c, f = self.network(**self._encode([texts[i] for i in idx]))
+            embedding = self.network.embed(**self._encode([texts[i] for i in idx]))
+            c, f = self.network.delta.heads(embedding)
             canonical[idx], fine[idx] = c.float().cpu().numpy(), f.float().cpu().numpy()
-        return canonical, fine
+            pooled[idx] = embedding.float().cpu().numpy()
+        return canonical, fine, pooled
 
     def calibrate(self, canonical_logits: np.ndarray, fine_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Logits -> (Nx7 probabilities, softmax((z + class_bias) / temperature); Nx28 sigmoid probabilities)."""
@@ -442,7 +454,7 @@ class TextEmotionModel:
                 "%d text(s) longer than %d tokens were truncated (items %s); the rest is not analysed",
                 len(cut), self.config.max_length, cut[:10],
             )  # fmt: skip
-        canonical_logits, fine_logits = self.predict_logits(texts)
+        canonical_logits, fine_logits, embeddings = self.predict_logits_and_embeddings(texts)
         canonical, fine = self.calibrate(canonical_logits, fine_logits)
         va = self.valence_arousal(fine)
         salient = self.salient_words(texts, canonical, covered) if explain else [()] * len(texts)
@@ -450,7 +462,7 @@ class TextEmotionModel:
         for i in range(len(texts)):
             emotion = EmotionPrediction.from_vector(canonical[i], self.name, float(va[i, 0]), float(va[i, 1]))
             fine_map = {label: float(p) for label, p in zip(self.config.fine_labels, fine[i], strict=True)}
-            out.append(TextEmotion(emotion, fine_map, salient[i]))
+            out.append(TextEmotion(emotion, fine_map, salient[i], embeddings[i]))
         return out
 
     def salient_words(

@@ -181,11 +181,18 @@ class VoicePipeline:
         prosody: list[Prosody | None] = [self.prosody(a) if self.prosody else None for a in audios]
         texts: list[str | None] = [None] * len(segments)
         emotions: list[EmotionPrediction | None] = [None] * len(segments)
+        features: list[np.ndarray | None] = [None] * len(segments)
         if self._shares_encoder():
             assert self.asr is not None and self.speech_emotion is not None
+            se = self.speech_emotion
             encoded = [self.asr.transcribe_and_encode(a) for a in audios]
             texts = [text for text, _ in encoded]
-            emotions = list(self.speech_emotion.predict_encoded([f for _, f in encoded], audios, prosody))
+            if hasattr(se, "features") and hasattr(se, "predict_features"):  # keep the head's input for fusion
+                pooled = [se.features(f, a, p) for (_, f), a, p in zip(encoded, audios, prosody, strict=True)]
+                emotions = list(se.to_predictions(se.predict_features(np.stack(pooled))))
+                features = list(pooled)
+            else:
+                emotions = list(se.predict_encoded([f for _, f in encoded], audios, prosody))
         else:
             if self.asr is not None:
                 texts = [self.asr.transcribe(a) for a in audios]
@@ -207,6 +214,7 @@ class VoicePipeline:
                 speech_emotion=emotions[k],
                 text_emotion=text_emotions[k],
                 prosody=prosody[k],
+                voice_features=features[k],
             )
             for k, seg in enumerate(segments)
         ]

@@ -1,0 +1,963 @@
+"""Builds the affective tree from analysis results: deterministic structured nodes, optional LM-written prose on top.
+
+``build_tree(results)`` reads one or several ``AnalysisResult``s of the same moment (an image, a voice note and
+typed text, or a video) and fills the seven stages of ``affectlens.tree.AffectTree``:
+
+- ``attributes``: faces (count, tracks), the main face's mean head pose, gaze and quality, voice activity,
+  speaking rate and pitch.
+- ``expressions``: the main face's active AUs (mean intensity ≥ ``AU_ACTIVE_THRESHOLD``, FACS names), its
+  expression, the vocal tone (voice emotion + prosody descriptors against ``PROSODY_REFERENCE``), salient words.
+- ``emotion``: the fused distribution (``fusion.late``), ``uncertain`` when the fusion abstains, per-modality
+  labels and weights, and whether the modalities agree or conflict (``CONFLICT_MIN_CONFIDENCE``).
+- ``cause``: the sentence(s) holding the top salient words of the dominant text emotion; not observable without
+  words.
+- ``appraisal``: what the person likely needs, from ``EMOTION_NEEDS``.
+- ``strategy``: ESConv strategies with why, from a pluggable ``Planner`` (default ``RulePlanner``, the documented
+  ``STRATEGY_RULES``).
+- ``reply``: a short supportive template reply built from the strategies (``REPLY_TEMPLATES``).
+
+Every structured value comes from the results alone. A ``TreeWriter`` (the compact LM) may then write the prose of
+``cause``, ``appraisal``, ``reply`` and the ``rationale`` (kept as the ``emotion`` node's text) from the finished
+tree; its text lands in ``TreeNode.text`` with ``text_source="lm:<name>"`` and changes no structured value.
+Without a writer the prose comes from short templates (``text_source="template"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from affectlens.errors import WeightsError
+from affectlens.labels import CANONICAL_EMOTIONS, ESCONV_STRATEGIES, FACS_NAMES
+from affectlens.tree import AffectTree, Evidence, TreeNode
+from affectlens.types import AnalysisResult, FaceObservation, FrameResult, Utterance
+from fusion.late import FusedEmotion, LateFusion, LateFusionConfig, ModalityEvidence, collect_evidence, load_late_fusion
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AU_ACTIVE_THRESHOLD",
+    "CAUSE_UNOBSERVED_CONFIDENCE",
+    "CONFLICT_MIN_CONFIDENCE",
+    "EMOTION_NEEDS",
+    "PROSODY_REFERENCE",
+    "REPLY_TEMPLATES",
+    "STRATEGY_RULES",
+    "WRITER_KEYS",
+    "Fuser",
+    "Planner",
+    "ProsodyReference",
+    "RulePlanner",
+    "TreeWriter",
+    "build_tree",
+    "default_fuser",
+]
+
+#: An AU counts as active when its mean intensity (0-5) over the main face's frames reaches this: FACS's
+#: lowest scored level ("A", trace) sits around 1 on the geometric proxies of ``perception.face.geometry``.
+AU_ACTIVE_THRESHOLD: Final = 1.0
+#: What labels trees by default: ``"late"`` (calibrated late fusion) or ``"adapter"`` (the fusion adapter + LM),
+#: whichever scored better on the held-back samples of ``scripts/train_fusion_adapter.py``.
+DEFAULT_FUSION: Final[Literal["late", "adapter"]] = "late"
+#: Two modalities conflict when their top labels differ and each is at least this sure of its own.
+CONFLICT_MIN_CONFIDENCE: Final = 0.4
+#: Salient words (most influential first) whose sentences are taken as the cause.
+CAUSE_TOP_WORDS: Final = 3
+#: At most this many sentences are quoted as the cause.
+CAUSE_MAX_SENTENCES: Final = 2
+#: The cause stage's confidence when nothing was said or typed: a scene alone rarely shows why.
+CAUSE_UNOBSERVED_CONFIDENCE: Final = 0.1
+#: At most this many salient words are listed in the expressions stage.
+MAX_SALIENT_WORDS: Final = 8
+#: Keys a ``TreeWriter`` may return, and the node whose ``text`` each one becomes.
+WRITER_KEYS: Final[dict[str, str]] = {
+    "cause": "cause",
+    "appraisal": "appraisal",
+    "rationale": "emotion",
+    "reply": "reply",
+}
+_UNTRAINED = LateFusionConfig().fitted_on
+
+
+@dataclass(frozen=True)
+class ProsodyReference:
+    """Reference values that turn prosody into words (``Prosody`` units: Hz, semitones, syllables/s, dBFS).
+
+    Adult speaking pitch is about 85-180 Hz for men and 165-255 Hz for women (Titze, *Principles of Voice
+    Production*, 1994): above ``pitch_high`` reads as raised for either, under ``pitch_low`` as low. A 10th-90th
+    percentile range over ``range_wide`` semitones is lively intonation, under ``range_narrow`` flat. Conversational
+    English runs at about 4-5 syllables/s (measured here with energy-peak nuclei, which undercount a little):
+    over ``rate_fast`` is fast, under ``rate_slow`` slow. Loudness depends on the recording, so only clear
+    extremes count: RMS over ``energy_loud`` dBFS is loud, under ``energy_quiet`` quiet.
+    """
+
+    pitch_high: float = 255.0
+    pitch_low: float = 85.0
+    range_wide: float = 8.0
+    range_narrow: float = 2.0
+    rate_fast: float = 5.5
+    rate_slow: float = 2.5
+    energy_loud: float = -15.0
+    energy_quiet: float = -40.0
+
+    def describe(
+        self, pitch_mean: float | None, pitch_range: float | None, rate: float | None, energy: float | None
+    ) -> list[str]:
+        """Words for what stands out (empty when everything is within the usual range)."""
+        out = []
+        if pitch_mean is not None and pitch_mean > self.pitch_high:
+            out.append("raised pitch")
+        elif pitch_mean is not None and pitch_mean < self.pitch_low:
+            out.append("low pitch")
+        if pitch_range is not None and pitch_range > self.range_wide:
+            out.append("lively intonation")
+        elif pitch_range is not None and pitch_range < self.range_narrow:
+            out.append("flat intonation")
+        if rate is not None and rate > self.rate_fast:
+            out.append("fast")
+        elif rate is not None and 0 < rate < self.rate_slow:
+            out.append("slow")
+        if energy is not None and energy > self.energy_loud:
+            out.append("loud")
+        elif energy is not None and energy < self.energy_quiet:
+            out.append("quiet")
+        return out
+
+
+PROSODY_REFERENCE: Final = ProsodyReference()
+
+#: What a person feeling each emotion most likely needs from whoever answers (the appraisal table).
+EMOTION_NEEDS: Final[dict[str, str]] = {
+    "sadness": "comfort and being heard",
+    "fear": "safety and reassurance",
+    "anger": "acknowledgement and fairness",
+    "happiness": "sharing the moment",
+    "surprise": "making sense of the event",
+    "disgust": "distance from what offends",
+    "contempt": "respect and being taken seriously",
+    "neutral": "attention, nothing urgent",
+}
+_NO_EMOTION_NEED = "to be asked how they are: nothing showed an emotion"
+
+#: ESConv strategies per emotion, with why (the default planner's table; ``RulePlanner`` adds the rules for
+#: uncertainty, conflict and an unobserved cause). Self-disclosure is never chosen: the replier has no life of its
+#: own to disclose and must not pretend to.
+STRATEGY_RULES: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    "sadness": (
+        ("Reflection of feelings", "name the sadness so they feel heard"),
+        ("Affirmation and Reassurance", "they need comfort: say the feeling makes sense, without minimising it"),
+    ),
+    "fear": (
+        ("Affirmation and Reassurance", "they need safety and reassurance"),
+        ("Reflection of feelings", "acknowledge the worry before anything else"),
+    ),
+    "anger": (
+        ("Restatement or Paraphrasing", "they need acknowledgement: show the grievance was understood"),
+        ("Reflection of feelings", "accept the anger as legitimate without judging it"),
+    ),
+    "happiness": (
+        ("Reflection of feelings", "share the moment by naming the joy"),
+        ("Question", "invite them to tell more about what went well"),
+    ),
+    "surprise": (
+        ("Restatement or Paraphrasing", "help make sense of the event by summing it up"),
+        ("Question", "ask what happened and how they feel about it"),
+    ),
+    "disgust": (
+        ("Reflection of feelings", "acknowledge what offends them"),
+        ("Restatement or Paraphrasing", "show it was understood, keeping a distance from it"),
+    ),
+    "contempt": (
+        ("Restatement or Paraphrasing", "take their view seriously by restating it"),
+        ("Question", "ask what would feel fair to them"),
+    ),
+    "neutral": (("Question", "nothing urgent: attention, and an open question rather than a presumed feeling"),),
+}
+_MAX_STRATEGIES = 3
+
+#: Template sentences per strategy (``{feeling}``: a feeling word; ``{quote}``: the cause, quoted). The replies
+#: acknowledge, reassure and ask; they never pressure, flatter or claim to be a person.
+REPLY_TEMPLATES: Final[dict[str, str]] = {
+    "Reflection of feelings": "It sounds like you're feeling {feeling}.",
+    "Restatement or Paraphrasing": "If I understand you right, this is about “{quote}”.",
+    "Affirmation and Reassurance": "That's a lot to deal with, and it makes sense to feel this way.",
+    "Providing Suggestions": "If it would help, we could think through one small next step together.",
+    "Information": "I can share some information about this, if that would be useful.",
+    "Others": "I'm here to listen.",
+    "Question": "Would you like to tell me more about it?",
+}
+_FEELINGS: Final[dict[str, str]] = {
+    "sadness": "sad and low",
+    "fear": "worried",
+    "anger": "frustrated",
+    "happiness": "happy",
+    "surprise": "caught off guard",
+    "disgust": "put off",
+    "contempt": "let down by how this was handled",
+}
+_REASSURANCE: Final[dict[str, str]] = {
+    "fear": "It's understandable to feel uneasy, and you can take this one step at a time.",
+    "happiness": "That's really good to hear.",
+}
+#: The order a template reply's sentences follow, whatever order the strategies were chosen in.
+_REPLY_ORDER: Final = (
+    "Reflection of feelings", "Restatement or Paraphrasing", "Affirmation and Reassurance", "Providing Suggestions",
+    "Information", "Others", "Self-disclosure", "Question",
+)  # fmt: skip
+_QUESTIONS: Final[dict[str, str]] = {
+    "uncertain": "How are you feeling about it?",
+    "conflict": "I want to be sure I understand: how are you feeling about it?",
+    "unobserved": "Would you like to tell me what's on your mind?",
+    "happiness": "What made it so good?",
+    "surprise": "How do you feel about it now?",
+}
+#: A writer's reply that claims to be a person is refused (the template reply is kept).
+_CLAIMS_HUMAN = re.compile(
+    r"\b(i am|i'm|as) (a|an) (human|person|real person|man|woman)\b|\bi am not an? (ai|bot|machine|program)\b",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"[^.!?]+(?:[.!?]+|$)")
+_MODALITY_NAMES: Final = {"face": "the face", "voice": "the voice", "text": "the words"}
+_MODALITY_VERBS: Final = {"face": "shows", "voice": "sounds like", "text": "say"}
+
+
+@runtime_checkable
+class Fuser(Protocol):
+    """Pools per-modality evidence into one emotion (``fusion.late.LateFusion`` is one; the adapter+LM,
+    ``fusion.reasoner.AdapterReasoner``, reads its modality tokens from ``results``)."""
+
+    def __call__(
+        self, evidence: Sequence[ModalityEvidence], results: Sequence[AnalysisResult] = ()
+    ) -> FusedEmotion: ...
+
+
+@runtime_checkable
+class TreeWriter(Protocol):
+    """Writes prose for a finished tree: any of ``WRITER_KEYS`` (``cause``, ``appraisal``, ``rationale``,
+    ``reply``) mapped to text. It reads the structured nodes (and may read the results they came from) and cannot
+    change them."""
+
+    name: str
+
+    def write(self, tree: AffectTree, results: Sequence[AnalysisResult] = ()) -> Mapping[str, str]: ...
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Chooses ESConv strategies from the tree so far (``strategy`` and ``reply`` are ``TreeNode.pending``):
+    a list of (strategy, why, confidence), the first the main one."""
+
+    def __call__(self, tree: AffectTree) -> list[tuple[str, str, float]]: ...
+
+
+def default_fuser() -> Fuser:
+    """The fuser that labels trees by default: the better of late fusion and the adapter + LM on the held-back
+    comparison (``DEFAULT_FUSION``; ``docs/fusion-comparison.md``)."""
+    if DEFAULT_FUSION == "adapter":
+        from fusion.reasoner import build_default_reasoner
+
+        return build_default_reasoner()
+    return late_fuser()
+
+
+def late_fuser() -> LateFusion:
+    """The shipped, fitted late fusion; the untrained prior ``LateFusion()`` (with a logged warning) when the
+    fitted parameters cannot be found. ``build_tree`` notes the prior in the tree's warnings."""
+    try:
+        return load_late_fusion()
+    except (WeightsError, FileNotFoundError) as exc:
+        reason = str(exc) if len(str(exc)) <= 160 else str(exc)[:157] + "..."
+        logger.warning("late fusion: fitted parameters unavailable (%s); using the untrained prior", reason)
+        return LateFusion()
+
+
+# ---- reading the results ------------------------------------------------------------------------------------
+
+
+def _flatten(results: AnalysisResult | Iterable[AnalysisResult]) -> list[AnalysisResult]:
+    """The results with multimodal results replaced by their parts."""
+    items = [results] if isinstance(results, AnalysisResult) else list(results)
+    out: list[AnalysisResult] = []
+    for r in items:
+        parts = getattr(r, "parts", ())
+        out.extend(_flatten(parts) if parts else [r])
+    return out
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One face observation with where it was seen."""
+
+    result: AnalysisResult
+    frame: FrameResult
+    face: FaceObservation
+
+    @property
+    def timed(self) -> bool:
+        return self.result.kind == "video"
+
+
+def _main_face(results: list[AnalysisResult]) -> list[_Seen]:
+    """The observations of the person most present: grouped by (input, track) in videos and (input, face index) in
+    images; the group with the most observations wins, then the one with the largest mean box."""
+    groups: dict[tuple[int, int], list[_Seen]] = {}
+    for i, r in enumerate(results):
+        for frame in r.frames:
+            for face in frame.faces:
+                key = (i, face.track_id if face.track_id is not None else face.index)
+                groups.setdefault(key, []).append(_Seen(r, frame, face))
+    if not groups:
+        return []
+
+    def size(seen: list[_Seen]) -> tuple[int, float]:
+        areas = [(s.face.box[2] - s.face.box[0]) * (s.face.box[3] - s.face.box[1]) for s in seen]
+        return len(seen), float(np.mean(areas))
+
+    return max(groups.values(), key=size)
+
+
+def _span(seen: Sequence[_Seen]) -> tuple[float | None, float | None, tuple[int, int] | None]:
+    times = [s.frame.time for s in seen if s.timed]
+    indices = [s.frame.index for s in seen]
+    return (
+        min(times) if times else None,
+        max(times) if times else None,
+        (min(indices), max(indices)) if indices else None,
+    )
+
+
+def _spoken(results: list[AnalysisResult]) -> list[tuple[AnalysisResult, Utterance]]:
+    return [(r, u) for r in results if r.kind in ("audio", "video") for u in r.utterances]
+
+
+def _worded(results: list[AnalysisResult]) -> list[tuple[AnalysisResult, Utterance]]:
+    return [(r, u) for r in results for u in r.utterances if u.text and u.text_emotion is not None]
+
+
+def _utterance_span(u: Utterance) -> tuple[float | None, float | None]:
+    return (u.start, u.end) if u.end > u.start else (None, None)
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _weighted_mean(values: Sequence[float | None], weights: Sequence[float]) -> float | None:
+    """Mean of the values that are not ``None``, weighted (each weight at least 1e-6)."""
+    pairs = [(float(v), max(float(w), 1e-6)) for v, w in zip(values, weights, strict=True) if v is not None]
+    if not pairs:
+        return None
+    return sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
+
+
+# ---- the stages ---------------------------------------------------------------------------------------------
+
+
+def _attributes(results: list[AnalysisResult], main: list[_Seen], multi: bool) -> TreeNode:
+    evidence: list[Evidence] = []
+    confidences: list[float] = []
+    frames = [f for r in results for f in r.frames]
+    pictured = [r for r in results if r.kind in ("image", "video")]
+    tracks = {
+        (i, f.track_id) for i, r in enumerate(results) for fr in r.frames for f in fr.faces if f.track_id is not None
+    }
+    faces_value: dict[str, Any] = {
+        "count": max((len(f.faces) for f in frames), default=0),
+        "observations": sum(len(f.faces) for f in frames),
+        "tracks": len(tracks) if tracks else None,
+        "frames": len(frames),
+        "frames_with_faces": sum(1 for f in frames if f.faces),
+    }
+    main_value: dict[str, Any] | None = None
+    if main:
+        start, end, frame_range = _span(main)
+        source = main[0].result.source if multi else None
+        poses = [s.face.pose for s in main if s.face.pose is not None]
+        gazes = [s.face.gaze for s in main if s.face.gaze is not None]
+        closed = [s.face.eyes_closed for s in main if s.face.eyes_closed is not None]
+        quality = float(np.mean([s.face.quality.score for s in main]))
+        track = main[0].face.track_id
+        main_value = {
+            "source": main[0].result.source,
+            "track_id": track,
+            "observations": len(main),
+            "quality": round(quality, 4),
+            "head_pose": None
+            if not poses
+            else {k: round(float(np.mean([getattr(p, k) for p in poses])), 1) for k in ("yaw", "pitch", "roll")},
+            "gaze": None
+            if not gazes
+            else {k: round(float(np.mean([getattr(g, k) for g in gazes])), 1) for k in ("yaw", "pitch")},
+            "eyes_closed_share": None if not closed else round(sum(closed) / len(closed), 3),
+        }
+        confidences.append(quality)
+        who = f"track {track}" if track is not None else f"face #{main[0].face.index}"
+        evidence.append(
+            Evidence("face", f"main face ({who}): {len(main)} observation(s), mean quality {quality:.2f}", start, end,
+                     frame_range, source, {"quality": round(quality, 4)})
+        )  # fmt: skip
+        if main_value["head_pose"]:
+            pose = main_value["head_pose"]
+            cue = f"head yaw {pose['yaw']:+.0f}°, pitch {pose['pitch']:+.0f}°, roll {pose['roll']:+.0f}°"
+            evidence.append(Evidence("face", cue, start, end, frame_range, source, pose))
+        if main_value["gaze"]:
+            gaze = main_value["gaze"]
+            cue = f"gaze yaw {gaze['yaw']:+.0f}°, pitch {gaze['pitch']:+.0f}° (eye in head)"
+            evidence.append(Evidence("face", cue, start, end, frame_range, source, gaze))
+    if faces_value["count"] > 1:
+        evidence.append(Evidence("scene", f"{faces_value['count']} faces in view at once", value=faces_value["count"]))
+    if pictured and not main:
+        evidence.append(Evidence("scene", f"no face found in {len(frames)} frame(s)"))
+
+    voice_value = None
+    spoken = _spoken(results)
+    audio = [r for r in results if r.kind == "audio" or (r.kind == "video" and r.utterances)]
+    if audio:
+        seconds = [max(u.end - u.start, 0.0) for _, u in spoken]
+        speech = float(sum(seconds))
+        durations = [r.duration for r in audio if r.duration]
+        duration = float(sum(durations)) if durations else None
+        prosodies = [u.prosody for _, u in spoken]
+        rate = _weighted_mean([p.speaking_rate if p else None for p in prosodies], seconds)
+        pitch = _weighted_mean([p.pitch_mean if p else None for p in prosodies], seconds)
+        pitch_range = _weighted_mean([p.pitch_range if p else None for p in prosodies], seconds)
+        energy = _weighted_mean([p.energy if p else None for p in prosodies], seconds)
+        voice_value = {
+            "utterances": len(spoken),
+            "speech_seconds": round(speech, 3),
+            "duration": _r(duration),
+            "voice_activity": None if not duration else round(min(speech / duration, 1.0), 4),
+            "speaking_rate": _r(rate, 2),
+            "pitch_mean": _r(pitch, 1),
+            "pitch_range": _r(pitch_range, 2),
+            "energy": _r(energy, 1),
+        }
+        confidences.append(speech / (speech + 1.0))
+        start = min((u.start for _, u in spoken), default=None)
+        end = max((u.end for _, u in spoken), default=None)
+        source = audio[0].source if multi and len(audio) == 1 else None
+        of = f" of {duration:.1f} s" if duration else ""
+        evidence.append(Evidence("voice", f"{len(spoken)} utterance(s), {speech:.1f} s of speech{of}", start, end,
+                                 source=source, value=voice_value["voice_activity"]))  # fmt: skip
+        if rate is not None or pitch is not None:
+            bits = ([f"{rate:.1f} syllables/s"] if rate is not None else []) + (
+                [f"mean pitch {pitch:.0f} Hz"] if pitch is not None else []
+            )
+            evidence.append(Evidence("voice", "speaking " + ", ".join(bits), start, end, source=source))
+
+    words_value = None
+    worded = _worded(results)
+    if worded:
+        count = sum(len((u.text or "").split()) for _, u in worded)
+        typed = all(r.kind == "text" for r, _ in worded)
+        words_value = {"texts": len(worded), "words": count, "typed": typed}
+        confidences.append(1.0)
+        evidence.append(Evidence("text", f"{count} word(s) in {len(worded)} {'text' if typed else 'utterance'}(s)"))
+    value = {"faces": faces_value, "main_face": main_value, "voice": voice_value, "words": words_value}
+    confidence = float(np.mean(confidences)) if confidences else 0.0
+    return TreeNode("attributes", value, confidence, tuple(evidence))
+
+
+def _expressions(
+    results: list[AnalysisResult], main: list[_Seen], evidence_by: dict[str, ModalityEvidence], multi: bool
+) -> TreeNode:
+    evidence: list[Evidence] = []
+    confidences: list[float] = []
+    aus_value: list[dict[str, Any]] = []
+    face_value = None
+    reference = None
+    if main:
+        source = main[0].result.source if multi else None
+        with_aus = [s for s in main if s.face.aus]
+        if with_aus:
+            references = {s.face.au_reference for s in with_aus if s.face.au_reference}
+            reference = "track" if "track" in references else (references.pop() if references else None)
+            for au in FACS_NAMES:
+                values = [s.face.aus.get(au, 0.0) for s in with_aus]  # type: ignore[union-attr]
+                mean = float(np.mean(values))
+                if mean < AU_ACTIVE_THRESHOLD:
+                    continue
+                active = [s for s, v in zip(with_aus, values, strict=True) if v >= AU_ACTIVE_THRESHOLD]
+                aus_value.append(
+                    {"au": au, "name": FACS_NAMES[au], "intensity": round(mean, 2),
+                     "active_share": round(len(active) / len(with_aus), 3)}
+                )  # fmt: skip
+            aus_value.sort(key=lambda a: -a["intensity"])
+            for a in aus_value:
+                active = [s for s in with_aus if s.face.aus.get(a["au"], 0.0) >= AU_ACTIVE_THRESHOLD]  # type: ignore[union-attr]
+                start, end, frames = _span(active or with_aus)
+                cue = f"{a['au']} {a['name']}, mean intensity {a['intensity']:.1f}"
+                evidence.append(Evidence("face", cue, start, end, frames, source, a["intensity"]))
+        weights = np.array([max(s.face.quality.score, 0.05) for s in main])
+        probs = np.array([[s.face.expression.probabilities.get(e, 0.0) for e in CANONICAL_EMOTIONS] for s in main])
+        mean_probs = (weights[:, None] * probs).sum(0) / weights.sum()
+        label = CANONICAL_EMOTIONS[int(np.argmax(mean_probs))]
+        confidence = float(mean_probs.max())
+        face_value = {
+            "label": label,
+            "confidence": round(confidence, 4),
+            "probabilities": {e: round(float(p), 4) for e, p in zip(CANONICAL_EMOTIONS, mean_probs, strict=True)},
+            "model": main[0].face.expression.model,
+        }
+        confidences.append(confidence)
+        start, end, frames = _span(main)
+        evidence.append(Evidence("face", f"facial expression {label} {confidence:.0%}", start, end, frames, source))
+
+    tone_value = None
+    voice = evidence_by.get("voice")
+    spoken = _spoken(results)
+    if voice is not None:
+        seconds = [max(u.end - u.start, 0.05) for _, u in spoken]
+        prosodies = [u.prosody for _, u in spoken]
+        pitch = _weighted_mean([p.pitch_mean if p else None for p in prosodies], seconds)
+        pitch_range = _weighted_mean([p.pitch_range if p else None for p in prosodies], seconds)
+        rate = _weighted_mean([p.speaking_rate if p else None for p in prosodies], seconds)
+        energy = _weighted_mean([p.energy if p else None for p in prosodies], seconds)
+        descriptors = PROSODY_REFERENCE.describe(pitch, pitch_range, rate, energy)
+        tone_value = {
+            "label": voice.label,
+            "confidence": round(voice.confidence, 4),
+            "descriptors": descriptors,
+            "pitch_mean": _r(pitch, 1),
+            "pitch_range": _r(pitch_range, 2),
+            "speaking_rate": _r(rate, 2),
+            "energy": _r(energy, 1),
+        }
+        confidences.append(voice.confidence)
+        start, end = voice.span or (None, None)
+        cue = f"vocal tone {voice.label} {voice.confidence:.0%}" + (
+            f"; {', '.join(descriptors)}" if descriptors else ""
+        )
+        evidence.append(Evidence("voice", cue, start, end))
+
+    words_value: list[dict[str, Any]] = []
+    for r, u in _worded(results):
+        assert u.text_emotion is not None
+        start, end = _utterance_span(u)
+        for word, weight in u.text_emotion.salient_words:
+            words_value.append(
+                {"word": word, "weight": round(float(weight), 4), "emotion": u.text_emotion.emotion.label,
+                 "utterance": u.index, "source": r.source, "start": _r(start), "end": _r(end)}
+            )  # fmt: skip
+    words_value.sort(key=lambda w: -w["weight"])
+    words_value = words_value[:MAX_SALIENT_WORDS]
+    text = evidence_by.get("text")
+    if text is not None and words_value:
+        confidences.append(text.confidence)
+    for w in words_value:
+        cue = f"“{w['word']}” drives {w['emotion']} (+{w['weight']:.2f})"
+        evidence.append(Evidence("text", cue, w["start"], w["end"], source=w["source"] if multi else None,
+                                 value=w["weight"]))  # fmt: skip
+    value = {
+        "action_units": aus_value,
+        "au_threshold": AU_ACTIVE_THRESHOLD,
+        "au_reference": reference,
+        "facial_expression": face_value,
+        "vocal_tone": tone_value,
+        "salient_words": words_value,
+    }
+    confidence = float(np.mean(confidences)) if confidences else 0.0
+    return TreeNode("expressions", value, confidence, tuple(evidence))
+
+
+def _agreement(evidence: list[ModalityEvidence]) -> tuple[str, list[dict[str, Any]]]:
+    """``none``, ``single``, ``agree``, ``mixed`` (labels differ, one of them unsure) or ``conflict``."""
+    if not evidence:
+        return "none", []
+    if len(evidence) == 1:
+        return "single", []
+    conflicts = [
+        {"modalities": [a.modality, b.modality], "labels": [a.label, b.label]}
+        for i, a in enumerate(evidence)
+        for b in evidence[i + 1 :]
+        if a.label != b.label and min(a.confidence, b.confidence) >= CONFLICT_MIN_CONFIDENCE
+    ]
+    if conflicts:
+        return "conflict", conflicts
+    return ("agree" if len({e.label for e in evidence}) == 1 else "mixed"), []
+
+
+def _emotion(fused: FusedEmotion | None, evidence: list[ModalityEvidence]) -> TreeNode:
+    agreement, conflicts = _agreement(evidence)
+    weights = dict(fused.weights) if fused else {}
+    modalities = {
+        ev.modality: {
+            "label": ev.label,
+            "confidence": round(ev.confidence, 4),
+            "valence": _r(ev.valence, 4),
+            "arousal": _r(ev.arousal, 4),
+            "weight": round(float(weights.get(ev.modality, 0.0)), 4),
+            "count": ev.count,
+        }
+        for ev in evidence
+    }
+    value = {
+        "state": fused.state if fused else "uncertain",
+        "label": fused.label if fused else None,
+        "confidence": round(fused.confidence, 4) if fused else 0.0,
+        "probabilities": {k: round(float(v), 4) for k, v in fused.probabilities.items()} if fused else None,
+        "valence": round(float(fused.valence), 4) if fused else None,
+        "arousal": round(float(fused.arousal), 4) if fused else None,
+        "uncertain": fused.uncertain if fused else True,
+        "method": fused.method if fused else None,
+        "modalities": modalities,
+        "agreement": agreement,
+        "conflicts": conflicts,
+    }
+    cues: list[Evidence] = []
+    for ev in evidence:
+        start, end = ev.span or (None, None)
+        cue = f"{_MODALITY_NAMES[ev.modality]}: {ev.label} {ev.confidence:.0%} (weight {weights.get(ev.modality, 0):.2f}; {ev.cue})"
+        cues.append(Evidence(ev.modality, cue, start, end, value=round(ev.confidence, 4)))
+    by = {ev.modality: ev for ev in evidence}
+    for c in conflicts:
+        a, b = (by[m] for m in c["modalities"])
+        cue = (
+            f"conflict: {_MODALITY_NAMES[a.modality]} {_MODALITY_VERBS[a.modality]} {a.label} ({a.confidence:.0%}) "
+            f"but {_MODALITY_NAMES[b.modality]} {_MODALITY_VERBS[b.modality]} {b.label} ({b.confidence:.0%})"
+        )
+        cues.append(Evidence(a.modality, cue, value=c))
+    return TreeNode("emotion", value, fused.confidence if fused else 0.0, tuple(cues))
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+
+
+def _contains(sentence: str, word: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", sentence, re.IGNORECASE) is not None
+
+
+def _cause(results: list[AnalysisResult], evidence_by: dict[str, ModalityEvidence], multi: bool) -> TreeNode:
+    worded = _worded(results)
+    text = evidence_by.get("text")
+    if not worded or text is None:
+        unobserved: dict[str, Any] = {
+            "observable": False,
+            "emotion": None,
+            "basis": "none",
+            "trigger_words": [],
+            "sentences": [],
+        }
+        scene = Evidence("scene", "nothing was said or typed: the cause is not observable from the scene alone")
+        return TreeNode("cause", unobserved, CAUSE_UNOBSERVED_CONFIDENCE, (scene,))
+    dominant = text.label
+    candidates = [(r, u) for r, u in worded if u.text_emotion.emotion.label == dominant] or worded  # type: ignore[union-attr]
+    words = sorted(
+        ((w, float(s), r, u) for r, u in candidates for w, s in u.text_emotion.salient_words),  # type: ignore[union-attr]
+        key=lambda t: -t[1],
+    )[:CAUSE_TOP_WORDS]
+    scored: list[tuple[float, int, str, list[str], AnalysisResult, Utterance]] = []
+    order = 0
+    for r, u in candidates:
+        for sentence in _sentences(u.text or ""):
+            hits = [(w, s) for w, s, _, owner in words if owner is u and _contains(sentence, w)]
+            if hits:
+                scored.append((sum(s for _, s in hits), order, sentence, [w for w, _ in hits], r, u))
+            order += 1
+    if scored:
+        basis, factor = "salient words", 1.0
+        chosen = sorted(scored, key=lambda t: (-t[0], t[1]))[:CAUSE_MAX_SENTENCES]
+        chosen.sort(key=lambda t: t[1])  # back in reading order
+    else:  # no salient word to anchor on: the most confident utterance's text, at half the confidence
+        basis, factor = "whole text", 0.5
+        r, u = max(candidates, key=lambda ru: ru[1].text_emotion.emotion.confidence)  # type: ignore[union-attr]
+        chosen = [(0.0, 0, (u.text or "").strip()[:300], [], r, u)]
+    sentences: list[dict[str, Any]] = []
+    evidence: list[Evidence] = []
+    for _, _, sentence, hit_words, r, u in chosen:
+        start, end = _utterance_span(u)
+        sentences.append(
+            {"text": sentence, "words": hit_words, "utterance": u.index, "source": r.source,
+             "start": _r(start), "end": _r(end)}
+        )  # fmt: skip
+        cue = f"“{sentence}”" + (f" (salient: {', '.join(hit_words)})" if hit_words else "")
+        evidence.append(Evidence("text", cue, start, end, source=r.source if multi else None))
+    trigger = list(dict.fromkeys(w for s in sentences for w in s["words"]))
+    value = {"observable": True, "emotion": dominant, "basis": basis, "trigger_words": trigger, "sentences": sentences}
+    return TreeNode("cause", value, text.confidence * factor, tuple(evidence))
+
+
+def _appraisal(emotion: TreeNode, cause: TreeNode) -> TreeNode:
+    label = emotion.value["label"]
+    tentative = bool(emotion.value["uncertain"])
+    need = EMOTION_NEEDS.get(label, _NO_EMOTION_NEED) if label else _NO_EMOTION_NEED
+    value = {"emotion": label, "need": need, "tentative": tentative, "cause_observable": cause.value["observable"]}
+    modalities = emotion.value["modalities"]
+    # the per-modality cues come first in the emotion node, in ``modalities`` order: cite the weightiest one
+    top = max(range(len(modalities)), key=lambda i: list(modalities.values())[i]["weight"], default=None)
+    evidence = (
+        [] if top is None else [replace(emotion.evidence[top], cue=f"{emotion.evidence[top].cue} → need: {need}")]
+    )
+    evidence += [e for e in cause.evidence if e.modality == "text"][:1]
+    return TreeNode("appraisal", value, emotion.confidence, tuple(evidence))
+
+
+class RulePlanner:
+    """The default planner: ``STRATEGY_RULES`` for the emotion, plus a Question first when the emotion is
+    uncertain or the modalities conflict, and a Question when nothing says what caused it (at most 3)."""
+
+    name = "esconv-rules"
+
+    def __call__(self, tree: AffectTree) -> list[tuple[str, str, float]]:
+        emotion = tree.emotion.value
+        label, confidence = emotion["label"], tree.emotion.confidence
+        plan: list[tuple[str, str, float]] = []
+        if label is None:
+            plan.append(("Question", "nothing showed how they feel: ask rather than assume", 1.0))
+        elif emotion["uncertain"]:
+            plan.append(("Question", "the signals are too weak to name one feeling: ask rather than assume",
+                         round(1.0 - confidence, 4)))  # fmt: skip
+            if label != "neutral":
+                plan.append(("Reflection of feelings", f"tentatively name the likeliest feeling ({label}) and check it",
+                             confidence))  # fmt: skip
+        else:
+            if emotion["agreement"] == "conflict":
+                (a, b), (la, lb) = emotion["conflicts"][0]["modalities"], emotion["conflicts"][0]["labels"]
+                check = f"{_MODALITY_NAMES[a]} ({la}) and {_MODALITY_NAMES[b]} ({lb}) disagree: check gently"
+                plan.append(("Question", check, round(1.0 - confidence / 2, 4)))
+            plan.extend((s, why, confidence) for s, why in STRATEGY_RULES.get(label, STRATEGY_RULES["neutral"]))
+        if not tree.cause.value["observable"] and all(s != "Question" for s, _, _ in plan):
+            plan.append(("Question", "nothing says what happened: invite them to tell", 0.5))
+        seen: set[str] = set()
+        out = []
+        for strategy, why, conf in plan:
+            if strategy not in seen:
+                seen.add(strategy)
+                out.append((strategy, why, conf))
+        return out[:_MAX_STRATEGIES]
+
+
+def _strategy(tree: AffectTree, planner: Planner) -> TreeNode:
+    plan = list(planner(tree))
+    if not plan:
+        raise ValueError(f"planner {_name(planner)} chose no strategy")
+    strategies: list[dict[str, Any]] = []
+    for strategy, why, confidence in plan:
+        if strategy not in ESCONV_STRATEGIES:
+            raise ValueError(f"unknown ESConv strategy {strategy!r}; valid: {', '.join(ESCONV_STRATEGIES)}")
+        strategies.append(
+            {"strategy": strategy, "why": str(why), "confidence": round(float(np.clip(confidence, 0.0, 1.0)), 4)}
+        )
+    value = {"strategies": strategies, "planner": _name(planner)}
+    evidence = tree.appraisal.evidence
+    return TreeNode("strategy", value, strategies[0]["confidence"], evidence)
+
+
+def _template_reply(tree: AffectTree) -> str:
+    """One sentence per strategy in ``_REPLY_ORDER`` (reflect, restate, reassure, suggest or inform, ask);
+    Self-disclosure is skipped: there is nothing true to disclose."""
+    emotion, cause = tree.emotion.value, tree.cause.value
+    label = emotion["label"]
+    uncertain = emotion["uncertain"]
+    conflict = emotion["agreement"] == "conflict"
+    strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
+    quote = cause["sentences"][0]["text"] if cause["observable"] and cause["sentences"] else ""
+    if len(quote) > 120:
+        quote = quote[:117].rstrip() + "…"
+    sentences = []
+    for strategy in sorted(strategies, key=_REPLY_ORDER.index):
+        if strategy == "Self-disclosure":
+            continue
+        if strategy == "Reflection of feelings":
+            feeling = _FEELINGS.get(label or "")
+            if not feeling:
+                continue
+            sentence = REPLY_TEMPLATES[strategy].format(feeling=feeling)
+            if uncertain or conflict:  # a guess: say so, and check it unless a question follows anyway
+                sentence = f"I may be reading this wrong, but it sounds like you might be feeling {feeling}."
+                if "Question" not in strategies:
+                    sentence += " Is that right?"
+        elif strategy == "Restatement or Paraphrasing":
+            if not quote:
+                continue
+            sentence = REPLY_TEMPLATES[strategy].format(quote=quote.rstrip(".!?"))
+        elif strategy == "Affirmation and Reassurance":
+            sentence = _REASSURANCE.get(label or "", REPLY_TEMPLATES[strategy])
+        elif strategy == "Question":
+            if conflict:
+                sentence = _QUESTIONS["conflict"]
+            elif label is None or uncertain:
+                sentence = _QUESTIONS["uncertain"] if cause["observable"] else _QUESTIONS["unobserved"]
+            elif not cause["observable"]:
+                sentence = _QUESTIONS["unobserved"]
+            else:
+                sentence = _QUESTIONS.get(label, REPLY_TEMPLATES[strategy])
+        else:
+            sentence = REPLY_TEMPLATES[strategy]
+        if sentence not in sentences:
+            sentences.append(sentence)
+    return " ".join(sentences) or REPLY_TEMPLATES["Others"]
+
+
+def _reply(tree: AffectTree) -> TreeNode:
+    text = _template_reply(tree)
+    strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
+    value = {"strategies": strategies, "template": text}
+    return TreeNode("reply", value, tree.strategy.confidence, tree.strategy.evidence, text, "template")
+
+
+# ---- template prose -------------------------------------------------------------------------------------------
+
+
+def _rationale(emotion: TreeNode) -> str:
+    v = emotion.value
+    modalities = v["modalities"]
+    if v["label"] is None:
+        return "Nothing to read an emotion from: no face, voice or words were found."
+    if v["uncertain"]:
+        head = (
+            f"No single emotion is clear enough to name: the likeliest, {v['label']}, has only {v['confidence']:.0%}."
+        )
+    else:
+        # "mostly from": the heaviest modality that itself reads the fused label (none: the pooled evidence)
+        backing = [m for m in modalities if modalities[m].get("label") == v["label"]]
+        top = max(backing, key=lambda m: modalities[m]["weight"]) if len(modalities) > 1 and backing else None
+        head = f"{v['label'].capitalize()} ({v['confidence']:.0%})" + (
+            f", mostly from {_MODALITY_NAMES[top]}."
+            if top
+            else "."
+            if len(modalities) == 1 or backing
+            else ", from the modalities pooled: none of them reads it on its own."
+        )
+    if v["agreement"] == "single":
+        (only,) = modalities
+        tail = f" Only {_MODALITY_NAMES[only]} could be read."
+    elif v["agreement"] == "agree":
+        tail = " " + " and ".join(_MODALITY_NAMES[m] for m in modalities).capitalize() + " agree."
+    elif v["agreement"] == "conflict":
+        c = v["conflicts"][0]
+        (a, b), (la, lb) = c["modalities"], c["labels"]
+        tail = (
+            f" {_MODALITY_NAMES[a].capitalize()} {_MODALITY_VERBS[a]} {la} while {_MODALITY_NAMES[b]}"
+            f" {_MODALITY_VERBS[b]} {lb}: the signals differ, which is itself worth noticing."
+        )
+    elif v["agreement"] == "mixed":
+        tail = " The modalities lean different ways, but only one of them is sure."
+    else:
+        tail = ""
+    return head + tail
+
+
+def _cause_text(cause: TreeNode) -> str:
+    v = cause.value
+    if not v["observable"]:
+        return "The cause is not observable from the scene alone: nothing was said or typed."
+    quote = " ".join(f"“{s['text']}”" for s in v["sentences"])
+    if v["basis"] == "whole text":
+        return f"The {v['emotion']} in the words likely concerns what they said: {quote}"
+    return f"The {v['emotion']} seems to come from what they said: {quote}"
+
+
+def _appraisal_text(appraisal: TreeNode) -> str:
+    v = appraisal.value
+    if v["emotion"] is None:
+        return f"They likely need {v['need']}."
+    prefix = "Tentatively, as the emotion is uncertain: what" if v["tentative"] else "What"
+    return f"{prefix} they likely need: {v['need']} (the usual need with {v['emotion']})."
+
+
+def _strategy_text(strategy: TreeNode) -> str:
+    return " Then ".join(f"{s['strategy']}: {s['why']}." for s in strategy.value["strategies"])
+
+
+# ---- the builder ----------------------------------------------------------------------------------------------
+
+
+def _name(part: object) -> str:
+    return str(getattr(part, "name", None) or getattr(part, "__name__", None) or type(part).__name__)
+
+
+def _apply_writer(
+    tree: AffectTree, writer: TreeWriter, warnings: list[str], results: Sequence[AnalysisResult]
+) -> AffectTree:
+    name = _name(writer)
+    try:
+        texts = writer.write(tree, results)
+    except Exception as exc:  # an LM failing must not take the structured tree with it
+        logger.warning("tree writer %s failed: %s", name, exc, exc_info=True)
+        warnings.append(f"writer {name} failed ({type(exc).__name__}: {exc}); template texts kept")
+        return tree
+    if not isinstance(texts, Mapping):
+        warnings.append(f"writer {name} returned {type(texts).__name__}, not a mapping; template texts kept")
+        return tree
+    for key, text in texts.items():
+        if key not in WRITER_KEYS:
+            logger.warning("tree writer %s returned unknown key %r (known: %s)", name, key, ", ".join(WRITER_KEYS))
+            continue
+        if not isinstance(text, str) or not text.strip():
+            warnings.append(f"writer {name} gave no usable {key} text; template kept")
+            continue
+        if key == "reply" and _CLAIMS_HUMAN.search(text):
+            warnings.append(f"writer {name}'s reply claimed to be a person; template reply kept")
+            continue
+        node = getattr(tree, WRITER_KEYS[key])
+        tree = tree.replace_node(node.with_text(text.strip(), f"lm:{name}"))
+    return tree
+
+
+def build_tree(
+    results: AnalysisResult | Iterable[AnalysisResult],
+    fused: FusedEmotion | None = None,
+    fuser: Fuser | None = None,
+    writer: TreeWriter | None = None,
+    *,
+    planner: Planner | None = None,
+) -> AffectTree:
+    """The affective tree of one moment seen through ``results`` (one result, several parts of the same moment,
+    or a multimodal result, whose parts are read).
+
+    ``fused`` is the fused emotion when the caller already has it; otherwise ``fuser`` (default:
+    ``default_fuser()``) pools ``fusion.late.collect_evidence(results)``. ``planner`` chooses the strategies
+    (default ``RulePlanner()``); ``writer`` writes the prose of cause, appraisal, rationale and reply.
+
+    Raises:
+        ValueError: no result given, or the planner chose an unknown strategy or none.
+    """
+    flat = _flatten(results)
+    if not flat:
+        raise ValueError("build_tree needs at least one AnalysisResult")
+    multi = len(flat) > 1
+    warnings: list[str] = []
+    evidence = collect_evidence(flat)
+    evidence_by: dict[str, ModalityEvidence] = {ev.modality: ev for ev in evidence}
+    models: dict[str, str | None] = {}
+    if fused is None and evidence:
+        if fuser is None:
+            fuser = default_fuser()
+        fused = fuser(evidence, flat)
+        if isinstance(fuser, LateFusion) and fuser.config.fitted_on == _UNTRAINED:
+            warnings.append("emotion fused with the untrained late-fusion prior (no fitted parameters were found)")
+    if fused is None:
+        warnings.append("no face, voice or words found: no emotion to fuse")
+    models["fuser"] = _name(fuser) if fuser is not None else (fused.method if fused is not None else None)
+    planner = planner if planner is not None else RulePlanner()
+    models["planner"] = _name(planner)
+    models["writer"] = _name(writer) if writer is not None else None
+
+    main = _main_face(flat)
+    emotion = _emotion(fused, evidence)
+    cause = _cause(flat, evidence_by, multi)
+    tree = AffectTree(
+        attributes=_attributes(flat, main, multi),
+        expressions=_expressions(flat, main, evidence_by, multi),
+        emotion=emotion.with_text(_rationale(emotion), "template"),
+        cause=cause.with_text(_cause_text(cause), "template"),
+        appraisal=_appraisal(emotion, cause),
+        strategy=TreeNode.pending("strategy"),
+        reply=TreeNode.pending("reply"),
+        sources=tuple((r.source, r.kind) for r in flat),
+        models=models,
+    )
+    tree = tree.replace_node(tree.appraisal.with_text(_appraisal_text(tree.appraisal), "template"))
+    strategy = _strategy(tree, planner)
+    tree = tree.replace_node(strategy.with_text(_strategy_text(strategy), "template"))
+    tree = tree.replace_node(_reply(tree))
+    if writer is not None:
+        tree = _apply_writer(tree, writer, warnings, flat)
+    return replace(tree, warnings=tuple(warnings))

@@ -1,0 +1,379 @@
+"""The affective tree: its types, JSON schema and rendering, and ``fusion.tree.build_tree`` on hand-made results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from affectlens.errors import WeightsError
+from affectlens.labels import CANONICAL_EMOTIONS, ESCONV_STRATEGIES
+from affectlens.tree import STAGES, AffectTree, Evidence, TreeNode
+from affectlens.types import (
+    AU_COLUMNS,
+    AnalysisResult,
+    EmotionPrediction,
+    FaceObservation,
+    FaceQuality,
+    FrameResult,
+    GazeDirection,
+    HeadPose,
+    Prosody,
+    TextEmotion,
+    Utterance,
+)
+from fusion.late import FusedEmotion, LateFusion
+from fusion.tree import AU_ACTIVE_THRESHOLD, CAUSE_UNOBSERVED_CONFIDENCE, RulePlanner, build_tree
+from tests.conftest import validate
+
+SAD_TEXT = "I lost my job today. The weather is fine. I don't know how to tell my family."
+
+
+def _pred(label: str, p: float = 0.9, model: str = "tiny") -> EmotionPrediction:
+    vector = np.full(len(CANONICAL_EMOTIONS), (1.0 - p) / (len(CANONICAL_EMOTIONS) - 1))
+    vector[CANONICAL_EMOTIONS.index(label)] = p
+    return EmotionPrediction.from_vector(vector, model)
+
+
+def _aus(**active: float) -> dict[str, float]:
+    return {au: active.get(au, 0.2) for au in AU_COLUMNS}
+
+
+def _face(
+    label: str = "happiness", p: float = 0.9, aus: dict[str, float] | None = None, **kw: object
+) -> FaceObservation:
+    args: dict = {
+        "index": 0, "box": (10.0, 10.0, 60.0, 70.0), "detection_score": 0.9, "expression": _pred(label, p),
+        "quality": FaceQuality(0.8, 50.0, 100.0, 0.9, 0.9, 0.95), "pose": HeadPose(6.0, -4.0, 1.0),
+        "gaze": GazeDirection(2.0, 5.0), "aus": aus if aus is not None else _aus(AU12=2.5, AU06=1.5, AU04=0.6),
+        "au_reference": "population",
+    }  # fmt: skip
+    args.update(kw)
+    return FaceObservation(**args)
+
+
+def image(*faces: FaceObservation, source: str = "photo.jpg") -> AnalysisResult:
+    return AnalysisResult(source, "image", 100, 100, None, None, (FrameResult(0, 0.0, faces),), {"detector": "tiny"})
+
+
+def video(label: str = "happiness") -> AnalysisResult:
+    """Two tracked people over 6 frames: track 1 in every frame (the main face), track 2 in two."""
+    frames = []
+    for i in range(6):
+        faces = [_face(label, track_id=1, aus=_aus(AU12=3.0 if i < 4 else 0.5, AU25=0.4))]
+        if i < 2:
+            faces.append(_face("neutral", 0.6, index=1, box=(70.0, 10.0, 90.0, 40.0), track_id=2))
+        frames.append(FrameResult(i * 5, i * 0.5, tuple(faces)))
+    return AnalysisResult("clip.mp4", "video", 100, 100, 10.0, 3.0, tuple(frames), {"detector": "tiny"})
+
+
+def text(words: str = SAD_TEXT, label: str = "sadness", p: float = 0.9, salient: tuple = ()) -> AnalysisResult:
+    salient = salient or (("lost", 0.4), ("job", 0.2), ("family", 0.1))
+    emotion = TextEmotion(_pred(label, p), {"grief": 0.5}, salient)
+    utterance = Utterance(0, 0.0, 0.0, words, None, emotion)
+    return AnalysisResult("<text>", "text", None, None, None, None, (), {"text_emotion": "tiny"}, {}, (utterance,))
+
+
+def audio(pitch: float = 300.0, rate: float = 6.5) -> AnalysisResult:
+    prosody = Prosody(pitch_mean=pitch, pitch_range=5.0, energy=-22.0, speaking_rate=rate, pause_ratio=0.1)
+    utterances = (
+        Utterance(0, 0.5, 2.5, "I can't believe it", _pred("fear", 0.8), None, prosody),
+        Utterance(1, 3.0, 4.0, None, _pred("fear", 0.7), None, prosody),
+    )
+    return AnalysisResult("note.m4a", "audio", None, None, None, 8.0, (), {"vad": "tiny"}, {}, utterances)
+
+
+def _structure(tree: AffectTree) -> list[tuple]:
+    return [(n.stage, n.value, n.confidence, n.evidence) for n in tree.nodes]
+
+
+@pytest.fixture(scope="module")
+def fuser() -> LateFusion:
+    return LateFusion()  # the untrained prior: fixed, needs no weights
+
+
+def test_text_only_tree_quotes_the_sentences_with_the_salient_words(fuser: LateFusion, tree_schema: dict) -> None:
+    tree = build_tree(text(), fuser=fuser)
+    assert tree.attributes.value["words"] == {"texts": 1, "words": 17, "typed": True}
+    assert tree.attributes.value["main_face"] is None and tree.attributes.value["voice"] is None
+    assert [w["word"] for w in tree.expressions.value["salient_words"]] == ["lost", "job", "family"]
+    emotion = tree.emotion.value
+    assert (
+        emotion["state"] == "sadness" and emotion["agreement"] == "single" and emotion["modalities"].keys() == {"text"}
+    )
+    cause = tree.cause.value
+    assert cause["observable"] and cause["emotion"] == "sadness" and cause["basis"] == "salient words"
+    # the weather sentence has no salient word: it is not the cause; the rest stay in reading order
+    assert [s["text"] for s in cause["sentences"]] == ["I lost my job today.", "I don't know how to tell my family."]
+    assert cause["trigger_words"] == ["lost", "job", "family"]
+    assert tree.appraisal.value == {
+        "emotion": "sadness", "need": "comfort and being heard", "tentative": False, "cause_observable": True
+    }  # fmt: skip
+    assert tree.appraisal.confidence == tree.emotion.confidence
+    strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
+    assert strategies == ["Reflection of feelings", "Affirmation and Reassurance"]
+    assert tree.reply.text and "feeling sad" in tree.reply.text and tree.reply.text_source == "template"
+    assert all(n.text_source in ("template", None) for n in tree.nodes)
+    assert tree.sources == (("<text>", "text"),)
+    validate(tree.to_dict(), tree_schema)
+
+
+def test_image_only_tree_names_active_aus_and_cannot_see_a_cause(fuser: LateFusion, tree_schema: dict) -> None:
+    tree = build_tree(image(_face()), fuser=fuser)
+    attributes = tree.attributes.value
+    assert attributes["faces"]["count"] == 1 and attributes["voice"] is None and attributes["words"] is None
+    assert attributes["main_face"]["head_pose"] == {"yaw": 6.0, "pitch": -4.0, "roll": 1.0}
+    assert attributes["main_face"]["gaze"] == {"yaw": 2.0, "pitch": 5.0}
+    aus = tree.expressions.value["action_units"]
+    assert [(a["au"], a["name"]) for a in aus] == [("AU12", "lip corner puller"), ("AU06", "cheek raiser")]
+    assert all(a["intensity"] >= AU_ACTIVE_THRESHOLD for a in aus)  # AU04 at 0.6 is under the threshold
+    assert tree.expressions.value["facial_expression"]["label"] == "happiness"
+    face_cues = [e for e in tree.expressions.evidence if e.modality == "face"]
+    assert face_cues[0].frames == (0, 0) and face_cues[0].start is None  # an image: a frame, no time
+    assert tree.emotion.value["state"] == "happiness"
+    assert not tree.cause.value["observable"] and tree.cause.confidence == CAUSE_UNOBSERVED_CONFIDENCE
+    assert "not observable from the scene alone" in (tree.cause.text or "")
+    assert any(s["strategy"] == "Question" for s in tree.strategy.value["strategies"])
+    validate(tree.to_dict(), tree_schema)
+
+
+def test_video_tree_follows_the_main_track_with_frame_ranges(fuser: LateFusion, tree_schema: dict) -> None:
+    tree = build_tree(video(), fuser=fuser)
+    faces = tree.attributes.value["faces"]
+    assert faces == {"count": 2, "observations": 8, "tracks": 2, "frames": 6, "frames_with_faces": 6}
+    main = tree.attributes.value["main_face"]
+    assert main["track_id"] == 1 and main["observations"] == 6
+    (au,) = tree.expressions.value["action_units"]
+    assert au["au"] == "AU12" and au["active_share"] == pytest.approx(4 / 6, abs=1e-3)
+    cue = next(e for e in tree.expressions.evidence if e.cue.startswith("AU12"))
+    assert cue.frames == (0, 15) and (cue.start, cue.end) == (0.0, 1.5)  # active in the first four frames
+    validate(tree.to_dict(), tree_schema)
+
+
+def test_audio_only_tree_describes_the_voice(fuser: LateFusion, tree_schema: dict) -> None:
+    tree = build_tree(audio(), fuser=fuser)
+    voice = tree.attributes.value["voice"]
+    assert voice["utterances"] == 2 and voice["speech_seconds"] == 3.0 and voice["duration"] == 8.0
+    assert voice["voice_activity"] == pytest.approx(3 / 8)
+    tone = tree.expressions.value["vocal_tone"]
+    assert tone["label"] == "fear" and tone["descriptors"] == ["raised pitch", "fast"]
+    assert tree.emotion.value["state"] == "fear" and tree.emotion.value["modalities"].keys() == {"voice"}
+    voice_cue = next(e for e in tree.emotion.evidence if e.modality == "voice")
+    assert (voice_cue.start, voice_cue.end) == (0.5, 4.0)
+    # the transcript has no text emotion here: nothing to quote
+    assert not tree.cause.value["observable"]
+    assert tree.appraisal.value["need"] == "safety and reassurance"
+    validate(tree.to_dict(), tree_schema)
+
+
+def test_face_and_words_in_conflict_is_recorded_as_a_cue(fuser: LateFusion, tree_schema: dict) -> None:
+    tree = build_tree([image(_face("happiness", 0.9)), text()], fuser=fuser)
+    emotion = tree.emotion.value
+    assert emotion["agreement"] == "conflict"
+    assert emotion["conflicts"] == [{"modalities": ["face", "text"], "labels": ["happiness", "sadness"]}]
+    assert {m: d["label"] for m, d in emotion["modalities"].items()} == {"face": "happiness", "text": "sadness"}
+    conflict = [e for e in tree.emotion.evidence if e.cue.startswith("conflict")]
+    assert len(conflict) == 1 and "happiness" in conflict[0].cue and "sadness" in conflict[0].cue
+    assert "differ" in (tree.emotion.text or "")
+    assert tree.strategy.value["strategies"][0]["strategy"] == "Question"
+    assert tree.sources == (("photo.jpg", "image"), ("<text>", "text"))
+    validate(tree.to_dict(), tree_schema)
+
+
+def test_modalities_that_agree_are_said_to_agree(fuser: LateFusion) -> None:
+    tree = build_tree([image(_face("sadness", 0.8)), text()], fuser=fuser)
+    assert tree.emotion.value["agreement"] == "agree" and tree.emotion.value["conflicts"] == []
+    assert tree.emotion.value["state"] == "sadness"
+
+
+def test_low_top_probability_abstains(fuser: LateFusion, tree_schema: dict) -> None:
+    tree = build_tree(text("Hmm, well, okay.", "sadness", 0.3, (("okay", 0.05),)), fuser=fuser)
+    emotion = tree.emotion.value
+    assert emotion["uncertain"] and emotion["state"] == "uncertain" and emotion["label"] == "sadness"
+    assert tree.emotion.confidence < fuser.config.abstain_below
+    assert tree.appraisal.value["tentative"]
+    plan = tree.strategy.value["strategies"]
+    assert plan[0]["strategy"] == "Question" and plan[1]["strategy"] == "Reflection of feelings"
+    assert "?" in (tree.reply.text or "")
+    assert "clear enough" in (tree.emotion.text or "")
+    validate(tree.to_dict(), tree_schema)
+
+
+def test_a_given_fused_emotion_is_used_as_is() -> None:
+    probs = dict.fromkeys(CANONICAL_EMOTIONS, 0.1) | {"anger": 0.4}
+    fused = FusedEmotion(probs, -0.5, 0.6, {"text": 1.0}, False, "my-fusion")
+    tree = build_tree(text(), fused=fused)
+    assert tree.emotion.value["state"] == "anger" and tree.models["fuser"] == "my-fusion"
+    assert tree.appraisal.value["need"] == "acknowledgement and fairness"
+
+
+def test_nothing_observed_still_gives_a_valid_tree(fuser: LateFusion, tree_schema: dict) -> None:
+    tree = build_tree(image(), fuser=fuser)
+    assert tree.emotion.value["label"] is None and tree.emotion.confidence == 0.0
+    assert tree.attributes.confidence == 0.0
+    assert any("no face, voice or words" in w for w in tree.warnings)
+    assert any(e.modality == "scene" and "no face" in e.cue for e in tree.attributes.evidence)
+    assert tree.strategy.value["strategies"][0]["strategy"] == "Question"
+    validate(tree.to_dict(), tree_schema)
+
+
+def test_render_is_readable_and_has_every_stage(fuser: LateFusion) -> None:
+    tree = build_tree([image(_face("happiness", 0.9)), text()], fuser=fuser)
+    rendered = tree.render()
+    for stage in STAGES:
+        assert f" {stage} [" in rendered
+    assert rendered.splitlines()[0] == "Affective tree for photo.jpg (image), <text> (text)"
+    assert "AU12 lip corner puller" in rendered and "conflict" in rendered
+    flat = " ".join(rendered.replace("│", " ").split())  # the prose, unwrapped
+    assert "“I lost my job today.”" in flat and str(tree.reply.text) in flat
+    assert "models: fuser=late-fusion" in rendered
+
+
+def test_round_trip_through_json(fuser: LateFusion) -> None:
+    for results in (text(), image(_face()), video(), audio(), [image(_face()), audio(), text()]):
+        tree = build_tree(results, fuser=fuser)
+        assert AffectTree.from_dict(tree.to_dict()) == tree
+        assert AffectTree.from_json(tree.to_json()) == tree
+        assert json.loads(tree.to_json()) == tree.to_dict()
+
+
+def test_every_input_kind_validates_against_the_schema(fuser: LateFusion, tree_schema: dict) -> None:
+    import jsonschema
+
+    tree = build_tree([video(), audio(), text()], fuser=fuser)
+    validate(tree.to_dict(), tree_schema)
+    bad = tree.to_dict()
+    bad["strategy"]["value"]["strategies"][0]["strategy"] = "Flattery"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad, tree_schema)
+    bad = tree.to_dict()
+    bad["emotion"]["stage"] = "reply"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad, tree_schema)
+
+
+class NonsenseWriter:
+    name = "nonsense"
+
+    def write(self, tree: AffectTree, results=()) -> dict[str, str]:
+        return {
+            k: "Purple monkeys dishwasher; the emotion is anger (100%)." for k in ("cause", "appraisal", "rationale")
+        } | {
+            "reply": "Bananas.",
+            "strategy": "Self-disclosure",  # not a key a writer may set: ignored
+        }
+
+
+def test_a_nonsense_writer_changes_no_structured_value(fuser: LateFusion, tree_schema: dict) -> None:
+    results = [image(_face("happiness", 0.9)), text()]
+    plain = build_tree(results, fuser=fuser)
+    written = build_tree(results, fuser=fuser, writer=NonsenseWriter())
+    assert _structure(written) == _structure(plain)
+    assert written.cause.text_source == written.appraisal.text_source == "lm:nonsense"
+    assert written.emotion.text_source == written.reply.text_source == "lm:nonsense"
+    assert written.rationale == "Purple monkeys dishwasher; the emotion is anger (100%)."
+    assert written.reply.text == "Bananas." and written.reply.value["template"] == plain.reply.text
+    assert written.strategy.text == plain.strategy.text and written.strategy.text_source == "template"
+    assert written.models["writer"] == "nonsense" and plain.models["writer"] is None
+    validate(written.to_dict(), tree_schema)
+
+
+def test_a_failing_or_impersonating_writer_leaves_the_templates(fuser: LateFusion) -> None:
+    class Broken:
+        name = "broken"
+
+        def write(self, tree: AffectTree, results=()) -> dict[str, str]:
+            raise RuntimeError("out of memory")
+
+    class Impersonator:
+        name = "human"
+
+        def write(self, tree: AffectTree, results=()) -> dict[str, str]:
+            return {"reply": "As a human, I know exactly how you feel.", "cause": "  "}
+
+    plain = build_tree(text(), fuser=fuser)
+    broken = build_tree(text(), fuser=fuser, writer=Broken())
+    assert [n.text for n in broken.nodes] == [n.text for n in plain.nodes]
+    assert any("broken failed" in w and "out of memory" in w for w in broken.warnings)
+    human = build_tree(text(), fuser=fuser, writer=Impersonator())
+    assert human.reply.text == plain.reply.text and human.reply.text_source == "template"
+    assert any("claimed to be a person" in w for w in human.warnings)
+    assert human.cause.text == plain.cause.text
+
+
+def test_the_planner_is_pluggable_and_checked(fuser: LateFusion) -> None:
+    seen: list[AffectTree] = []
+
+    def planner(tree: AffectTree) -> list[tuple[str, str, float]]:
+        seen.append(tree)
+        return [("Providing Suggestions", "they asked for advice", 0.7), ("Information", "facts help", 0.4)]
+
+    tree = build_tree(text(), fuser=fuser, planner=planner)
+    assert seen[0].strategy.value is None and seen[0].reply.value is None  # still pending when planning
+    assert seen[0].appraisal.value["need"] == "comfort and being heard"
+    assert tree.strategy.value["strategies"][0] == {
+        "strategy": "Providing Suggestions", "why": "they asked for advice", "confidence": 0.7
+    }  # fmt: skip
+    assert tree.strategy.value["planner"] == "planner" and tree.strategy.confidence == 0.7
+    assert "small next step" in (tree.reply.text or "")
+    with pytest.raises(ValueError, match="unknown ESConv strategy 'Flattery'; valid: Question"):
+        build_tree(text(), fuser=fuser, planner=lambda tree: [("Flattery", "", 1.0)])
+
+
+def test_the_rule_planner_only_chooses_esconv_strategies_and_never_self_disclosure(fuser: LateFusion) -> None:
+    from fusion.tree import _REPLY_ORDER
+
+    assert sorted(_REPLY_ORDER) == sorted(ESCONV_STRATEGIES)  # every strategy has a place in a reply
+    for label in CANONICAL_EMOTIONS:
+        for p in (0.9, 0.25):
+            tree = build_tree([image(_face(label, 0.9)), text(label=label, p=p)], fuser=fuser)
+            plan = RulePlanner()(tree)
+            assert plan and all(s in ESCONV_STRATEGIES and s != "Self-disclosure" for s, _, _ in plan)
+            assert tree.reply.text and "human" not in tree.reply.text.lower()
+
+
+def test_without_fitted_fusion_the_prior_is_used_and_noted(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fusion.tree
+
+    def missing(path: object = None) -> LateFusion:
+        raise WeightsError("unknown weight 'late-fusion'")
+
+    monkeypatch.setattr(fusion.tree, "load_late_fusion", missing)
+    fuser = fusion.tree.late_fuser()
+    assert isinstance(fuser, LateFusion) and fuser.config.fitted_on == "untrained prior"
+    tree = build_tree(text())
+    assert tree.models["fuser"] == "late-fusion"
+    assert any("untrained late-fusion prior" in w for w in tree.warnings)
+
+
+def test_a_multimodal_result_is_read_through_its_parts(fuser: LateFusion) -> None:
+    parts = (image(_face()), text())
+    combined = AnalysisResult(
+        "photo.jpg + <text>", "multimodal", None, None, None, None,
+        tuple(f for p in parts for f in p.frames), {}, {}, tuple(u for p in parts for u in p.utterances), parts=parts,
+    )  # fmt: skip
+    assert build_tree(combined, fuser=fuser) == build_tree(list(parts), fuser=fuser)
+
+
+def test_nodes_refuse_bad_values() -> None:
+    with pytest.raises(ValueError, match="confidence must be in"):
+        TreeNode("cause", {}, 1.5)
+    with pytest.raises(ValueError, match="unknown stage"):
+        TreeNode("mood", {}, 0.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="JSON-able"):
+        TreeNode("cause", {"x": np.zeros(2)}, 0.5)
+    with pytest.raises(ValueError, match="text and text_source"):
+        TreeNode("cause", {}, 0.5, text="why")
+    with pytest.raises(ValueError, match="unknown evidence modality"):
+        Evidence("smell", "roses")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ends before it starts"):
+        Evidence("voice", "a", start=2.0, end=1.0)
+    node = TreeNode("cause", {"words": ("a", "b")}, np.float32(0.123456))
+    assert node.value == {"words": ["a", "b"]} and node.confidence == 0.1235
+    tree = build_tree(text(), fuser=LateFusion())
+    with pytest.raises(ValueError, match=r"AffectTree\.cause must be a TreeNode of stage 'cause'"):
+        dataclasses.replace(tree, cause=tree.reply)
+    with pytest.raises(ValueError, match="unknown affective tree fields"):
+        AffectTree.from_dict(tree.to_dict() | {"mood": 1})
