@@ -24,6 +24,7 @@ from affectlens.types import AnalysisResult, EmotionPrediction, FaceObservation,
 if TYPE_CHECKING:
     from affectlens.analyzer import Analyzer, build_face_pipeline
     from affectlens.annotate import load_annotations
+    from affectlens.conversation import Conversation
 
 __all__ = [
     "CANONICAL_EMOTIONS",
@@ -31,6 +32,7 @@ __all__ = [
     "AffectTree",
     "AnalysisResult",
     "Analyzer",
+    "Conversation",
     "EmotionPrediction",
     "Evidence",
     "FaceObservation",
@@ -58,6 +60,10 @@ def __getattr__(name: str) -> Any:
         from affectlens import analyzer
 
         return getattr(analyzer, name)
+    if name == "Conversation":
+        from affectlens.conversation import Conversation
+
+        return Conversation
     if name == "load_annotations":
         from affectlens import annotate
 

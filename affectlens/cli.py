@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -269,10 +269,107 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return EXIT_ERROR if report.failed else EXIT_OK
 
 
+def _print_safety_report(report: dict) -> None:
+    c = report["confusion"]
+    print(f"{report['task']} with {report['model']} on {report['data']}: n={report['n']}")
+    print(
+        f"  crisis: recall {report['recall']:.4f}  precision {report['precision']:.4f}  F1 {report['f1']:.4f}"
+        f"  accuracy {report['accuracy']:.4f}"
+    )
+    print(f"  confusion: tp {c['tp']}  fn {c['fn']}  fp {c['fp']}  tn {c['tn']}")
+    concern = report["concern"]
+    print(
+        f"  concern (counted as none): {concern['negatives']} of the none messages, "
+        f"{concern['positives']} of the crisis messages"
+    )
+    for miss in report["misclassified"]:
+        print(f"  missed {miss['label']} → {miss['level']} (line {miss['line']}): {miss['text']}")
+        print(f"      {miss['why']}")
+
+
+def _print_strategy_report(report: dict) -> None:
+    print(
+        f"{report['task']} with {report['model']} on {report['data']}: n={report['n']} supporter messages "
+        f"({report['dialogues']} dialogues)"
+    )
+    print(
+        f"  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}"
+        f"  any chosen {report['any_chosen_accuracy']:.4f}  strategies per turn {report['mean_strategies_per_turn']:.2f}"
+    )
+    print(
+        f"  repetition {report['repetition_rate']:.4f} (references {report['reference_repetition_rate']:.4f});"
+        f"  majority class {report['majority_class']['strategy']!r}: accuracy {report['majority_class']['accuracy']:.4f}"
+    )
+    print(f"  {'strategy':<30} predicted  reference")
+    for strategy, share in report["predicted_distribution"].items():
+        print(f"  {strategy:<30} {share:>9.4f}  {report['reference_distribution'][strategy]:>9.4f}")
+
+
+def _print_dialogue_report(report: dict) -> None:
+    print(
+        f"{report['task']} with {report['model']} on {report['data']}: n={report['n']} supporter turns "
+        f"({report['dialogues']} dialogues)"
+    )
+    print(f"  {'':<18} BLEU-2  ROUGE-L  Distinct-1  Distinct-2")
+    for name, key in (("reply", "reply"), ("template baseline", "template_baseline")):
+        m = report[key]
+        print(f"  {name:<18} {m['bleu_2']:.4f}  {m['rouge_l']:.4f}   {m['distinct_1']:.4f}      {m['distinct_2']:.4f}")
+    ref = report["references"]
+    print(f"  {'references':<18} {'':6}  {'':6}   {ref['distinct_1']:.4f}      {ref['distinct_2']:.4f}")
+    latency = report["latency_seconds"]
+    sources = ", ".join(f"{k} {v}" for k, v in report["reply_sources"].items())
+    print(f"  seconds per turn: mean {latency['mean']:.2f}, p90 {latency['p90']:.2f}; replies from: {sources}")
+    for example in report["examples"]:
+        print(f"  seeker:    {example['seeker']}")
+        print(f"  reference: {example['reference']}")
+        print(f"  reply:     {example['reply']} [{example['source']}]")
+
+
+def _eval_esconv(args: argparse.Namespace, started: float) -> int:
+    """``eval strategy`` and ``eval dialogue`` on an ESConv JSONL file."""
+    from affectlens import evaluation
+
+    for flag, value in (("--limit", args.limit), ("--turns-per-dialogue", args.turns_per_dialogue)):
+        if value is not None and value < 1:
+            print(f"error: {flag} must be at least 1", file=sys.stderr)
+            return EXIT_USAGE
+    if args.task == "strategy":
+        report = evaluation.evaluate_strategy(args.data, limit=args.limit, model_dir=args.model)
+    else:
+        if args.model:
+            print("error: dialogue evaluates the shipped conversation models; drop --model", file=sys.stderr)
+            return EXIT_USAGE
+        limit, turns = evaluation.DIALOGUE_SAMPLE
+        report = evaluation.evaluate_dialogue(
+            args.data, limit=args.limit or limit, turns_per_dialogue=args.turns_per_dialogue or turns
+        )
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        print(json.dumps(report))
+    elif args.task == "strategy":
+        _print_strategy_report(report)
+    else:
+        _print_dialogue_report(report)
+    return EXIT_OK
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from affectlens import evaluation
 
     started = time.perf_counter()
+    if args.task in ("strategy", "dialogue"):
+        return _eval_esconv(args, started)
+    if args.task == "safety":
+        if args.model:
+            print("error: safety has one detector (fusion.safety.RiskDetector); drop --model", file=sys.stderr)
+            return EXIT_USAGE
+        report = evaluation.evaluate_safety(args.data, limit=args.limit)
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            _print_safety_report(report)
+        return EXIT_OK
     if args.task == "face-expression":
         report = evaluation.evaluate_face_expression(
             args.data, model=args.model, detect=args.detect, limit_per_class=args.limit
@@ -368,6 +465,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_turn(turn: Any, show_tree: bool) -> None:
+    strategies = " + ".join(s for s, _, _ in turn.strategies) or "-"
+    emotion = turn.tree.emotion.value.get("state") if isinstance(turn.tree.emotion.value, dict) else None
+    print(f"[emotion: {emotion or '-'} | strategies: {strategies} | {turn.trajectory}]")
+    if show_tree:
+        print(turn.tree.render())
+    print(f"AffectLens: {turn.reply}")
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """An empathic conversation: interactive (one line per turn; /quit ends), or one turn with --json."""
+    from affectlens.conversation import Conversation
+
+    if args.json and not (args.text or args.image or args.audio or args.video):
+        print("error: --json answers one turn: give --text, --image, --audio or --video", file=sys.stderr)
+        return EXIT_USAGE
+    chat = Conversation(analyzer=args.analyzer, user_id=args.user)
+    if args.lm_reply:
+        from affectlens.conversation import LMResponder
+        from affectlens.registry import create_language_model
+
+        chat.responder = LMResponder(create_language_model())
+    if args.text or args.image or args.audio or args.video:
+        try:
+            turn = chat.send(args.text, image=args.image, audio=args.audio, video=args.video)
+        except (AffectLensError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if args.json:
+            print(json.dumps(turn.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            _print_turn(turn, args.tree)
+        return EXIT_OK
+    print("AffectLens chat (an AI, not a person; not a crisis service). Type a message; /quit ends.")
+    for line in sys.stdin:
+        text = line.strip()
+        if text in ("/quit", "/exit"):
+            break
+        if not text:
+            continue
+        try:
+            _print_turn(chat.send(text), args.tree)
+        except (AffectLensError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="affectlens", description="Multimodal affective perception, offline.")
     parser.add_argument("--version", action="version", version=f"affectlens {__version__}")
@@ -426,16 +570,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("eval", help="evaluate a model on a labelled dataset")
-    p.add_argument("task", choices=["face-expression", "speech-emotion", "text-emotion"])
     p.add_argument(
-        "--data", required=True, help="a folder with one sub-folder per label (face, speech), or a CSV/TSV (text)"
+        "task", choices=["face-expression", "speech-emotion", "text-emotion", "safety", "strategy", "dialogue"]
     )
+    p.add_argument(
+        "--data", required=True,
+        help="a folder with one sub-folder per label (face, speech), a CSV/TSV (text), or a CSV with the columns "
+        "text,label and labels crisis|none (safety; e.g. docs/safety-eval.csv), or an ESConv JSONL file "
+        "(strategy, dialogue; e.g. ../shared/data/esconv/test.jsonl)",
+    )  # fmt: skip
     p.add_argument("--text-col", help="text-emotion: the column holding the text")
     p.add_argument("--label-col", help="text-emotion: the column holding the label name")
-    p.add_argument("--model", default=None, help="registered model name (default: the default model)")
+    p.add_argument(
+        "--model", default=None,
+        help="registered model name (default: the default model); strategy: a planner folder (default: the shipped one)",
+    )  # fmt: skip
     p.add_argument("--detect", action="store_true", help="detect and crop the largest face first")
-    p.add_argument("--limit", type=int, default=None, help="at most this many items per label (rows for text)")
+    p.add_argument(
+        "--limit", type=int, default=None,
+        help="at most this many items per label (rows for text and safety; dialogues for strategy and dialogue)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--turns-per-dialogue", type=int, default=None, metavar="K",
+        help="dialogue: supporter turns scored per dialogue (default 3; --limit: dialogues, default 20)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("weights", help="fetch, list or verify the offline weight files")
@@ -450,6 +609,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="out/quickstart")
     p.add_argument("--fps", type=float, default=5.0)
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("chat", help="an empathic conversation (interactive, or one turn with --json)")
+    p.add_argument("--text", help="one turn's words (with --json: answer this one turn and exit)")
+    p.add_argument("--image", help="a photo for this turn")
+    p.add_argument("--audio", help="a voice note for this turn")
+    p.add_argument("--video", help="a video for this turn")
+    p.add_argument("--json", action="store_true", help="print the turn (tree, strategies, affect, reply) as JSON")
+    p.add_argument("--tree", action="store_true", help="print each turn's affective tree")
+    p.add_argument("--user", default="user", help="user id for the affect state and memory")
+    p.add_argument("--lm-reply", action="store_true", help="let the compact LM write the replies (default: templates)")
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("demo", help="start the Gradio demo")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")

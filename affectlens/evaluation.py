@@ -1,4 +1,6 @@
-"""``affectlens eval``: score a model on a labelled image folder (one sub-folder per label).
+"""``affectlens eval``: score a model on a labelled image folder (one sub-folder per label), a CSV of texts, or
+the safety module on a CSV of messages labelled ``crisis`` or ``none``; the strategy planner and the conversation's
+replies on ESConv dialogues (JSONL).
 
 Folder names are mapped to the canonical emotions by ``affectlens.labels.LABEL_MAP``; labels without a
 canonical class, unknown to the table, or missing from the model are counted under ``excluded``.
@@ -8,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +25,10 @@ from affectlens.registry import (
     create_text_emotion,
 )
 from perception.media import load_image
+
+if TYPE_CHECKING:
+    from affectlens.conversation import Conversation
+    from fusion.strategy import Message, StrategyPlanner
 
 logger = logging.getLogger(__name__)
 
@@ -252,3 +259,217 @@ def evaluate_text_emotion(
     return _report(
         "text-emotion", text_model.name, str(csv_path), truth, predicted, excluded=dict(excluded), errors=dict(errors)
     )
+
+
+SAFETY_LABELS = ("crisis", "none")
+
+
+def _safety_rows(csv_path: Path) -> list[tuple[int, str, str]]:
+    """(line, text, label) of a ``text,label`` CSV; any problem is a ``MediaError`` naming the file (and line)."""
+    import csv
+
+    if not csv_path.is_file():
+        raise MediaError(str(csv_path), "file not found")
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames
+            if not columns:
+                raise MediaError(str(csv_path), "empty file (expected a header with the columns text,label)")
+            missing = [c for c in ("text", "label") if c not in columns]
+            if missing:
+                raise MediaError(str(csv_path), f"no column {missing[0]!r}; columns: {', '.join(columns)}")
+            rows = []
+            for row in reader:
+                line = reader.line_num
+                text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip().lower()
+                if label not in SAFETY_LABELS:
+                    raise MediaError(
+                        str(csv_path), f"line {line}: unknown label {label!r} (valid: {', '.join(SAFETY_LABELS)})"
+                    )
+                if not text:
+                    raise MediaError(str(csv_path), f"line {line}: empty text")
+                rows.append((line, text, label))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MediaError(str(csv_path), f"not a readable CSV ({exc})") from exc
+    if not rows:
+        raise MediaError(str(csv_path), "no rows under the header")
+    return rows
+
+
+def evaluate_safety(csv_path: str | Path, limit: int | None = None) -> dict[str, Any]:
+    """Score ``fusion.safety.RiskDetector`` on a CSV with the columns ``text`` and ``label`` (``crisis`` or
+    ``none``): recall, precision, F1 and accuracy for ``crisis`` (a ``concern`` counts as ``none``; how many of
+    each label came out ``concern`` is reported), the confusion counts, and every misclassified text."""
+    from fusion.safety import RiskDetector
+
+    csv_path = Path(csv_path)
+    rows = _safety_rows(csv_path)[:limit]
+    detector = RiskDetector()
+    counts: Counter[str] = Counter()
+    concern: Counter[str] = Counter()
+    misclassified: list[dict[str, Any]] = []
+    for line, text, label in rows:
+        risk = detector.assess(text)
+        predicted = "crisis" if risk.level == "crisis" else "none"
+        counts[{("crisis", "crisis"): "tp", ("none", "crisis"): "fp", ("crisis", "none"): "fn"}.get(
+            (label, predicted), "tn")] += 1  # fmt: skip
+        if risk.level == "concern":
+            concern["positives" if label == "crisis" else "negatives"] += 1
+        if predicted != label:
+            misclassified.append(
+                {"line": line, "text": text, "label": label, "predicted": predicted, "level": risk.level,
+                 "why": risk.why}
+            )  # fmt: skip
+    tp, fp, fn, tn = (counts[k] for k in ("tp", "fp", "fn", "tn"))
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "task": "safety",
+        "model": detector.name,
+        "data": str(csv_path),
+        "n": len(rows),
+        "recall": round(recall, 4),
+        "precision": round(precision, 4),
+        "f1": round(f1, 4),
+        "accuracy": round((tp + tn) / len(rows), 4),
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+        "concern": {"negatives": concern["negatives"], "positives": concern["positives"]},
+        "misclassified": misclassified,
+    }
+
+
+def evaluate_strategy(
+    data: str | Path,
+    limit: int | None = None,
+    model_dir: str | Path | None = None,
+    planner: StrategyPlanner | None = None,
+) -> dict[str, Any]:
+    """Score the support-strategy planner on an ESConv JSONL file (its first ``limit`` dialogues): every supporter
+    message with a strategy after the seeker has spoken, as ``scripts/train_strategy_planner.py`` scores it.
+
+    Reports top-1 accuracy, macro-F1, how often any chosen strategy is the reference, the repetition rate (the first
+    message of a supporter turn re-using a strategy of the previous supporter turn) for the planner and for the
+    human references, both strategy distributions, the majority-class baseline (the majority of this file's
+    references) and the mean strategies per turn. ``planner`` replaces the shipped one (``model_dir``: its folder).
+    """
+    from affectlens.labels import ESCONV_STRATEGIES
+    from fusion.esconv import distribution, read_dialogues, repetition_rate, score_strategies, strategy_examples
+
+    dialogues = read_dialogues(data, limit)
+    examples = strategy_examples(dialogues)
+    if not examples:
+        raise MediaError(str(data), "no supporter message with a strategy after the seeker has spoken")
+    if planner is None:
+        from fusion.strategy import load_strategy_planner
+
+        planner = load_strategy_planner(model_dir)
+    chosen = [[s for s, _ in c] for c in planner.choose([e.dialogue for e in examples])]
+    scores = score_strategies(chosen, examples)
+    references = [e.strategy for e in examples]
+    counts = Counter(references)
+    majority = max(ESCONV_STRATEGIES, key=counts.__getitem__)  # ties: the first in label order
+    return {
+        "task": "strategy",
+        "model": planner.name if model_dir is None else f"{planner.name}:{model_dir}",
+        "data": str(data),
+        "dialogues": len(dialogues),
+        **{k: v for k, v in scores.items() if k not in ("predicted_distribution", "mean_strategies_per_turn")},
+        "reference_repetition_rate": round(repetition_rate([[s] for s in references], examples), 4),
+        "majority_class": {"strategy": majority, "accuracy": round(counts[majority] / len(references), 4)},
+        "mean_strategies_per_turn": scores["mean_strategies_per_turn"],
+        "predicted_distribution": scores["predicted_distribution"],
+        "reference_distribution": distribution(references),
+    }
+
+
+#: ``affectlens eval dialogue`` samples the first this-many supporter turns of each of the first this-many dialogues.
+DIALOGUE_SAMPLE = (20, 3)
+
+ConversationFactory = Callable[[Sequence["Message"]], "Conversation"]
+"""history (the reference dialogue before the seeker's last message) -> a ``Conversation`` continuing it."""
+
+
+def shipped_conversations() -> ConversationFactory:
+    """Conversations on the shipped models (loaded once, shared): each starts from the given history with a fresh
+    affect tracker and emotional memory, as ``Conversation`` builds its default parts."""
+    from affectlens.analyzer import Analyzer
+    from affectlens.conversation import Conversation, LMResponder
+    from affectlens.registry import create_language_model
+    from fusion.affect_state import AffectTracker
+    from fusion.memory import EmotionalMemory, sentence_embedder
+    from fusion.strategy import load_strategy_planner
+
+    analyzer = Analyzer()
+    planner = load_strategy_planner(text_model=analyzer.text)
+    responder = LMResponder(create_language_model())
+    embed = sentence_embedder()
+
+    def new(history: Sequence[Message]) -> Conversation:
+        return Conversation(
+            analyzer=analyzer, planner=planner, responder=responder, tracker=AffectTracker(),
+            memory=EmotionalMemory(embed), dialogue=list(history),
+        )  # fmt: skip
+
+    return new
+
+
+def evaluate_dialogue(
+    data: str | Path,
+    limit: int = DIALOGUE_SAMPLE[0],
+    turns_per_dialogue: int = DIALOGUE_SAMPLE[1],
+    conversations: ConversationFactory | None = None,
+    examples: int = 3,
+) -> dict[str, Any]:
+    """Reply quality on an ESConv JSONL file: for the first ``turns_per_dialogue`` supporter turns answering the
+    seeker in each of the first ``limit`` dialogues, a ``Conversation`` continues the reference history, is sent the
+    seeker's message, and its reply is compared with the supporter's reference message.
+
+    Reports BLEU-2 (corpus), ROUGE-L F1 (mean) and Distinct-1/2 of the replies, the same for the tree's template
+    reply of each turn (the baseline) and Distinct-1/2 of the references; mean and p90 seconds per turn (a first,
+    warm-up turn is not counted), how many replies came from the LM, the template or the safety module, and the
+    first ``examples`` samples. ``conversations`` replaces ``shipped_conversations()`` (tests inject tiny parts).
+    """
+    from affectlens.text_metrics import distinct_n, text_scores
+    from fusion.esconv import read_dialogues, reply_samples
+
+    if limit < 1 or turns_per_dialogue < 1:
+        raise ValueError("--limit and --turns-per-dialogue must be at least 1")
+    samples = reply_samples(read_dialogues(data, limit), turns_per_dialogue)
+    if not samples:
+        raise MediaError(str(data), "no supporter message answering a seeker message")
+    new = conversations or shipped_conversations()
+    new(samples[0].history).send(samples[0].seeker)  # warm-up: lazy model loads are not reply latency
+    replies, templates, seconds, rows = [], [], [], []
+    sources: Counter[str] = Counter()
+    model = ""
+    for sample in samples:
+        chat = new(sample.history)
+        turn = chat.send(sample.seeker)
+        model = model or (chat.responder.name if chat.responder else "")
+        replies.append(turn.reply)
+        templates.append(turn.tree.reply.text or "")
+        seconds.append(turn.seconds)
+        sources[turn.reply_source.split(":")[0]] += 1
+        rows.append(
+            {"dialogue": sample.dialogue, "seeker": sample.seeker, "reference": sample.reference, "reply": turn.reply,
+             "source": turn.reply_source, "template": templates[-1], "seconds": round(turn.seconds, 3)}
+        )  # fmt: skip
+    references = [s.reference for s in samples]
+    return {
+        "task": "dialogue",
+        "model": model,
+        "data": str(data),
+        "dialogues": len({s.dialogue for s in samples}),
+        "n": len(samples),
+        "reply": text_scores(replies, references),
+        "template_baseline": text_scores(templates, references),
+        "references": {f"distinct_{n}": round(distinct_n(references, n), 4) for n in (1, 2)},
+        "latency_seconds": {
+            "mean": round(float(np.mean(seconds)), 3),
+            "p90": round(float(np.percentile(seconds, 90)), 3),
+        },
+        "reply_sources": dict(sources.most_common()),
+        "examples": rows[:examples],
+    }

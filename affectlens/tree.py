@@ -1,11 +1,13 @@
 """The affective tree: attributes → expressions → emotion → cause → appraisal → strategy → reply, as typed nodes.
 
 Each ``TreeNode`` holds a JSON-able structured ``value``, a ``confidence`` in [0, 1], the ``Evidence`` it rests on
-(modality, time span or frame range, cue) and optional prose ``text`` with where it came from (``"template"`` or
-``"lm:<name>"``). The structured values are computed deterministically (``fusion.tree.build_tree``); the prose may
-be written by a language model and never feeds back into them. The overall rationale is the ``emotion`` node's
-``text``. ``AffectTree.to_dict()`` is described by ``affectlens/schema/tree.schema.json``; ``render()`` turns the
-tree into a readable reasoning trace. Shared types only: no pipeline code, no torch.
+(modality, time span or frame range, cue) and optional prose ``text`` with where it came from (``"template"``,
+``"safety"`` for the safety module's reply, or ``"lm:<name>"``). The structured values are computed
+deterministically (``fusion.tree.build_tree``); the prose may be written by a language model and never feeds back
+into them. The overall rationale is the ``emotion`` node's ``text``. ``AffectTree.safety`` records the risk
+assessment of the words (``fusion.safety``) and whether it replaced the reply. ``AffectTree.to_dict()`` is described
+by ``affectlens/schema/tree.schema.json``; ``render()`` turns the tree into a readable reasoning trace. Shared types
+only: no pipeline code, no torch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ Stage = Literal["attributes", "expressions", "emotion", "cause", "appraisal", "s
 STAGES: Final[tuple[Stage, ...]] = get_args(Stage)
 EvidenceModality = Literal["face", "voice", "text", "scene", "dialogue"]
 EVIDENCE_MODALITIES: Final[tuple[EvidenceModality, ...]] = get_args(EvidenceModality)
-_TEXT_SOURCE = re.compile(r"^(template|lm:\S.*)$")
+_TEXT_SOURCE = re.compile(r"^(template|safety|lm:\S.*)$")
+RiskLevel = Literal["none", "concern", "crisis"]
+#: The levels of ``AffectTree.safety["level"]`` (``fusion.safety.LEVELS``).
+RISK_LEVELS: Final[tuple[RiskLevel, ...]] = get_args(RiskLevel)
 
 
 def _jsonable(value: Any, what: str) -> Any:
@@ -108,7 +113,8 @@ class Evidence:
 @dataclass(frozen=True)
 class TreeNode:
     """One stage of the tree: its structured ``value`` (JSON-able), ``confidence`` in [0, 1], the evidence, and
-    optional prose ``text`` from ``text_source`` (``"template"`` or ``"lm:<name>"``; ``None`` without text)."""
+    optional prose ``text`` from ``text_source`` (``"template"``, ``"safety"`` or ``"lm:<name>"``; ``None``
+    without text)."""
 
     stage: Stage
     value: Any
@@ -126,7 +132,9 @@ class TreeNode:
         if (self.text is None) != (self.text_source is None):
             raise ValueError(f"{self.stage}: text and text_source go together (both set or both None)")
         if self.text_source is not None and not _TEXT_SOURCE.match(self.text_source):
-            raise ValueError(f"{self.stage}: text_source must be 'template' or 'lm:<name>', got {self.text_source!r}")
+            raise ValueError(
+                f"{self.stage}: text_source must be 'template', 'safety' or 'lm:<name>', got {self.text_source!r}"
+            )
         object.__setattr__(self, "confidence", round(confidence, 4))
         object.__setattr__(self, "evidence", tuple(self.evidence))
         object.__setattr__(self, "value", _jsonable(self.value, f"{self.stage} value"))
@@ -164,7 +172,9 @@ class AffectTree:
 
     ``sources`` lists the inputs as (source, kind) pairs; ``models`` which fuser, planner and writer made it;
     ``warnings`` what limited it (e.g. the untrained fusion prior, a writer that failed). The rationale (why this
-    emotion) is ``emotion.text``.
+    emotion) is ``emotion.text``. ``safety`` is the risk assessment of the words (``fusion.safety.RiskAssessment``
+    as a dict: ``level``, ``categories``, ``score``, ``cues``, ``why``) plus ``reply_overridden`` (the reply is
+    the safety module's); ``None`` in trees built without it.
     """
 
     attributes: TreeNode
@@ -177,6 +187,7 @@ class AffectTree:
     sources: tuple[tuple[str, str], ...] = ()
     models: dict[str, str | None] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    safety: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for stage in STAGES:
@@ -185,6 +196,13 @@ class AffectTree:
                 raise ValueError(f"AffectTree.{stage} must be a TreeNode of stage {stage!r}")
         object.__setattr__(self, "sources", tuple((str(s), str(k)) for s, k in self.sources))
         object.__setattr__(self, "warnings", tuple(self.warnings))
+        if self.safety is not None:
+            safety = _jsonable(self.safety, "safety")
+            if not isinstance(safety, dict) or safety.get("level") not in RISK_LEVELS:
+                raise ValueError(f"safety must be a dict whose level is one of {', '.join(RISK_LEVELS)}")
+            if not isinstance(safety.get("reply_overridden"), bool):
+                raise ValueError("safety must say whether the reply was overridden (reply_overridden: bool)")
+            object.__setattr__(self, "safety", safety)
 
     @property
     def nodes(self) -> tuple[TreeNode, ...]:
@@ -208,6 +226,7 @@ class AffectTree:
             "sources": [{"source": s, "kind": k} for s, k in self.sources],
             "models": dict(self.models),
             "warnings": list(self.warnings),
+            "safety": None if self.safety is None else dict(self.safety),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -227,6 +246,7 @@ class AffectTree:
             sources=tuple((s["source"], s["kind"]) for s in data.get("sources", [])),
             models=dict(data.get("models", {})),
             warnings=tuple(data.get("warnings", [])),
+            safety=data.get("safety"),
         )
 
     @classmethod
@@ -234,10 +254,20 @@ class AffectTree:
         return cls.from_dict(json.loads(text))
 
     def render(self, width: int = 100, max_cues: int = 6) -> str:
-        """The tree as a readable reasoning trace: one block per stage with its confidence, a one-line summary of
-        the structured value, the prose (marked with its source when a language model wrote it) and the cues."""
+        """The tree as a readable reasoning trace: a safety line when the words showed a risk, then one block per
+        stage with its confidence, a one-line summary of the structured value, the prose (marked with its source
+        when a language model or the safety module wrote it) and the cues."""
         inputs = ", ".join(f"{s} ({k})" for s, k in self.sources) or "no input"
         lines = [f"Affective tree for {inputs}"]
+        if self.safety is not None and self.safety["level"] != "none":
+            s = self.safety
+            categories = ", ".join(c.replace("_", " ") for c in s.get("categories") or [])
+            head = f"⚠ safety: {s['level']} [{float(s.get('score', 0)):.2f}]" + (
+                f" ({categories})" if categories else ""
+            )
+            tail = " The reply is the safety module's." if s["reply_overridden"] else ""
+            wrapper = textwrap.TextWrapper(width=width, initial_indent="", subsequent_indent="    ")
+            lines.extend(wrapper.wrap(f"{head}: {s.get('why', '')}{tail}"))
         for i, node in enumerate(self.nodes):
             last = i == len(STAGES) - 1
             branch, stem = ("└─", "   ") if last else ("├─", "│  ")

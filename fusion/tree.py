@@ -16,10 +16,17 @@ typed text, or a video) and fills the seven stages of ``affectlens.tree.AffectTr
   ``STRATEGY_RULES``).
 - ``reply``: a short supportive template reply built from the strategies (``REPLY_TEMPLATES``).
 
+The words of the moment (every utterance's text) also go through the safety module (``fusion.safety``), whose
+assessment is kept as ``AffectTree.safety``: on a ``crisis`` the strategy node becomes the safety plan
+(``SAFETY_PLAN``) and the reply the crisis reply (``text_source="safety"``); when the person leans on the assistant
+as their only support the reply sets a healthy boundary (``BOUNDARY_PLAN``); on a ``concern`` the planned reply gets
+a gentle check-in. Every reply that leaves ``build_tree`` passes ``fusion.safety.check_reply``.
+
 Every structured value comes from the results alone. A ``TreeWriter`` (the compact LM) may then write the prose of
 ``cause``, ``appraisal``, ``reply`` and the ``rationale`` (kept as the ``emotion`` node's text) from the finished
-tree; its text lands in ``TreeNode.text`` with ``text_source="lm:<name>"`` and changes no structured value.
-Without a writer the prose comes from short templates (``text_source="template"``).
+tree; its text lands in ``TreeNode.text`` with ``text_source="lm:<name>"`` and changes no structured value. A writer
+cannot replace the safety module's reply, and a writer's reply that fails ``check_reply`` is refused. Without a
+writer the prose comes from short templates (``text_source="template"``).
 """
 
 from __future__ import annotations
@@ -37,16 +44,19 @@ from affectlens.labels import CANONICAL_EMOTIONS, ESCONV_STRATEGIES, FACS_NAMES
 from affectlens.tree import AffectTree, Evidence, TreeNode
 from affectlens.types import AnalysisResult, FaceObservation, FrameResult, Utterance
 from fusion.late import FusedEmotion, LateFusion, LateFusionConfig, ModalityEvidence, collect_evidence, load_late_fusion
+from fusion.safety import RiskAssessment, RiskDetector, boundary_reply, check_in, check_reply, crisis_reply
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "AU_ACTIVE_THRESHOLD",
+    "BOUNDARY_PLAN",
     "CAUSE_UNOBSERVED_CONFIDENCE",
     "CONFLICT_MIN_CONFIDENCE",
     "EMOTION_NEEDS",
     "PROSODY_REFERENCE",
     "REPLY_TEMPLATES",
+    "SAFETY_PLAN",
     "STRATEGY_RULES",
     "WRITER_KEYS",
     "Fuser",
@@ -216,7 +226,20 @@ _QUESTIONS: Final[dict[str, str]] = {
     "happiness": "What made it so good?",
     "surprise": "How do you feel about it now?",
 }
-#: A writer's reply that claims to be a person is refused (the template reply is kept).
+#: The safety plan that replaces the planner's strategies on a crisis: each strategy with its part in
+#: ``fusion.safety.crisis_reply`` (the risk's ``why`` comes first in each strategy's why).
+SAFETY_PLAN: Final[tuple[tuple[str, str], ...]] = (
+    ("Affirmation and Reassurance", "reassure calmly, without judging: they matter, are not alone and not to blame"),
+    ("Information", "point to real help now: the emergency number and a crisis line"),
+    ("Question", "ask gently whether they are safe right now"),
+)
+#: The plan when someone leans on the assistant as their only support (``fusion.safety.boundary_reply``).
+BOUNDARY_PLAN: Final[tuple[tuple[str, str], ...]] = (
+    ("Affirmation and Reassurance", "welcome the trust warmly"),
+    ("Information", "say honestly that this is an AI, and point to the people in their life and to professionals"),
+    ("Question", "ask who they could reach out to"),
+)
+#: The old human-claim check, kept for callers that import it; replies are checked by ``fusion.safety.check_reply``.
 _CLAIMS_HUMAN = re.compile(
     r"\b(i am|i'm|as) (a|an) (human|person|real person|man|woman)\b|\bi am not an? (ai|bot|machine|program)\b",
     re.IGNORECASE,
@@ -874,9 +897,17 @@ def _name(part: object) -> str:
 
 
 def _apply_writer(
-    tree: AffectTree, writer: TreeWriter, warnings: list[str], results: Sequence[AnalysisResult]
+    tree: AffectTree,
+    writer: TreeWriter,
+    warnings: list[str],
+    results: Sequence[AnalysisResult],
+    check_in_text: str | None = None,
 ) -> AffectTree:
+    """The writer's prose in the nodes' texts. Its reply is ignored when the safety module set the reply
+    (``tree.safety["reply_overridden"]``), refused when it fails ``check_reply``, and gets ``check_in_text``
+    appended (the concern check-in)."""
     name = _name(writer)
+    locked = bool(tree.safety and tree.safety["reply_overridden"])
     try:
         texts = writer.write(tree, results)
     except Exception as exc:  # an LM failing must not take the structured tree with it
@@ -893,12 +924,90 @@ def _apply_writer(
         if not isinstance(text, str) or not text.strip():
             warnings.append(f"writer {name} gave no usable {key} text; template kept")
             continue
-        if key == "reply" and _CLAIMS_HUMAN.search(text):
-            warnings.append(f"writer {name}'s reply claimed to be a person; template reply kept")
-            continue
+        text = text.strip()
+        if key == "reply":
+            if locked:
+                level = tree.safety["level"] if tree.safety else "?"
+                logger.warning("tree writer %s: reply ignored, the safety reply stands (%s)", name, level)
+                warnings.append(f"writer {name}'s reply ignored: the safety module's reply stands ({level})")
+                continue
+            problems = check_reply(text)
+            if problems:
+                warnings.append(
+                    f"writer {name}'s reply failed the safety check ({'; '.join(problems)}); template reply kept"
+                )
+                continue
+            if check_in_text and check_in_text not in text:
+                text = f"{text} {check_in_text}"
         node = getattr(tree, WRITER_KEYS[key])
-        tree = tree.replace_node(node.with_text(text.strip(), f"lm:{name}"))
+        tree = tree.replace_node(node.with_text(text, f"lm:{name}"))
     return tree
+
+
+# ---- safety ---------------------------------------------------------------------------------------------------
+
+
+def _moment_words(results: list[AnalysisResult]) -> tuple[str, list[tuple[int, AnalysisResult, Utterance]]]:
+    """Every utterance's text, joined by newlines (what the safety module reads), and where each one starts."""
+    pieces: list[str] = []
+    starts: list[tuple[int, AnalysisResult, Utterance]] = []
+    offset = 0
+    for r in results:
+        for u in r.utterances:
+            if u.text and u.text.strip():
+                starts.append((offset, r, u))
+                pieces.append(u.text)
+                offset += len(u.text) + 1
+    return "\n".join(pieces), starts
+
+
+def _safety_evidence(
+    risk: RiskAssessment, starts: list[tuple[int, AnalysisResult, Utterance]], multi: bool
+) -> tuple[Evidence, ...]:
+    """The risk's cues as evidence: the utterance each phrase is in (its time span; ``value`` holds the rule and
+    the character span in that utterance's text), or the earlier turn it came from."""
+    out: list[Evidence] = []
+    for cue in risk.cues:
+        what = f"“{cue.phrase}” ({cue.category.replace('_', ' ')}, {cue.strength})"
+        if cue.turn is not None:
+            value = {"rule": cue.rule, "turn": cue.turn, "start": cue.start, "end": cue.end}
+            out.append(Evidence("dialogue", f"earlier turn {cue.turn}: {what}", value=value))
+            continue
+        owner = [(offset, r, u) for offset, r, u in starts if offset <= cue.start]
+        if not owner:
+            continue
+        offset, r, u = owner[-1]
+        start, end = _utterance_span(u)
+        value = {"rule": cue.rule, "utterance": u.index, "start": cue.start - offset, "end": cue.end - offset}
+        out.append(Evidence("text", what, start, end, source=r.source if multi else None, value=value))
+    return tuple(out)
+
+
+def _safety_nodes(
+    risk: RiskAssessment, plan: tuple[tuple[str, str], ...], reply: str, evidence: tuple[Evidence, ...]
+) -> tuple[TreeNode, TreeNode]:
+    """The strategy node (the plan, each why led by the risk's why) and the reply node (``text_source="safety"``)."""
+    strategies = [
+        {"strategy": strategy, "why": f"{risk.why} {role[0].upper()}{role[1:]}.", "confidence": risk.score}
+        for strategy, role in plan
+    ]
+    value = {"strategies": strategies, "planner": "safety"}
+    text = "Safety plan. " + risk.why + " " + " Then ".join(f"{s}: {role}." for s, role in plan)
+    strategy = TreeNode("strategy", value, risk.score, evidence, text, "template")
+    names = [s for s, _ in plan]
+    return strategy, TreeNode("reply", {"strategies": names, "template": reply}, risk.score, evidence, reply, "safety")
+
+
+def _checked_reply(tree: AffectTree, warnings: list[str]) -> AffectTree:
+    """The last gate: a reply that fails ``check_reply`` becomes the plainest template (never expected)."""
+    problems = check_reply(tree.reply.text or "")
+    if not problems:
+        return tree
+    logger.warning("reply failed the safety check (%s); replaced", "; ".join(problems))
+    warnings.append(
+        f"the reply failed the safety check ({'; '.join(problems)}); replaced by {REPLY_TEMPLATES['Others']!r}"
+    )
+    return tree.replace_node(tree.reply.with_text(REPLY_TEMPLATES["Others"], "template"))
 
 
 def build_tree(
@@ -908,6 +1017,9 @@ def build_tree(
     writer: TreeWriter | None = None,
     *,
     planner: Planner | None = None,
+    safety: RiskDetector | None = None,
+    history: Sequence[str] = (),
+    locale: str | None = None,
 ) -> AffectTree:
     """The affective tree of one moment seen through ``results`` (one result, several parts of the same moment,
     or a multimodal result, whose parts are read).
@@ -915,6 +1027,9 @@ def build_tree(
     ``fused`` is the fused emotion when the caller already has it; otherwise ``fuser`` (default:
     ``default_fuser()``) pools ``fusion.late.collect_evidence(results)``. ``planner`` chooses the strategies
     (default ``RulePlanner()``); ``writer`` writes the prose of cause, appraisal, rationale and reply.
+    ``safety`` (default ``RiskDetector()``) assesses the words, with ``history`` (the user's earlier turns, oldest
+    first); ``locale`` (e.g. ``"en_GB"``) picks the emergency number and crisis line of a crisis reply (all the
+    listed regions when ``None``).
 
     Raises:
         ValueError: no result given, or the planner chose an unknown strategy or none.
@@ -939,6 +1054,10 @@ def build_tree(
     planner = planner if planner is not None else RulePlanner()
     models["planner"] = _name(planner)
     models["writer"] = _name(writer) if writer is not None else None
+    detector = safety if safety is not None else RiskDetector()
+    models["safety"] = _name(detector)
+    words, starts = _moment_words(flat)
+    risk = detector.assess(words, history)
 
     main = _main_face(flat)
     emotion = _emotion(fused, evidence)
@@ -955,9 +1074,32 @@ def build_tree(
         models=models,
     )
     tree = tree.replace_node(tree.appraisal.with_text(_appraisal_text(tree.appraisal), "template"))
-    strategy = _strategy(tree, planner)
-    tree = tree.replace_node(strategy.with_text(_strategy_text(strategy), "template"))
-    tree = tree.replace_node(_reply(tree))
+    attachment = "attachment" in risk.categories
+    check_in_text = None
+    if risk.level == "crisis" or attachment:
+        crisis = risk.level == "crisis"
+        text = crisis_reply(risk, locale) if crisis else boundary_reply()
+        if not crisis and set(risk.categories) - {"attachment"}:  # a concern beside the attachment
+            text = (
+                f"{text} {check_in(replace(risk, categories=tuple(c for c in risk.categories if c != 'attachment')))}"
+            )
+        strategy, reply = _safety_nodes(risk, SAFETY_PLAN if crisis else BOUNDARY_PLAN, text,
+                                        _safety_evidence(risk, starts, multi))  # fmt: skip
+        tree = tree.replace_node(strategy).replace_node(reply)
+    else:
+        strategy = _strategy(tree, planner)
+        tree = tree.replace_node(strategy.with_text(_strategy_text(strategy), "template"))
+        reply = _reply(tree)
+        if risk.level == "concern":
+            check_in_text = check_in(risk)
+            text = f"{reply.text} {check_in_text}"
+            reply = replace(reply, value={**reply.value, "template": text}, text=text)
+        tree = tree.replace_node(reply)
+    overridden = tree.reply.text_source == "safety"
+    tree = replace(tree, safety={**risk.to_dict(), "reply_overridden": overridden})
+    if risk.level != "none":
+        logger.info("safety: %s", risk.why)
     if writer is not None:
-        tree = _apply_writer(tree, writer, warnings, flat)
+        tree = _apply_writer(tree, writer, warnings, flat, check_in_text)
+    tree = _checked_reply(tree, warnings)
     return replace(tree, warnings=tuple(warnings))

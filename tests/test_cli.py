@@ -48,6 +48,22 @@ def test_analyze_text_tree_prints_every_stage_and_validates(
     assert payload["kind"] == "text" and payload["tree"]["cause"]["value"]["observable"]
 
 
+def test_analyze_text_in_crisis_gets_the_safety_reply(
+    analyzer, capsys: pytest.CaptureFixture[str], result_schema: dict
+) -> None:
+    sentence = "Work was awful again. I don't want to be here anymore."
+    assert main(["analyze", "--text", sentence, "--tree"], analyzer=analyzer) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].startswith("⚠ safety: crisis")
+    assert "(safety) I'm really glad you told me" in out
+    assert main(["analyze", "--text", sentence, "--tree", "--json"], analyzer=analyzer) == 0
+    payload = json.loads(capsys.readouterr().out)
+    validate(payload, result_schema)
+    tree = payload["tree"]
+    assert tree["safety"]["level"] == "crisis" and tree["safety"]["reply_overridden"]
+    assert tree["reply"]["text_source"] == "safety" and tree["strategy"]["value"]["planner"] == "safety"
+
+
 def test_analyze_writes_results_and_annotated_media(
     sample_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -377,3 +377,104 @@ def test_nodes_refuse_bad_values() -> None:
         dataclasses.replace(tree, cause=tree.reply)
     with pytest.raises(ValueError, match="unknown affective tree fields"):
         AffectTree.from_dict(tree.to_dict() | {"mood": 1})
+
+
+# ---- safety -------------------------------------------------------------------------------------------------------
+
+
+def test_a_crisis_replaces_the_plan_and_the_reply(fuser: LateFusion, tree_schema: dict) -> None:
+    words = "Work was awful again. I don't want to be here anymore."
+    tree = build_tree(text(words, salient=(("awful", 0.3),)), fuser=fuser, locale="en_GB")
+    safety = tree.safety
+    assert safety is not None and safety["level"] == "crisis" and safety["reply_overridden"]
+    assert safety["categories"] == ["suicidal_ideation"] and safety["score"] >= 0.8
+    (cue,) = safety["cues"]
+    assert words[cue["start"] : cue["end"]] == cue["phrase"] == "don't want to be here anymore"
+    plan = tree.strategy.value["strategies"]
+    assert [s["strategy"] for s in plan] == ["Affirmation and Reassurance", "Information", "Question"]
+    assert tree.strategy.value["planner"] == "safety" and all(s["why"].startswith(safety["why"]) for s in plan)
+    assert tree.strategy.evidence == tree.reply.evidence and tree.reply.evidence[0].value["rule"] == "not_want_to_live"
+    assert tree.reply.text_source == "safety" and tree.reply.value["template"] == tree.reply.text
+    assert "999" in tree.reply.text and "116 123" in tree.reply.text and "I'm an AI" in tree.reply.text
+    assert tree.emotion.value["state"] == "sadness"  # the rest of the tree is read as usual
+    rendered = tree.render()
+    assert rendered.splitlines()[1].startswith("⚠ safety: crisis [")
+    assert "(safety) " in rendered and "reply is the safety module's" in " ".join(rendered.split())
+    assert AffectTree.from_dict(tree.to_dict()) == tree
+    validate(tree.to_dict(), tree_schema)
+
+
+def test_a_writer_cannot_override_a_crisis_reply(fuser: LateFusion, tree_schema: dict) -> None:
+    results = text("He said he'd hurt me if I tell anyone.", "fear", salient=(("hurt", 0.4),))
+    plain = build_tree(results, fuser=fuser)
+    written = build_tree(results, fuser=fuser, writer=NonsenseWriter())
+    assert plain.safety and plain.safety["categories"] == ["harm_from_others"]
+    assert "somewhere safe" in (plain.reply.text or "")
+    assert written.reply.text == plain.reply.text and written.reply.text_source == "safety"
+    assert written.cause.text_source == "lm:nonsense"  # the other prose is still the writer's
+    assert any("reply ignored: the safety module's reply stands (crisis)" in w for w in written.warnings)
+    validate(written.to_dict(), tree_schema)
+
+
+def test_a_concern_keeps_the_plan_and_checks_in(fuser: LateFusion, tree_schema: dict) -> None:
+    words = "I lost my job today. Honestly I'm just so tired of everything."
+    tree = build_tree(text(words), fuser=fuser)
+    assert tree.safety and tree.safety["level"] == "concern" and not tree.safety["reply_overridden"]
+    assert tree.strategy.value["planner"] == "esconv-rules" and tree.reply.text_source == "template"
+    assert (tree.reply.text or "").endswith("are you safe right now?")
+    assert tree.reply.value["template"] == tree.reply.text
+    # a writer's reply is kept, with the same check-in
+    written = build_tree(text(words), fuser=fuser, writer=NonsenseWriter())
+    assert (
+        written.reply.text
+        == "Bananas. I want to gently check in, too: how are you holding up, and are you safe right now?"
+    )
+    # an earlier note raises the same words to a crisis
+    raised = build_tree(text(words), fuser=fuser, history=["I've written a note."])
+    assert raised.safety and raised.safety["level"] == "crisis" and raised.reply.text_source == "safety"
+    assert any(e.modality == "dialogue" and "earlier turn 0" in e.cue for e in raised.reply.evidence)
+    validate(raised.to_dict(), tree_schema)
+
+
+def test_over_attachment_gets_an_honest_boundary(fuser: LateFusion) -> None:
+    tree = build_tree(text("You're the only one I can talk to. I love you, don't leave me.", "happiness"), fuser=fuser)
+    assert tree.safety and tree.safety["level"] == "concern" and tree.safety["categories"] == ["attachment"]
+    assert tree.reply.text_source == "safety" and "I'm an AI, not a person" in (tree.reply.text or "")
+    assert tree.strategy.value["planner"] == "safety"
+
+
+def test_a_manipulative_writer_reply_is_refused(fuser: LateFusion) -> None:
+    class Clingy:
+        name = "clingy"
+
+        def write(self, tree: AffectTree, results=()) -> dict[str, str]:
+            return {"reply": "Only I understand you. Don't tell anyone about this, it stays between us."}
+
+    plain = build_tree(text(), fuser=fuser)
+    clingy = build_tree(text(), fuser=fuser, writer=Clingy())
+    assert clingy.reply.text == plain.reply.text and clingy.reply.text_source == "template"
+    (warning,) = [w for w in clingy.warnings if "clingy" in w]
+    assert "failed the safety check" in warning and "fostered dependence" in warning and "asked for secrecy" in warning
+
+
+def test_without_words_the_safety_record_says_none(fuser: LateFusion, tree_schema: dict) -> None:
+    tree = build_tree(image(_face()), fuser=fuser)
+    assert tree.safety == {
+        "level": "none", "categories": [], "score": 0.0, "cues": [], "why": "No sign of risk in the words.",
+        "reply_overridden": False,
+    }  # fmt: skip
+    assert "⚠ safety" not in tree.render() and tree.models["safety"] == "safety-patterns"
+    validate(tree.to_dict(), tree_schema)
+    old = tree.to_dict()
+    del old["safety"]  # a tree written before the safety field still loads
+    assert AffectTree.from_dict(old).safety is None
+    with pytest.raises(ValueError, match="level is one of none, concern, crisis"):
+        dataclasses.replace(tree, safety={"level": "panic", "reply_overridden": False})
+    with pytest.raises(ValueError, match="reply_overridden"):
+        dataclasses.replace(tree, safety={"level": "none"})
+    bad = tree.to_dict()
+    bad["safety"]["level"] = "panic"
+    import jsonschema
+
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad, tree_schema)

@@ -1,0 +1,171 @@
+"""ESConv support dialogues: reading the JSONL, the supporter messages a strategy planner or a responder is scored
+on, and the strategy scores (accuracy, macro-F1, repetition across supporter turns). Shared by
+``affectlens eval strategy|dialogue`` and ``scripts/train_strategy_planner.py``, so the numbers agree.
+
+One dialogue per line: ``{"emotion_type", "problem_type", "situation", "dialog": [{"text", "speaker": "usr"|"sys",
+"strategy" (supporter messages)}]}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from affectlens.errors import MediaError
+from affectlens.labels import ESCONV_STRATEGIES
+from fusion.strategy import Message, previous_supporter_turn
+
+SPEAKERS: Final = ("usr", "sys")
+
+
+@dataclass(frozen=True)
+class StrategyExample:
+    """A supporter message with a known strategy, after the seeker has spoken: the dialogue before it, its
+    reference strategy, and whether it opens a supporter turn (the seeker spoke just before)."""
+
+    dialogue: tuple[Message, ...]
+    strategy: str
+    first: bool
+
+
+@dataclass(frozen=True)
+class ReplySample:
+    """The first message of a supporter turn: the dialogue before the seeker's last message (``history``), that
+    message (``seeker``) and the supporter's message (``reference``); ``dialogue`` is the dialogue's index."""
+
+    dialogue: int
+    history: tuple[Message, ...]
+    seeker: str
+    reference: str
+
+
+def _message(raw: Any, where: str, path: Path) -> Message:
+    if not isinstance(raw, dict):
+        raise MediaError(str(path), f"{where}: a dialog entry is not an object")
+    text, speaker, strategy = raw.get("text"), raw.get("speaker"), raw.get("strategy")
+    if speaker not in SPEAKERS:
+        raise MediaError(str(path), f"{where}: speaker {speaker!r} is not one of {', '.join(SPEAKERS)}")
+    if not isinstance(text, str):
+        raise MediaError(str(path), f"{where}: no text")
+    if strategy is not None and not isinstance(strategy, str):
+        raise MediaError(str(path), f"{where}: strategy {strategy!r} is not a string")
+    return Message(speaker, text.strip(), (strategy,) if strategy else ())
+
+
+def read_dialogues(path: str | Path, limit: int | None = None) -> list[list[Message]]:
+    """The dialogues of an ESConv JSONL file (the first ``limit`` of them), as ``Message`` lists.
+
+    Blank lines are skipped. A missing, empty or unreadable file, or a line that is not a dialogue, is a
+    ``MediaError`` naming the file (and the line, and the turn).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(str(path), "file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise MediaError(str(path), f"not a UTF-8 text file ({exc})") from exc
+    dialogues: list[list[Message]] = []
+    for number, line in enumerate(lines, 1):
+        if limit is not None and len(dialogues) >= limit:
+            break
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MediaError(str(path), f"line {number}: not JSON ({exc.msg})") from exc
+        if not isinstance(raw, dict) or not isinstance(raw.get("dialog"), list):
+            raise MediaError(str(path), f'line {number}: not an ESConv dialogue (an object with a "dialog" list)')
+        dialogues.append(
+            [_message(turn, f"line {number}, dialog entry {i}", path) for i, turn in enumerate(raw["dialog"], 1)]
+        )
+    if not dialogues:
+        raise MediaError(str(path), "empty file (expected one ESConv dialogue per line)")
+    return dialogues
+
+
+def strategy_examples(dialogues: Sequence[Sequence[Message]]) -> list[StrategyExample]:
+    """Every supporter message whose strategy is one of ``ESCONV_STRATEGIES``, once the seeker has spoken."""
+    out = []
+    for dialogue in dialogues:
+        for i, message in enumerate(dialogue):
+            before = tuple(dialogue[:i])
+            strategy = message.strategies[0] if message.strategies else ""
+            if message.speaker == "sys" and strategy in ESCONV_STRATEGIES and any(m.speaker == "usr" for m in before):
+                out.append(StrategyExample(before, strategy, before[-1].speaker == "usr"))
+    return out
+
+
+def load_split(path: str | Path) -> list[StrategyExample]:
+    """``strategy_examples`` of every dialogue in an ESConv JSONL file."""
+    return strategy_examples(read_dialogues(path))
+
+
+def reply_samples(dialogues: Sequence[Sequence[Message]], per_dialogue: int) -> list[ReplySample]:
+    """The first ``per_dialogue`` supporter turns of each dialogue that answer the seeker (a supporter message right
+    after a seeker message, both with text), in order."""
+    out = []
+    for index, dialogue in enumerate(dialogues):
+        taken = 0
+        for i in range(1, len(dialogue)):
+            if taken == per_dialogue:
+                break
+            seeker, reply = dialogue[i - 1], dialogue[i]
+            if reply.speaker == "sys" and seeker.speaker == "usr" and seeker.text and reply.text:
+                out.append(ReplySample(index, tuple(dialogue[: i - 1]), seeker.text, reply.text))
+                taken += 1
+    return out
+
+
+def macro_f1(truth: np.ndarray, predicted: np.ndarray, n: int) -> float:
+    """F1 averaged over the classes ``0..n-1`` that occur in ``truth`` or ``predicted``."""
+    scores = []
+    for c in range(n):
+        tp = np.sum((predicted == c) & (truth == c))
+        denom = np.sum(predicted == c) + np.sum(truth == c)
+        if denom:
+            scores.append(2 * tp / denom)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def repetition_rate(chosen: Sequence[Sequence[str]], examples: Sequence[StrategyExample]) -> float:
+    """Share of supporter turns (their first message, with a previous supporter turn) re-using a strategy of the
+    previous supporter turn."""
+    hits, total = 0, 0
+    for strategies, example in zip(chosen, examples, strict=True):
+        previous = previous_supporter_turn(example.dialogue)
+        if example.first and previous:
+            total += 1
+            hits += any(s in previous for s in strategies)
+    return hits / max(total, 1)
+
+
+def distribution(strategies: Sequence[str]) -> dict[str, float]:
+    """Share of each of ``ESCONV_STRATEGIES`` in ``strategies``, rounded to 4 places."""
+    counts = Counter(strategies)
+    return {s: round(counts[s] / max(len(strategies), 1), 4) for s in ESCONV_STRATEGIES}
+
+
+def score_strategies(chosen: Sequence[Sequence[str]], examples: Sequence[StrategyExample]) -> dict[str, Any]:
+    """Chosen strategies (the first is the top-1) against the references: n, accuracy, macro-F1, how often any chosen
+    strategy is the reference, repetition rate, predicted distribution and mean strategies per turn."""
+    y = np.array([ESCONV_STRATEGIES.index(e.strategy) for e in examples])
+    top = np.array([ESCONV_STRATEGIES.index(c[0]) for c in chosen])
+    return {
+        "n": len(y),
+        "accuracy": round(float((top == y).mean()), 4),
+        "macro_f1": round(macro_f1(y, top, len(ESCONV_STRATEGIES)), 4),
+        "any_chosen_accuracy": round(
+            float(np.mean([e.strategy in c for c, e in zip(chosen, examples, strict=True)])), 4
+        ),
+        "repetition_rate": round(repetition_rate(chosen, examples), 4),
+        "predicted_distribution": distribution([c[0] for c in chosen]),
+        "mean_strategies_per_turn": round(float(np.mean([len(c) for c in chosen])), 3),
+    }
