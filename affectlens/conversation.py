@@ -291,7 +291,8 @@ class Conversation:
             text, source = template, "template"
         else:
             source = self.responder.name
-            if isinstance(safety, dict) and safety.get("level") == "concern":  # keep the safety check-in
+            concern = isinstance(safety, dict) and safety.get("level") == "concern"
+            if concern and text != template and isinstance(safety, dict):  # the template has the check-in already
                 from fusion.safety import RiskAssessment, check_in
 
                 text = f"{text} {check_in(RiskAssessment.from_dict(safety))}"
@@ -309,11 +310,7 @@ class Conversation:
 
 
 def _reply_problems(text: str) -> list[str]:
-    """What is wrong with a proposed reply (``fusion.safety.check_reply`` when present)."""
-    try:
-        from fusion.safety import check_reply
-    except ImportError:  # the safety module is optional here: a minimal human-claim check instead
-        from fusion.tree import _CLAIMS_HUMAN
+    """What is wrong with a proposed reply (``fusion.safety.check_reply``: human claims, manipulation, ...)."""
+    from fusion.safety import check_reply
 
-        return ["claims to be human"] if _CLAIMS_HUMAN.search(text) else []
     return list(check_reply(text))

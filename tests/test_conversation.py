@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -52,7 +54,7 @@ def words_embed(texts: list[str]) -> np.ndarray:
     out = np.zeros((len(texts), 64), np.float32)
     for i, text in enumerate(texts):
         for word in text.lower().replace(".", " ").split():
-            out[i, hash(word) % 64] += 1.0
+            out[i, zlib.crc32(word.encode()) % 64] += 1.0  # stable across runs (hash() is salted)
     return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-9, None)
 
 
