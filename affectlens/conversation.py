@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
@@ -246,7 +246,17 @@ class Conversation:
                     index, uncertain=bool(emotion.get("uncertain")),
                 ),
             )  # fmt: skip
-        trajectory = describe_trajectory(self.tracker.trajectory(self.user_id))
+        states = self.tracker.trajectory(self.user_id)
+        trajectory = describe_trajectory(states)
+        if affect is not None:  # the tree shows the trajectory too
+            tree = replace(
+                tree,
+                affect={
+                    "state": affect.to_dict(),
+                    "recent": [s.to_dict() for s in states[-5:]],
+                    "trajectory": trajectory,
+                },
+            )
         recollection = None
         if words:
             mood = (affect.valence, affect.arousal) if affect else None

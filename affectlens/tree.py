@@ -174,7 +174,9 @@ class AffectTree:
     ``warnings`` what limited it (e.g. the untrained fusion prior, a writer that failed). The rationale (why this
     emotion) is ``emotion.text``. ``safety`` is the risk assessment of the words (``fusion.safety.RiskAssessment``
     as a dict: ``level``, ``categories``, ``score``, ``cues``, ``why``) plus ``reply_overridden`` (the reply is
-    the safety module's); ``None`` in trees built without it.
+    the safety module's); ``None`` in trees built without it. ``affect`` is the user's affect state over a
+    conversation (``affectlens.conversation``: the state after this turn, the recent trajectory and a sentence
+    about it); ``None`` outside a conversation.
     """
 
     attributes: TreeNode
@@ -188,6 +190,7 @@ class AffectTree:
     models: dict[str, str | None] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     safety: dict[str, Any] | None = None
+    affect: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for stage in STAGES:
@@ -203,6 +206,11 @@ class AffectTree:
             if not isinstance(safety.get("reply_overridden"), bool):
                 raise ValueError("safety must say whether the reply was overridden (reply_overridden: bool)")
             object.__setattr__(self, "safety", safety)
+        if self.affect is not None:
+            affect = _jsonable(self.affect, "affect")
+            if not isinstance(affect, dict) or not isinstance(affect.get("trajectory"), str):
+                raise ValueError("affect must be a dict with the trajectory sentence (trajectory: str)")
+            object.__setattr__(self, "affect", affect)
 
     @property
     def nodes(self) -> tuple[TreeNode, ...]:
@@ -227,6 +235,7 @@ class AffectTree:
             "models": dict(self.models),
             "warnings": list(self.warnings),
             "safety": None if self.safety is None else dict(self.safety),
+            "affect": None if self.affect is None else dict(self.affect),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -247,6 +256,7 @@ class AffectTree:
             models=dict(data.get("models", {})),
             warnings=tuple(data.get("warnings", [])),
             safety=data.get("safety"),
+            affect=data.get("affect"),
         )
 
     @classmethod
@@ -292,6 +302,11 @@ class AffectTree:
                 lines.extend(wrapper.wrap(cue.cue))
             if len(node.evidence) > max_cues:
                 lines.append(f"{stem}  · … {len(node.evidence) - max_cues} more cue(s)")
+        if self.affect is not None:
+            wrapper = textwrap.TextWrapper(
+                width=width, initial_indent="affect over the conversation: ", subsequent_indent="    "
+            )
+            lines.extend(wrapper.wrap(self.affect["trajectory"]))
         if self.models:
             lines.append("models: " + ", ".join(f"{k}={v or '-'}" for k, v in self.models.items()))
         lines.extend(f"note: {w}" for w in self.warnings)

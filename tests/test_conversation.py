@@ -153,3 +153,19 @@ def test_chat_cli_interactive(capsys: pytest.CaptureFixture[str], monkeypatch: p
     assert cli.main(["chat"], analyzer=made.analyzer) == 0
     out = capsys.readouterr().out
     assert out.count("AffectLens: ") == 1 and "strategies:" in out and len(made.turns) == 1
+
+
+def test_the_tree_carries_the_affect_trajectory(tree_schema: dict):
+    from affectlens.tree import AffectTree
+    from tests.conftest import validate
+
+    chat = conversation()
+    chat.send("I have my exam tomorrow and I am scared to fail.")
+    turn = chat.send("Today was great, I went for a walk.")
+    affect = turn.tree.affect
+    assert affect is not None and affect["trajectory"] == turn.trajectory
+    assert len(affect["recent"]) == 2 and affect["state"]["valence"] == pytest.approx(turn.affect.valence, abs=1e-4)
+    assert "affect over the conversation" in turn.tree.render()
+    validate(turn.tree.to_dict(), tree_schema)
+    assert AffectTree.from_dict(turn.tree.to_dict()).affect == affect
+    assert chat.send("ok").tree.affect is not None
