@@ -222,6 +222,11 @@ class AffectTree:
         """Why this emotion, in prose (the ``emotion`` node's text)."""
         return self.emotion.text
 
+    def cause_sentences(self) -> list[str]:
+        """The person's sentences the ``cause`` node quotes (empty when there were no words)."""
+        value = self.cause.value if isinstance(self.cause.value, dict) else {}
+        return [str(s.get("text", "")) for s in value.get("sentences") or [] if isinstance(s, dict) and s.get("text")]
+
     def replace_node(self, node: TreeNode) -> AffectTree:
         """A tree with ``node`` in its stage's place."""
         changes: dict[str, Any] = {node.stage: node}

@@ -228,7 +228,7 @@ class AdapterReasoner:
         """The tree's texts (see the module docstring); only keys whose inputs exist are returned."""
         facts = tree_facts(tree)
         out: dict[str, str] = {}
-        words = _words(tree)
+        words = " ".join(tree.cause_sentences())
         if words:
             out["cause"] = _one_sentence(self._ask_base(
                 f"{facts}\nIn one sentence, what made the person feel this way? Quote their words if it helps.", 40
@@ -250,12 +250,6 @@ def _one_sentence(text: str) -> str:
     return text
 
 
-def _words(tree: AffectTree) -> str:
-    """The person's words as the tree's cause node quotes them (empty when there are none)."""
-    value = tree.cause.value if isinstance(tree.cause.value, dict) else {}
-    return " ".join(str(s.get("text", "")) for s in value.get("sentences") or [] if isinstance(s, dict)).strip()
-
-
 def tree_facts(tree: AffectTree) -> str:
     """The structured nodes as short plain-text facts (what the LM writes from)."""
     emotion = tree.emotion.value if isinstance(tree.emotion.value, dict) else {}
@@ -264,7 +258,7 @@ def tree_facts(tree: AffectTree) -> str:
         cues = "; ".join(e.cue for e in node.evidence if e.cue)[:300]
         if cues:
             lines.append(f"- {node.stage}: {cues}")
-    words = _words(tree)
+    words = " ".join(tree.cause_sentences())
     if words:
         lines.append(f'- the person said: "{words[:300]}"')
     return "Facts from the analysis:\n" + "\n".join(lines)

@@ -252,16 +252,11 @@ class StrategyPlanner:
     def __call__(self, tree: AffectTree) -> list[tuple[str, str, float]]:
         dialogue = self.dialogue
         if not dialogue or dialogue[-1].speaker != "usr":  # no dialogue given: the words of this moment
-            words = " ".join(_tree_words(tree))
+            words = " ".join(tree.cause_sentences())
             dialogue = [*dialogue, Message("usr", words)] if words else dialogue
         if not dialogue:
             return [("Question", WHY["Question"], 1.0)]
         return self.plan(dialogue)
-
-
-def _tree_words(tree: AffectTree) -> list[str]:
-    value = tree.cause.value if isinstance(tree.cause.value, dict) else {}
-    return [str(s.get("text", "")) for s in value.get("sentences") or [] if isinstance(s, dict)]
 
 
 def load_strategy_planner(directory: str | Path | None = None, text_model: Any | None = None) -> StrategyPlanner:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import fusion_data as fd  # noqa: E402
 
-from affectlens.evaluation import expected_calibration_error  # noqa: E402
+from affectlens.evaluation import classification_report, expected_calibration_error  # noqa: E402
 from affectlens.labels import CANONICAL_EMOTIONS, CIRCUMPLEX  # noqa: E402
 from fusion.adapter import (  # noqa: E402
     LABEL_CUE,
@@ -88,17 +88,12 @@ def reason_target(sample: fd.Sample) -> str:
 
 
 def metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    pred = probs.argmax(1)
-    f1 = []
-    for c in range(len(CANONICAL_EMOTIONS)):
-        tp = np.sum((pred == c) & (y == c))
-        denom = np.sum(pred == c) + np.sum(y == c)
-        if np.sum(y == c):
-            f1.append(0.0 if denom == 0 else 2 * tp / denom)
+    """n, accuracy, macro-F1 (over the classes present) and ECE of ``probs`` against ``y``."""
+    report = classification_report(y, probs.argmax(1), list(CANONICAL_EMOTIONS))
     return {
         "n": len(y),
-        "accuracy": round(float((pred == y).mean()), 4),
-        "macro_f1": round(float(np.mean(f1)), 4),
+        "accuracy": round(report["accuracy"], 4),
+        "macro_f1": round(report["macro_f1"], 4),
         "ece": round(float(expected_calibration_error(probs, y)), 4),
     }
 
