@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from affectlens.analyzer import Analyzer, build_face_pipeline
     from affectlens.annotate import load_annotations
     from affectlens.conversation import Conversation
+    from generation.create import ImageGenerator
+    from generation.edit import build_expression_editor
 
 __all__ = [
     "CANONICAL_EMOTIONS",
@@ -38,11 +40,13 @@ __all__ = [
     "FaceObservation",
     "FaceQuality",
     "FrameResult",
+    "ImageGenerator",
     "MediaError",
     "RegistryError",
     "TreeNode",
     "WeightsError",
     "__version__",
+    "build_expression_editor",
     "build_face_pipeline",
     "canonical_label",
     "create_face_detector",
@@ -64,6 +68,14 @@ def __getattr__(name: str) -> Any:
         from affectlens.conversation import Conversation
 
         return Conversation
+    if name == "ImageGenerator":
+        from generation.create import ImageGenerator
+
+        return ImageGenerator
+    if name == "build_expression_editor":
+        from generation.edit import build_expression_editor
+
+        return build_expression_editor
     if name == "load_annotations":
         from affectlens import annotate
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 
-from affectlens import AnalysisResult, Analyzer, MediaError
+from affectlens import CANONICAL_EMOTIONS, AffectLensError, AnalysisResult, Analyzer, MediaError
 from affectlens.visualize import AnnotatedVideo, draw_faces
 from demo.samples import PORTRAIT
 
@@ -135,6 +136,78 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         label = value.get("probabilities") or {}
         return tree.render(), label, tree.to_dict(), " ".join(tree.warnings)
 
+    makers: dict[str, Any] = {}  # built on first use: the demo starts without loading the generators
+
+    def create_images(
+        emotion: str, second: str, share: float, seed: float | None, count: float, guidance: float
+    ) -> tuple[list[Any], dict[str, Any]]:
+        from generation.create import ImageGenerator
+
+        mixture = {emotion: 1.0 - float(share), second: float(share)} if second not in ("(none)", emotion) else emotion
+        try:
+            if "image" not in makers:
+                makers["image"] = ImageGenerator()
+            generator = makers["image"]
+            first = int(seed or 0)
+            made = [generator.generate(mixture, seed=first + i, guidance=float(guidance)) for i in range(int(count))]
+        except AffectLensError as exc:
+            raise gr.Error(str(exc)) from exc
+        info = {**made[0].to_dict(), "seeds": [m.seed for m in made], "seconds": [round(m.seconds, 2) for m in made]}
+        return [(m.image, f"seed {m.seed}") for m in made], info
+
+    def edit_portrait(image: np.ndarray | None, emotion: str, strength: float) -> tuple[Any, dict[str, Any], str]:
+        from generation.edit import build_expression_editor
+
+        if image is None:
+            return None, {}, "Give a portrait with one face."
+        try:
+            if "edit" not in makers:
+                makers["edit"] = build_expression_editor()
+            result = makers["edit"].edit(image, emotion, strength=float(strength))
+        except AffectLensError as exc:
+            return None, {}, f"Error: {exc}"
+        info = {"target": emotion, **result.to_dict()}
+        reading = result.reading
+        status = f"Target **{emotion}**" + (
+            f"; our expression model reads **{reading.label}** ({reading.confidence:.0%})." if reading else "."
+        )
+        return result.image, info, status
+
+    def new_conversation() -> Any:
+        from affectlens.conversation import Conversation
+        from fusion.memory import EmotionalMemory, sentence_embedder
+        from fusion.strategy import load_strategy_planner
+
+        if "planner" not in makers:  # shared by every visitor's conversation; the memory is per conversation
+            makers["planner"] = load_strategy_planner(text_model=analyzer.text)
+            makers["embedder"] = sentence_embedder()
+        return Conversation(analyzer=analyzer, planner=makers["planner"], memory=EmotionalMemory(makers["embedder"]))
+
+    def chat_turn(
+        chat: Any, history: list[dict[str, Any]] | None, text: str | None, image: np.ndarray | None, audio: str | None
+    ) -> tuple[Any, list[dict[str, Any]], str, str, Any, str, str]:
+        """One conversation turn -> (state, chat history, tree, strategies, affect trajectory, cleared text, status)."""
+        history = list(history or [])
+        typed = text.strip() if text and text.strip() else None
+        if typed is None and image is None and not audio:
+            return chat, history, "", "", None, text or "", "Type a message (a photo or a voice note may come with it)."
+        chat = chat if chat is not None else new_conversation()
+        try:
+            turn = chat.send(typed, image=image, audio=audio or None)
+        except (AffectLensError, ValueError) as exc:
+            return chat, history, "", "", None, text or "", f"Error: {exc}"
+        extras = " ".join(x for x, given in (("(photo)", image is not None), ("(voice note)", bool(audio))) if given)
+        history += [
+            {"role": "user", "content": " ".join(x for x in (typed, extras) if x) or "…"},
+            {"role": "assistant", "content": turn.reply},
+        ]
+        plan = "\n".join(f"- **{s}** ({p:.0%}): {why}" for s, why, p in turn.strategies) or "-"
+        states = chat.tracker.trajectory(chat.user_id) if chat.tracker is not None else []
+        rows = [(st.turn, dim, getattr(st, dim)) for st in states for dim in ("valence", "arousal", "dominance")]
+        trajectory = pd.DataFrame(rows, columns=["turn", "dimension", "value"])
+        status = f"{turn.trajectory}" + (f" · remembered: {turn.recollection}" if turn.recollection else "")
+        return chat, history, turn.tree.render(), plan, trajectory, "", status
+
     with gr.Blocks(title="AffectLens") as demo:
         gr.Markdown(
             "# AffectLens\nFaces, voices and words — offline, on a CPU. Each face gets a box, its 468-point "
@@ -227,6 +300,84 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     inputs=[moment_image, moment_audio, moment_text],
                     outputs=[moment_tree, moment_label, moment_json, moment_status],
                     api_name="analyze_moment",
+                )
+        with gr.Tab("Conversation"):
+            gr.Markdown(
+                "An empathic conversation with an AI (not a person, not a crisis service). Each turn is read as one "
+                "moment (words, and a photo or a voice note if you add one); the reply follows planned support "
+                "strategies, and your affect state (valence, arousal, dominance) is tracked across turns."
+            )
+            chat_state = gr.State(None)
+            with gr.Row():
+                with gr.Column(scale=3):
+                    chatbot = gr.Chatbot(label="Conversation", height=360)
+                    chat_text = gr.Textbox(label="Message", lines=2, placeholder="What's on your mind?")
+                    with gr.Row():
+                        chat_image = gr.Image(type="numpy", label="Photo (optional)", sources=["upload", "webcam"])
+                        chat_audio = gr.Audio(
+                            type="filepath", sources=["upload", "microphone"], label="Voice (optional)"
+                        )
+                    chat_btn = gr.Button("Send", variant="primary")
+                    chat_status = gr.Markdown()
+                with gr.Column(scale=2):
+                    chat_plan = gr.Markdown(label="Strategies")
+                    chat_affect = gr.LinePlot(
+                        x="turn", y="value", color="dimension", y_lim=[-1, 1], label="Affect trajectory", height=220
+                    )
+                    chat_tree = gr.Textbox(label="Affective tree of the last turn", lines=18, interactive=False)
+            gr.Examples(examples=[["I failed my driving test again and I feel like an idiot."]], inputs=[chat_text])
+            chat_btn.click(
+                chat_turn,
+                inputs=[chat_state, chatbot, chat_text, chat_image, chat_audio],
+                outputs=[chat_state, chatbot, chat_tree, chat_plan, chat_affect, chat_text, chat_status],
+                api_name="chat",
+            )
+        with gr.Tab("Create"):
+            with gr.Tab("Emotion image"):
+                gr.Markdown(
+                    "Faces drawn by AffectLens' own small diffusion model (trained on FER2013, offline), guided "
+                    "towards an emotion or a mixture of two. Same seed, same faces."
+                )
+                with gr.Row():
+                    create_emotion = gr.Dropdown(list(CANONICAL_EMOTIONS), value="happiness", label="Emotion")
+                    create_second = gr.Dropdown(["(none)", *CANONICAL_EMOTIONS], value="(none)", label="Mixed with")
+                    create_mix = gr.Slider(0.0, 0.5, value=0.3, step=0.05, label="Share of the second emotion")
+                with gr.Row():
+                    create_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    create_count = gr.Slider(1, 8, value=4, step=1, label="Images")
+                    create_guidance = gr.Slider(0.0, 8.0, value=3.0, step=0.5, label="Guidance")
+                create_btn = gr.Button("Generate", variant="primary")
+                create_gallery = gr.Gallery(label="Generated", columns=4, height="auto")
+                create_info = gr.JSON(label="How they were made")
+                create_btn.click(
+                    create_images,
+                    inputs=[create_emotion, create_second, create_mix, create_seed, create_count, create_guidance],
+                    outputs=[create_gallery, create_info],
+                    api_name="generate_image",
+                )
+            with gr.Tab("Expression edit"):
+                gr.Markdown(
+                    "A portrait re-rendered with another expression: the face mesh moves along an action-unit plan "
+                    "and the image is warped piece by piece; identity and background stay. Our expression model "
+                    "then reads the result."
+                )
+                with gr.Row():
+                    edit_in = gr.Image(
+                        type="numpy", label="Portrait (one face)", sources=["upload", "webcam", "clipboard"]
+                    )
+                    edit_out = gr.Image(type="numpy", label="Edited", interactive=False)
+                with gr.Row():
+                    edit_emotion = gr.Dropdown(list(CANONICAL_EMOTIONS), value="happiness", label="Target emotion")
+                    edit_strength = gr.Slider(0.0, 3.0, value=2.5, step=0.1, label="Strength")
+                edit_btn = gr.Button("Edit expression", variant="primary")
+                edit_status = gr.Markdown()
+                edit_plan = gr.JSON(label="AU plan and check")
+                gr.Examples(examples=[[str(PORTRAIT), "surprise"]], inputs=[edit_in, edit_emotion])
+                edit_btn.click(
+                    edit_portrait,
+                    inputs=[edit_in, edit_emotion, edit_strength],
+                    outputs=[edit_out, edit_plan, edit_status],
+                    api_name="edit_expression",
                 )
     demo.affectlens_workdir = workdir  # lives (and is cleaned) with the demo
     return demo

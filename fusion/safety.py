@@ -66,6 +66,7 @@ __all__ = [
     "check_in",
     "check_reply",
     "crisis_reply",
+    "follow_up_reply",
     "normalise",
 ]
 
@@ -872,6 +873,38 @@ def crisis_reply(assessment: RiskAssessment, locale: str | None = None) -> str:
         parts.append("I'm glad you can talk to me, and you deserve people who can be with you too.")
     parts.append(_AI_LINE)
     parts.append(question)
+    return " ".join(parts)
+
+
+def follow_up_reply(assessment: RiskAssessment, locale: str | None = None) -> str:
+    """The reply on the turns after a crisis when the person's new words raise nothing themselves (e.g. they
+    answered "are you safe?"): thanks them, keeps the earlier disclosure in view without repeating the whole
+    crisis message, nudges towards the people near them, keeps the crisis line and the emergency number at hand,
+    and asks how they are now. Nothing about the assistant being their only support unless they said so now."""
+    help_ = _help(locale)
+    cats = set(assessment.categories)
+    parts = ["Thank you for telling me, and for staying in touch."]
+    if assessment.about_someone_else:
+        parts.append("What you shared about them is still on my mind, and it's good that you're looking out for them.")
+        parts.append(f"If they might be in danger at any point, call {help_.emergency}; {help_.crisis} as well.")
+        parts.append("How are they, and how are you holding up?")
+        return " ".join(parts)
+    if cats & {_SI, _SH}:
+        parts.append("What you told me earlier still matters, and you don't have to hold it on your own.")
+        parts.append(
+            "If someone you trust is near, it's okay to tell them how you've been feeling, even just a little."
+        )
+        parts.append(
+            f"If the thoughts get stronger, {help_.crisis}, and {help_.emergency} is there if you're in danger."
+        )
+    elif _FROM in cats:
+        parts.append("I'm still thinking about what you told me, and your safety matters.")
+        parts.append(f"If you're in danger at any point, call {help_.emergency}.")
+    else:
+        parts.append("I'm glad you're still talking it through.")
+        parts.append(f"If things feel like they could get out of hand, step away for a moment; {help_.crisis}.")
+    parts.append(_AI_LINE)
+    parts.append("How are you feeling right now?")
     return " ".join(parts)
 
 

@@ -44,7 +44,15 @@ from affectlens.labels import CANONICAL_EMOTIONS, ESCONV_STRATEGIES, FACS_NAMES
 from affectlens.tree import AffectTree, Evidence, TreeNode
 from affectlens.types import AnalysisResult, FaceObservation, FrameResult, Utterance
 from fusion.late import FusedEmotion, LateFusion, LateFusionConfig, ModalityEvidence, collect_evidence, load_late_fusion
-from fusion.safety import RiskAssessment, RiskDetector, boundary_reply, check_in, check_reply, crisis_reply
+from fusion.safety import (
+    RiskAssessment,
+    RiskDetector,
+    boundary_reply,
+    check_in,
+    check_reply,
+    crisis_reply,
+    follow_up_reply,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +246,12 @@ BOUNDARY_PLAN: Final[tuple[tuple[str, str], ...]] = (
     ("Affirmation and Reassurance", "welcome the trust warmly"),
     ("Information", "say honestly that this is an AI, and point to the people in their life and to professionals"),
     ("Question", "ask who they could reach out to"),
+)
+#: The plan on a turn after a crisis whose own words raise nothing (``fusion.safety.follow_up_reply``).
+FOLLOW_UP_PLAN: Final[tuple[tuple[str, str], ...]] = (
+    ("Affirmation and Reassurance", "thank them and keep the earlier disclosure in view, calmly"),
+    ("Providing Suggestions", "nudge towards the people near them; keep the crisis line and emergency number at hand"),
+    ("Question", "ask how they are feeling now rather than repeating the crisis message"),
 )
 #: The old human-claim check, kept for callers that import it; replies are checked by ``fusion.safety.check_reply``.
 _CLAIMS_HUMAN = re.compile(
@@ -1010,6 +1024,14 @@ def _checked_reply(tree: AffectTree, warnings: list[str]) -> AffectTree:
     return tree.replace_node(tree.reply.with_text(REPLY_TEMPLATES["Others"], "template"))
 
 
+def after_crisis(risk: RiskAssessment) -> bool:
+    """A ``concern`` that only earlier turns raised, with a strong or warning cue among them (an earlier crisis
+    disclosure), while this turn's words raise nothing: the turn gets ``fusion.safety.follow_up_reply``."""
+    if risk.level != "concern" or any(c.turn is None for c in risk.cues):
+        return False
+    return any(c.strength in ("strong", "warning") and c.category != "attachment" for c in risk.cues)
+
+
 def build_tree(
     results: AnalysisResult | Iterable[AnalysisResult],
     fused: FusedEmotion | None = None,
@@ -1074,17 +1096,21 @@ def build_tree(
         models=models,
     )
     tree = tree.replace_node(tree.appraisal.with_text(_appraisal_text(tree.appraisal), "template"))
-    attachment = "attachment" in risk.categories
+    # Attachment is answered on the turn that says it; a cue carried from an earlier turn does not repeat it.
+    attachment = any(c.category == "attachment" and c.turn is None for c in risk.cues)
     check_in_text = None
-    if risk.level == "crisis" or attachment:
+    if risk.level == "crisis" or attachment or after_crisis(risk):
         crisis = risk.level == "crisis"
-        text = crisis_reply(risk, locale) if crisis else boundary_reply()
-        if not crisis and set(risk.categories) - {"attachment"}:  # a concern beside the attachment
-            text = (
-                f"{text} {check_in(replace(risk, categories=tuple(c for c in risk.categories if c != 'attachment')))}"
-            )
-        strategy, reply = _safety_nodes(risk, SAFETY_PLAN if crisis else BOUNDARY_PLAN, text,
-                                        _safety_evidence(risk, starts, multi))  # fmt: skip
+        if crisis:
+            text, plan = crisis_reply(risk, locale), SAFETY_PLAN
+        elif attachment:
+            text, plan = boundary_reply(), BOUNDARY_PLAN
+            if set(risk.categories) - {"attachment"}:  # a concern beside the attachment
+                rest = tuple(c for c in risk.categories if c != "attachment")
+                text = f"{text} {check_in(replace(risk, categories=rest))}"
+        else:
+            text, plan = follow_up_reply(risk, locale), FOLLOW_UP_PLAN
+        strategy, reply = _safety_nodes(risk, plan, text, _safety_evidence(risk, starts, multi))
         tree = tree.replace_node(strategy).replace_node(reply)
     else:
         strategy = _strategy(tree, planner)

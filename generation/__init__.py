@@ -1,4 +1,6 @@
-"""Generation: emotion-directed images (diffusion) and the talking head.
+"""Generation: emotion-directed images (an offline face diffusion model, any local diffusers text-to-image model
+through an emotion prompt rewriter) and expression editing of a portrait by mesh warping along an AU plan.
 
-Empty until the image-generation and talking-head issues land; see docs/ARCHITECTURE.md.
+``generation.create.ImageGenerator`` and ``generation.edit.build_expression_editor`` are the entry points; see
+docs/ARCHITECTURE.md. Modules load torch and diffusers, so import them where they are used.
 """

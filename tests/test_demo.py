@@ -95,3 +95,42 @@ def test_moment_tab_reads_a_photo_and_words_as_one_tree(client) -> None:
     assert {s["kind"] for s in tree["sources"]} == {"image", "text"}
     empty = client.predict(None, None, "  ", api_name="/analyze_moment")
     assert empty[0] == "" and "Give a photo" in empty[3]
+
+
+def test_conversation_tab_keeps_state_across_turns(client) -> None:
+    history, tree, plan, affect, cleared, status = client.predict(
+        [], "I failed my driving test again and I feel like an idiot.", None, None, api_name="/chat"
+    )
+    assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"]
+    assert tree.startswith("Affective tree") and plan.startswith("- **") and cleared == ""
+    history, tree, plan, affect, _cleared, status = client.predict(
+        history, "I have another try next month.", None, None, api_name="/chat"
+    )
+    assert len(history) == 4  # the second turn joined the same conversation
+    rows = affect["data"] if isinstance(affect, dict) else affect
+    assert len(rows) == 6  # valence, arousal, dominance for each of the two turns
+    assert "turn" in status or "mood" in status
+    empty = client.predict(history, "   ", None, None, api_name="/chat")
+    assert "Type a message" in empty[-1]
+
+
+def test_create_tab_generates_reproducible_faces(client) -> None:
+    gallery, info = client.predict("sadness", "(none)", 0.3, 7, 2, 3.0, api_name="/generate_image")
+    assert len(gallery) == 2 and info["seeds"] == [7, 8] and info["emotion"] == {"sadness": 1.0}
+    again, _ = client.predict("sadness", "(none)", 0.3, 7, 1, 3.0, api_name="/generate_image")
+    first = gallery[0]["image"] if isinstance(gallery[0], dict) else gallery[0][0]
+    repeat = again[0]["image"] if isinstance(again[0], dict) else again[0][0]
+    from PIL import Image
+
+    assert list(Image.open(first).getdata()) == list(Image.open(repeat).getdata())
+    _gallery, mixed = client.predict("sadness", "anger", 0.4, 0, 1, 3.0, api_name="/generate_image")
+    assert mixed["emotion"] == {"sadness": 0.6, "anger": 0.4}
+
+
+def test_create_tab_edits_a_portrait(client) -> None:
+    from gradio_client import handle_file
+
+    edited, plan, status = client.predict(handle_file(str(PORTRAIT)), "surprise", 2.5, api_name="/edit_expression")
+    assert Path(edited).is_file() and plan["target"] == "surprise" and "surprise" in status
+    blank, _plan, error = client.predict(None, "surprise", 1.0, api_name="/edit_expression")
+    assert blank is None and "portrait" in error
