@@ -21,8 +21,9 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.models.unets.unet_2d import UNet2DModel
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 from PIL import Image
 
 from affectlens.errors import AffectLensError
@@ -95,8 +96,6 @@ class EmotionDiffusionPipeline(DiffusionPipeline):
     in [0, 1] at the model's own resolution, for judging).
     """
 
-    model_cpu_offload_seq = "unet"
-
     def __init__(
         self,
         unet: UNet2DModel,
@@ -107,12 +106,12 @@ class EmotionDiffusionPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(emotions=list(emotions), default_guidance=float(default_guidance))
-        if int(unet.config.num_class_embeds) != len(emotions) + 1:
-            raise ValueError(f"the UNet has {unet.config.num_class_embeds} classes; expected {len(emotions)} + null")
+        if int(unet.config["num_class_embeds"]) != len(emotions) + 1:
+            raise ValueError(f"the UNet has {unet.config['num_class_embeds']} classes; expected {len(emotions)} + null")
 
     @property
     def emotions(self) -> tuple[str, ...]:
-        return tuple(self.config.emotions)
+        return tuple(self.config["emotions"])
 
     @torch.no_grad()
     def __call__(
@@ -139,7 +138,7 @@ class EmotionDiffusionPipeline(DiffusionPipeline):
             raise AffectLensError(f"display_size must be 16..{MAX_DISPLAY} pixels, got {display_size}")
         if output_type not in ("pil", "np"):
             raise AffectLensError(f"output_type must be 'pil' or 'np', got {output_type!r}")
-        size = int(self.unet.config.sample_size)
+        size = int(self.unet.config["sample_size"])
         device, dtype = self.unet.device, self.unet.dtype
         null = len(self.emotions)
         classes = [*weights, null]  # one UNet pass per weighted emotion, and the null class
@@ -258,7 +257,9 @@ def judge(
         while sum(len(g) for g in grey) < per_emotion:
             n = min(batch, per_emotion - sum(len(g) for g in grey))
             start = time.perf_counter()
-            grey.append(pipe(emotion, num_images=n, generator=generator, output_type="np", **sample_kwargs).images)
+            out = pipe(emotion, num_images=n, generator=generator, output_type="np", **sample_kwargs)
+            assert isinstance(out, ImagePipelineOutput)
+            grey.append(np.asarray(out.images))
             seconds += time.perf_counter() - start
             count += n
         crops = to_expression_input(np.concatenate(grey), expression.input_size)

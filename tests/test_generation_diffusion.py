@@ -158,12 +158,12 @@ def test_tree_emotion_mixes_only_a_strong_second() -> None:
 
 def test_generator_over_a_pipeline_object_and_a_tree() -> None:
     generator = ImageGenerator(tiny_pipeline())
-    out = generator.generate("anger", seed=4, steps=2, size=48)
-    assert isinstance(out, GeneratedImage) and out.image.size == (48, 48)
+    out = generator.generate("anger", seed=4, steps=2, size=64)
+    assert isinstance(out, GeneratedImage) and out.image.size == (64, 64)
     assert out.emotion == {"anger": 1.0} and out.seed == 4 and not out.notes
-    again = generator.generate("anger", seed=4, steps=2, size=48)
+    again = generator.generate("anger", seed=4, steps=2, size=64)
     assert np.array_equal(np.asarray(out.image), np.asarray(again.image))
-    from_tree = generator.from_tree(_tree({"sadness": 0.5, "anger": 0.4, "neutral": 0.1}), steps=2, size=48)
+    from_tree = generator.from_tree(_tree({"sadness": 0.5, "anger": 0.4, "neutral": 0.1}), steps=2, size=64)
     assert set(from_tree.emotion) == {"sadness", "anger"}
     assert from_tree.notes and "faces only" in from_tree.notes[0]  # the cause cannot be drawn by the face model
     with pytest.raises(AffectLensError, match="seed"):
