@@ -530,7 +530,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         out = _output_path(args.output, (".png", ".jpg", ".jpeg", ".webp"))
         emotion = _emotion_argument(args.emotion)
-        generated = ImageGenerator(args.model, clip=args.clip).generate(
+        clip: Any = args.clip
+        if args.clip_open is not None:
+            from generation.text_to_image import OpenClipEmotionScorer
+
+            if args.clip is not None:
+                raise AffectLensError("give --clip or --clip-open, not both")
+            model_name, sep, checkpoint = args.clip_open.partition("=")
+            if not sep or not model_name or not checkpoint:
+                raise AffectLensError(f"--clip-open takes MODEL_NAME=CHECKPOINT_FILE, got {args.clip_open!r}")
+            clip = OpenClipEmotionScorer.from_checkpoint(model_name, checkpoint)
+        generated = ImageGenerator(args.model, clip=clip).generate(
             emotion, subject=args.subject, cause=args.cause, seed=args.seed, steps=args.steps,
             guidance=args.guidance, size=args.size,
         )  # fmt: skip
@@ -701,6 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the shipped offline face model",
     )  # fmt: skip
     g.add_argument("--clip", default=None, help="a local CLIP folder: score the image against the emotions")
+    g.add_argument(
+        "--clip-open", default=None, metavar="MODEL_NAME=CHECKPOINT_FILE",
+        help="score with open_clip instead: an architecture and a local checkpoint, e.g. "
+        "ViT-B-32=~/models/open_clip_b32.safetensors (needs `pip install open_clip_torch`)",
+    )  # fmt: skip
     g.add_argument("-o", "--output", required=True, help="the image file to write (.png, .jpg, .webp)")
     g.add_argument("--json", action="store_true", help="print what was made as JSON")
     g.set_defaults(func=cmd_generate)

@@ -27,6 +27,7 @@ from affectlens.errors import AffectLensError
 
 if TYPE_CHECKING:
     from affectlens.tree import AffectTree
+    from generation.text_to_image import EmotionScorer
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +88,10 @@ def _is_emotion_pipeline(folder: Path) -> bool:
 
 class ImageGenerator:
     """Emotion-directed images. ``model``: ``None`` (the shipped offline face model), a folder, or a diffusers
-    pipeline object already built."""
+    pipeline object already built. ``clip`` (text-to-image models only): a local transformers CLIP folder, or a
+    ready ``EmotionScorer`` (e.g. ``OpenClipEmotionScorer.from_checkpoint(...)``), to score each image."""
 
-    def __init__(self, model: str | Path | Any | None = None, clip: str | Path | None = None) -> None:
+    def __init__(self, model: str | Path | Any | None = None, clip: str | Path | EmotionScorer | None = None) -> None:
         from generation.diffusion import EmotionDiffusionPipeline, load_emotion_pipeline
 
         if clip is not None and (model is None or isinstance(model, EmotionDiffusionPipeline)):
@@ -107,7 +109,7 @@ class ImageGenerator:
         else:
             from generation.text_to_image import EmotionScorer, TextToImageBackend
 
-            scorer = EmotionScorer.from_pretrained(str(clip)) if clip is not None else None
+            scorer = EmotionScorer.from_pretrained(clip) if isinstance(clip, str | Path) else clip
             self.pipe = TextToImageBackend(model, scorer=scorer)
             self.kind = "text-to-image"
             self.name = str(model) if isinstance(model, str | Path) else type(model).__name__

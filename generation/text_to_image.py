@@ -21,8 +21,11 @@ pipeline's native one (UNet sample size times the VAE scale factor). Inputs are 
 (``AffectLensError``): sizes multiples of 8 in [64, 2048], steps in [1, 150], guidance in [0, 30].
 
 ``EmotionScorer`` reads how an image feels with a CLIP model from a local folder (transformers ``CLIPModel`` and
-``CLIPProcessor``; open_clip is not supported): zero-shot, against ``EMOTION_TEXTS`` (three phrasings per emotion,
-averaged), returning ``{emotion: probability}``. It is optional: the backend scores its images only when given one.
+``CLIPProcessor``): zero-shot, against ``EMOTION_TEXTS`` (three phrasings per emotion, averaged), returning
+``{emotion: probability}``. ``OpenClipEmotionScorer.from_checkpoint("ViT-B-32", "b32.safetensors")`` does the same
+with an open_clip model (``pip install open_clip_torch``) from a local checkpoint file; a pretrained tag such as
+``"openai"`` (a download) needs ``AFFECTLENS_ALLOW_HUB=1``. Both share the scoring; the backend scores its images
+only when given a scorer.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ __all__ = [
     "EmotionScorer",
     "GeneratedImage",
     "GenerationDefaults",
+    "OpenClipEmotionScorer",
     "TextToImageBackend",
     "load_text_to_image_pipeline",
 ]
@@ -71,6 +75,9 @@ MAX_GUIDANCE: Final = 30.0
 #: Used when a pipeline tells nothing about its native resolution.
 FALLBACK_SIZE: Final = 512
 _HUB_ID: Final = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: Suffixes of the checkpoint files ``OpenClipEmotionScorer.from_checkpoint`` reads (open_clip loads them itself;
+#: prefer ``.safetensors``: the others are pickles).
+OPEN_CLIP_SUFFIXES: Final = (".safetensors", ".pt", ".pth", ".bin")
 
 
 @dataclass(frozen=True)
@@ -425,14 +432,23 @@ class EmotionScorer:
         on = torch.device(device) if device is not None else torch.device("cpu")
         return cls(model, processor, device=on)
 
+    def _encode_texts(self, phrases: list[str]) -> torch.Tensor:
+        """``(N, D)`` projected text features (not normalised); the backend-specific half of the scoring."""
+        inputs = self.processor(text=phrases, return_tensors="pt", padding=True, truncation=True)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        return _features(self.model.get_text_features(**inputs))
+
+    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """``(N, D)`` projected image features (not normalised) of RGB PIL images."""
+        inputs = self.processor(images=images, return_tensors="pt")
+        return _features(self.model.get_image_features(pixel_values=inputs["pixel_values"].to(self.device)))
+
     def _emotion_embeds(self) -> torch.Tensor:
         """``(7, D)`` unit-norm text embeddings, one per emotion (its phrasings averaged), computed once."""
         if self._text_embeds is None:
             phrases = [p for e in self.emotions for p in self._texts[e]]
-            inputs = self.processor(text=phrases, return_tensors="pt", padding=True, truncation=True)
-            inputs = {k: v.to(self.device) for k, v in inputs.items()}
             with torch.inference_mode():
-                feats = _features(self.model.get_text_features(**inputs)).float()
+                feats = self._encode_texts(phrases).float()
             feats = torch.nn.functional.normalize(feats, dim=-1)
             rows, start = [], 0
             for e in self.emotions:
@@ -447,10 +463,8 @@ class EmotionScorer:
         if not images:
             return []
         pils = [_as_pil(image) for image in images]
-        inputs = self.processor(images=pils, return_tensors="pt")
         with torch.inference_mode():
-            feats = _features(self.model.get_image_features(pixel_values=inputs["pixel_values"].to(self.device)))
-            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+            feats = torch.nn.functional.normalize(self._encode_images(pils).float(), dim=-1)
             scale = self.model.logit_scale.exp().float()
             probs = (scale * feats @ self._emotion_embeds().T).softmax(dim=-1).cpu()
         return [{e: float(p) for e, p in zip(self.emotions, row.tolist(), strict=True)} for row in probs]
@@ -458,3 +472,90 @@ class EmotionScorer:
     def score(self, image: Image.Image | np.ndarray) -> dict[str, float]:
         """``{emotion: probability}`` for one image."""
         return self.score_batch([image])[0]
+
+
+def _import_open_clip() -> Any:
+    """The ``open_clip`` module, an optional dependency.
+
+    Raises:
+        AffectLensError: it is not installed, or does not import (e.g. a torchvision built for another torch).
+    """
+    try:
+        import open_clip
+    except ImportError as exc:
+        raise AffectLensError(f"open_clip scoring needs `pip install open_clip_torch` ({exc})") from exc
+    except (OSError, RuntimeError) as exc:  # torchvision whose compiled ops do not match the installed torch
+        raise AffectLensError(
+            f"open_clip does not import ({exc}); install open_clip_torch with a torchvision built for this torch"
+        ) from exc
+    return open_clip
+
+
+def _open_clip_checkpoint(model_name: str, pretrained: str | os.PathLike[str]) -> str:
+    """What to pass open_clip as ``pretrained``: a local checkpoint file, or (only with ``AFFECTLENS_ALLOW_HUB=1``)
+    a pretrained tag it downloads.
+
+    Raises:
+        WeightsError: no such file, a folder, or a tag / ``hf-hub:`` name without the hub opt-in.
+    """
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return str(path)
+    text = str(pretrained)
+    looks_local = path.suffix in OPEN_CLIP_SUFFIXES or os.sep in text or text.startswith((".", "~"))
+    if path.exists() or looks_local:
+        raise WeightsError(f"{path}: no such checkpoint file; pass a local {'/'.join(OPEN_CLIP_SUFFIXES)} file")
+    if not weights.hub_allowed():
+        raise WeightsError(f"{model_name}={text}: not a local checkpoint file; open_clip would download this tag: "
+                           "pass a local .safetensors file or set AFFECTLENS_ALLOW_HUB=1")  # fmt: skip
+    return text
+
+
+class OpenClipEmotionScorer(EmotionScorer):
+    """``EmotionScorer`` over an open_clip model: the same prompts and scoring, open_clip's encoders.
+    ``preprocess``: PIL image -> ``3xHxW`` float tensor (open_clip's eval transform); ``tokenizer``: list of str ->
+    ``NxL`` token ids."""
+
+    def __init__(
+        self,
+        model: Any,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        *,
+        texts: Mapping[str, Sequence[str]] = EMOTION_TEXTS,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__(model, preprocess, texts=texts, device=device)
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_checkpoint(
+        cls, model_name: str, pretrained: str | os.PathLike[str], *, device: str | torch.device | None = None
+    ) -> OpenClipEmotionScorer:
+        """A scorer from an open_clip architecture name (``"ViT-B-32"``, or one added with
+        ``open_clip.add_model_config``) and a local checkpoint file (``.safetensors`` preferred; open_clip reads
+        ``.pt``/``.pth``/``.bin`` pickles itself). A pretrained tag (``"openai"``) or an ``hf-hub:`` name downloads,
+        so it needs ``AFFECTLENS_ALLOW_HUB=1``.
+
+        Raises:
+            WeightsError: no such checkpoint file, a download without the opt-in, or the checkpoint does not load.
+            AffectLensError: open_clip is not installed.
+        """
+        if model_name.startswith("hf-hub:") and not weights.hub_allowed():
+            raise WeightsError(f"{model_name}: an hf-hub: model downloads; set AFFECTLENS_ALLOW_HUB=1 to allow it")
+        checkpoint = _open_clip_checkpoint(model_name, pretrained)
+        open_clip = _import_open_clip()
+        on = torch.device(device) if device is not None else torch.device("cpu")
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=checkpoint, device=on)
+            tokenizer = open_clip.get_tokenizer(model_name)
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise WeightsError(f"{model_name}={checkpoint}: the open_clip model does not load ({exc})") from exc
+        return cls(model, preprocess, tokenizer, device=on)
+
+    def _encode_texts(self, phrases: list[str]) -> torch.Tensor:
+        return self.model.encode_text(self.tokenizer(phrases).to(self.device))
+
+    def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        pixels = torch.stack([self.processor(image) for image in images]).to(self.device)
+        return self.model.encode_image(pixels)

@@ -434,3 +434,104 @@ def test_image_generator_and_cli_over_a_text_to_image_folder(
     assert "must end in" in capsys.readouterr().err
     assert main([*argv[:2], "--emotion", "sadness=lots", "-o", str(out)]) == 1
     assert "not name=weight" in capsys.readouterr().err
+
+
+# ---- the open_clip scorer -----------------------------------------------------------------------------------------
+
+
+def _tiny_open_clip_scorer():
+    import torch
+
+    from generation.text_to_image import OpenClipEmotionScorer
+
+    class TinyOpenClip(torch.nn.Module):
+        """open_clip's scoring surface (``encode_text``, ``encode_image``, ``logit_scale``), tiny and random."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.token = torch.nn.Embedding(256, 16)
+            self.pixel = torch.nn.Linear(3 * 8 * 8, 16)
+            self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(100.0)))
+
+        def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.token(ids).mean(dim=1)
+
+        def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+            return self.pixel(pixels.flatten(1))
+
+    def preprocess(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image.resize((8, 8)), dtype=np.float32) / 255).permute(2, 0, 1)
+
+    def tokenizer(phrases: list[str]) -> torch.Tensor:
+        return torch.tensor([list(p.encode()[:32].ljust(32, b"\0")) for p in phrases])
+
+    return OpenClipEmotionScorer(TinyOpenClip(), preprocess, tokenizer)
+
+
+def test_open_clip_scorer_shares_the_clip_scoring(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+
+    from affectlens.cli import main
+    from generation.create import ImageGenerator
+    from generation.text_to_image import EMOTION_TEXTS
+
+    scorer = _tiny_open_clip_scorer()
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    scores = scorer.score(image)
+    assert tuple(scores) == CANONICAL_EMOTIONS and sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
+    assert scorer.score(image) == scores
+    with torch.no_grad():  # the zero-shot math written out: unit image vs unit mean of unit phrase embeddings
+        unit = functools.partial(torch.nn.functional.normalize, dim=-1)
+        texts = torch.stack(
+            [unit(scorer.model.encode_text(scorer.tokenizer(list(EMOTION_TEXTS[e])))).mean(0) for e in scores]
+        )
+        feats = unit(scorer.model.encode_image(scorer.processor(image)[None]))
+        expected = (100.0 * feats @ unit(texts).T).softmax(-1)[0]
+    assert list(scores.values()) == pytest.approx(expected.tolist(), abs=1e-5)
+
+    made = ImageGenerator(_FakePipeline("x"), clip=scorer).generate("fear", size=64)
+    assert made.scores is not None and sum(made.scores.values()) == pytest.approx(1.0, abs=1e-5)
+    argv = ["generate", "image", "--emotion", "fear", "--model", "x", "-o", str(tmp_path / "x.png")]
+    assert main([*argv, "--clip-open", "ViT-B-32"]) == 1
+    assert "MODEL_NAME=CHECKPOINT_FILE" in capsys.readouterr().err
+
+
+def test_open_clip_weights_must_be_a_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from generation.text_to_image import OpenClipEmotionScorer
+
+    monkeypatch.delenv("AFFECTLENS_ALLOW_HUB", raising=False)
+    absent = tmp_path / "absent.safetensors"
+    with pytest.raises(AffectLensError, match=r"absent\.safetensors: no such checkpoint file"):
+        OpenClipEmotionScorer.from_checkpoint("ViT-B-32", absent)
+    with pytest.raises(AffectLensError, match="no such checkpoint file"):
+        OpenClipEmotionScorer.from_checkpoint("ViT-B-32", tmp_path)  # a folder
+    for name, tag in (("ViT-B-32", "openai"), ("hf-hub:laion/CLIP-ViT-B-32", "x.safetensors")):
+        with pytest.raises(AffectLensError, match="AFFECTLENS_ALLOW_HUB=1"):
+            OpenClipEmotionScorer.from_checkpoint(name, tag)
+
+
+def test_open_clip_scorer_from_a_tiny_checkpoint(tmp_path: Path) -> None:
+    from generation.text_to_image import OpenClipEmotionScorer, _import_open_clip
+
+    try:
+        open_clip = _import_open_clip()
+    except AffectLensError as exc:
+        pytest.skip(str(exc))
+    from safetensors.torch import save_file
+
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    (tmp_path / "affectlens-tiny-clip.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "affectlens-tiny-clip.json")
+    model = open_clip.create_model("affectlens-tiny-clip", pretrained=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "tiny.safetensors")
+
+    scorer = OpenClipEmotionScorer.from_checkpoint("affectlens-tiny-clip", tmp_path / "tiny.safetensors")
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    scores = scorer.score(image)
+    assert tuple(scores) == CANONICAL_EMOTIONS and sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
+    assert scorer.score(image) == scores
