@@ -4,7 +4,7 @@
 ``diffusers.AutoPipelineForText2Image`` or ``DiffusionPipeline`` loads and that takes a ``prompt``) to the rule-based
 prompt rewriter (``generation.prompting.rewrite_prompt``): ``generate("sadness", "a harbour", seed=3)`` rewrites the
 emotion into visual concepts and a negative prompt, runs the pipeline with a seeded CPU ``torch.Generator`` (same
-seed, same image on the same machine and library versions) and returns a ``GeneratedImage`` (the PIL image, the
+seed, same image on the same machine and library versions) and returns a ``TextToImageResult`` (the PIL image, the
 ``EmotionPrompt`` that explains it, the settings and the seconds it took).
 
 Where the pipeline comes from (the house lookup rule, as in ``fusion.lm``):
@@ -60,10 +60,10 @@ __all__ = [
     "STANDARD_DEFAULTS",
     "TURBO_DEFAULTS",
     "EmotionScorer",
-    "GeneratedImage",
     "GenerationDefaults",
     "OpenClipEmotionScorer",
     "TextToImageBackend",
+    "TextToImageResult",
     "load_text_to_image_pipeline",
 ]
 
@@ -106,7 +106,7 @@ EMOTION_TEXTS: Final[dict[str, tuple[str, ...]]] = {
 
 
 @dataclass(frozen=True)
-class GeneratedImage:
+class TextToImageResult:
     """One generated image and how it was made. ``negative_used``: the pipeline took the negative prompt and
     guidance was above 1 (classifier-free guidance on). ``scores``: ``EmotionScorer`` probabilities, when the
     backend has a scorer. ``seconds``: wall-clock time of the pipeline call."""
@@ -324,7 +324,7 @@ class TextToImageBackend:
         width: int | None = None,
         height: int | None = None,
         style: str | None = DEFAULT_STYLE,
-    ) -> GeneratedImage:
+    ) -> TextToImageResult:
         """Rewrite the emotion (a name or ``{emotion: weight}``), ``subject`` and ``cause`` into a prompt and draw
         it. ``steps``/``guidance`` default to ``self.defaults``, ``width``/``height`` to the native size.
 
@@ -341,7 +341,7 @@ class TextToImageBackend:
 
     def render(
         self, prompt: EmotionPrompt, *, seed: int, steps: int, guidance: float, width: int, height: int
-    ) -> GeneratedImage:
+    ) -> TextToImageResult:
         """Run the pipeline on a ready ``EmotionPrompt`` (the lower layer of ``generate``; settings checked)."""
         _check_settings(seed, steps, guidance)
         _check_size("width", width)
@@ -367,7 +367,7 @@ class TextToImageBackend:
         scores = self.scorer.score(image) if self.scorer is not None else None
         logger.info("%s: %s, seed %d, %d steps, %dx%d in %.2f s", self.name, prompt.emotions, seed, steps, width,
                     height, seconds)  # fmt: skip
-        return GeneratedImage(
+        return TextToImageResult(
             image=image,
             prompt=prompt,
             seed=seed,
