@@ -106,3 +106,17 @@ ESCONV_STRATEGIES: Final[tuple[str, ...]] = (
     "Information",
     "Others",
 )
+
+
+def canonical_emotion(name: object, what: str = "emotion") -> str:
+    """The canonical emotion a user-given name means (``happy`` -> ``happiness``), or an ``AffectLensError`` that
+    names it and lists the canonical emotions (for names with no canonical class, too: ``calm``, ``contempt``)."""
+    from affectlens.errors import AffectLensError
+
+    try:
+        label = canonical_label(str(name))
+    except KeyError:
+        label = None
+    if label not in CANONICAL_EMOTIONS:
+        raise AffectLensError(f"unknown {what} {name!r}; allowed: {', '.join(CANONICAL_EMOTIONS)}")
+    return label

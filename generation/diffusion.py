@@ -27,7 +27,7 @@ from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultist
 from PIL import Image
 
 from affectlens.errors import AffectLensError
-from affectlens.labels import CANONICAL_EMOTIONS, canonical_label
+from affectlens.labels import CANONICAL_EMOTIONS, canonical_emotion
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +71,9 @@ def emotion_weights(emotion: str | Mapping[str, float], emotions: Sequence[str])
         raise AffectLensError("no emotion given: name one of " + ", ".join(emotions))
     weights: dict[int, float] = {}
     for name, value in raw.items():
-        try:
-            label = canonical_label(str(name))
-        except KeyError:
-            label = None
+        label = canonical_emotion(name)
         if label not in emotions:
-            raise AffectLensError(f"unknown emotion {name!r}: use one of {', '.join(emotions)}")
+            raise AffectLensError(f"the model has no emotion {label!r}: use one of {', '.join(emotions)}")
         if not np.isfinite(value) or value < 0:
             raise AffectLensError(f"emotion weight for {name!r} must be a finite number >= 0, got {value!r}")
         weights[emotions.index(label)] = weights.get(emotions.index(label), 0.0) + float(value)

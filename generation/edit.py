@@ -32,7 +32,7 @@ import numpy as np
 
 from affectlens import weights
 from affectlens.errors import AffectLensError
-from affectlens.labels import CANONICAL_EMOTIONS, FACS_NAMES, canonical_label
+from affectlens.labels import CANONICAL_EMOTIONS, FACS_NAMES, canonical_emotion
 from affectlens.types import EmotionPrediction
 from generation.warp import MeshWarper
 from perception.face import geometry
@@ -469,13 +469,7 @@ class AUPlan:
 
 def resolve_emotion(name: str) -> str:
     """The canonical emotion for a canonical or dataset name (``happy`` -> ``happiness``)."""
-    try:
-        emotion = canonical_label(str(name))
-    except KeyError:
-        emotion = None
-    if emotion not in CANONICAL_EMOTIONS:
-        raise AffectLensError(f"unknown target emotion {name!r}; allowed: {', '.join(CANONICAL_EMOTIONS)}")
-    return emotion
+    return canonical_emotion(name, "target emotion")
 
 
 def check_strength(strength: float) -> float:
