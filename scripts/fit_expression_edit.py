@@ -4,7 +4,7 @@
    (cached in ``~/.cache/affectlens/train/expression-edit/``, keyed by the data's and the model's sha256).
 2. Fit (``generation.edit.AUBasis``): ridge regression of the normalised mesh shape on the 17 AU intensities,
    head yaw and pitch as nuisance regressors, on FER2013 train minus the expression model's 10% validation
-   split (the same stratified split, seed 0, as ``train_face_expression.py``, checked against it). Per-emotion
+   split (``train_face_expression.validation_mask``, the split the expression model held out). Per-emotion
    mean AU intensities and the per-AU 99th percentiles on the same faces give the emotion prototypes.
 3. Choose on the validation split only: the prototype mode (``data``, ``facs``, ``both``; see
    ``EmotionPrototypes.build``) and the default strength, by editing neutral validation faces to the six other
@@ -101,17 +101,6 @@ def meshes(npz: Path, images: np.ndarray) -> np.ndarray:
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
     return out
-
-
-def validation_mask(labels: np.ndarray, train_idx: np.ndarray) -> np.ndarray:
-    """The expression model's validation split of FER2013 train (stratified 10% per class, seed 0), as a mask
-    over ``train_idx``; the same procedure as ``train_face_expression.load_fer2013`` (checked in ``main``)."""
-    rng = np.random.default_rng(SEED)
-    mask = np.zeros(len(train_idx), bool)
-    for c in range(len(CANONICAL_EMOTIONS)):
-        members = np.flatnonzero(labels[train_idx] == c)
-        mask[rng.choice(members, size=round(0.1 * len(members)), replace=False)] = True
-    return mask
 
 
 def r2(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -260,11 +249,10 @@ def main() -> None:
     emotion = np.array(CANONICAL_EMOTIONS)[labels]
     train_idx = np.flatnonzero(split == split_names.index("train"))
     test_idx = np.flatnonzero(split == split_names.index("test"))
-    val_mask = validation_mask(labels, train_idx)
     sys.path.insert(0, str(REPO / "scripts"))
-    from train_face_expression import load_fer2013  # the split the expression model was trained with
+    from train_face_expression import validation_mask  # the split the expression model was trained without
 
-    assert np.array_equal(load_fer2013(args.npz)["val"][0], images[train_idx[val_mask]]), "validation split differs"
+    val_mask = validation_mask(labels[train_idx])
     fit_idx, val_idx = train_idx[~val_mask], train_idx[val_mask]
 
     points = meshes(args.npz, images)

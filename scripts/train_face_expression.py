@@ -56,6 +56,18 @@ SEED = 0
 logger = logging.getLogger("train_face_expression")
 
 
+def validation_mask(y_train: np.ndarray) -> np.ndarray:
+    """The validation split held out of FER2013 train: a stratified 10% of every class (seed ``SEED``), as a
+    mask over the train split's canonical labels ``y_train``. Other scripts that must not tune on the expression
+    model's training faces use it too."""
+    rng = np.random.default_rng(SEED)
+    mask = np.zeros(len(y_train), bool)
+    for c in range(len(CANONICAL_EMOTIONS)):
+        members = np.flatnonzero(y_train == c)
+        mask[rng.choice(members, size=round(0.1 * len(members)), replace=False)] = True
+    return mask
+
+
 def load_fer2013(npz: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train", "val", "test"}`` -> (uint8 Nx48x48 images, canonical label indices)."""
     with np.load(npz) as data:
@@ -65,11 +77,7 @@ def load_fer2013(npz: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     y = to_canonical[labels]
     train_idx = np.flatnonzero(splits == split_names.index("train"))
     test_idx = np.flatnonzero(splits == split_names.index("test"))
-    rng = np.random.default_rng(SEED)
-    val_mask = np.zeros(len(train_idx), bool)
-    for c in range(len(CANONICAL_EMOTIONS)):  # stratified 10% of every class
-        members = np.flatnonzero(y[train_idx] == c)
-        val_mask[rng.choice(members, size=round(0.1 * len(members)), replace=False)] = True
+    val_mask = validation_mask(y[train_idx])
     return {
         "train": (images[train_idx[~val_mask]], y[train_idx[~val_mask]]),
         "val": (images[train_idx[val_mask]], y[train_idx[val_mask]]),
