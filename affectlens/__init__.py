@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from affectlens.conversation import Conversation
     from generation.create import ImageGenerator
     from generation.edit import build_expression_editor
+    from generation.talking_head import TalkingHead, build_talking_head
 
 __all__ = [
     "CANONICAL_EMOTIONS",
@@ -43,11 +44,13 @@ __all__ = [
     "ImageGenerator",
     "MediaError",
     "RegistryError",
+    "TalkingHead",
     "TreeNode",
     "WeightsError",
     "__version__",
     "build_expression_editor",
     "build_face_pipeline",
+    "build_talking_head",
     "canonical_label",
     "create_face_detector",
     "create_face_expression",
@@ -76,6 +79,10 @@ def __getattr__(name: str) -> Any:
         from generation.edit import build_expression_editor
 
         return build_expression_editor
+    if name in ("TalkingHead", "build_talking_head"):
+        from generation import talking_head
+
+        return getattr(talking_head, name)
     if name == "load_annotations":
         from affectlens import annotate
 

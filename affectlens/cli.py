@@ -572,6 +572,79 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _speech_text(args: argparse.Namespace) -> str:
+    """The text to speak: ``--text``, or the contents of ``--text-file`` (UTF-8), checked before any model loads."""
+    from generation.talking_head import check_text
+
+    if args.text_file is None:
+        return check_text(args.text)
+    source = Path(args.text_file)
+    if not source.is_file():
+        raise AffectLensError(f"{source}: no such file" if not source.exists() else f"{source}: not a file")
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AffectLensError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise AffectLensError(f"{source}: cannot be read: {exc.strerror or exc}") from exc
+    try:
+        return check_text(text)
+    except AffectLensError as exc:
+        raise AffectLensError(f"{source}: {exc}") from exc
+
+
+def cmd_talking_head(args: argparse.Namespace) -> int:
+    """A portrait speaks a text with an emotion (asked for, or read from the text): an H.264 + AAC MP4."""
+    from generation.talking_head import build_talking_head, resolve_mixture, text_emotion
+    from perception.media import load_image
+
+    started = time.perf_counter()
+    text = _speech_text(args)
+    emotion = resolve_mixture(_emotion_argument(args.emotion)) if args.emotion is not None else None
+    if args.intensity is not None and not 0.0 <= args.intensity <= 1.0:  # also refuses nan
+        raise AffectLensError(f"--intensity must be within [0, 1], got {args.intensity}")
+    out = _output_path(args.output, (".mp4",))
+    image = load_image(args.portrait)  # MediaError names the file
+    head = build_talking_head(engine=args.engine)
+    try:
+        portrait = head.prepare(image)
+    except AffectLensError as exc:
+        raise AffectLensError(f"{args.portrait}: {exc}") from exc
+    source = "given"
+    intensity = args.intensity
+    if emotion is None:
+        emotion, guessed = text_emotion(text)  # loads the text model
+        source = "read from the text"
+        intensity = guessed if intensity is None else intensity
+    ready = time.perf_counter()
+    video = head.perform(portrait, text, emotion, 0.6 if intensity is None else intensity, seed=args.seed)
+    written = video.write(out)
+    timing = {
+        "load_seconds": round(ready - started, 3),  # the models, the portrait's mesh and (without --emotion) the text
+        "speech_seconds": round(video.speech.seconds, 3),
+        "render_seconds": round(written["render_seconds"], 3),
+        "render_fps": round(written["render_fps"], 1),
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
+    if args.json:
+        info = {"output": str(out), "portrait": str(args.portrait), "emotion_source": source, **video.to_dict()}
+        print(json.dumps({**info, "timing": timing}, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    performance = video.performance
+    mixture = " + ".join(f"{name} {weight:.0%}" for name, weight in performance.emotion.items())
+    print(f"wrote {out}: {video.num_frames / video.fps:.1f} s, {video.num_frames} frames at {video.fps:g} fps")
+    print(f"emotion: {mixture} at intensity {performance.intensity:.2f} ({source})")
+    print(f"speech: {video.speech.engine} ({video.speech.voice}), {video.speech.duration:.1f} s of audio")
+    print(
+        f"time: {timing['total_seconds']:.1f} s in all (loading {timing['load_seconds']:.1f} s, speech "
+        f"{timing['speech_seconds']:.1f} s, render {timing['render_seconds']:.1f} s at {timing['render_fps']:.0f} fps)"
+    )
+    print("chain of thought:")
+    for reason in performance.reasons:
+        print(f"  - {reason}")
+    return EXIT_OK
+
+
 def _emotion_argument(value: str) -> str | dict[str, float]:
     """``sadness`` or a mixture ``sadness=0.6,anger=0.4``."""
     if "=" not in value:
@@ -695,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lm-reply", action="store_true", help="let the compact LM write the replies (default: templates)")
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("generate", help="emotion-directed images and expression edits")
+    p = sub.add_parser("generate", help="emotion-directed images, expression edits and talking heads")
     gen = p.add_subparsers(dest="what", required=True)
     g = gen.add_parser("image", help="an image that carries an emotion (offline: a face; --model: any subject)")
     g.add_argument("--emotion", required=True, help="an emotion name, or a mixture like sadness=0.6,anger=0.4")
@@ -726,6 +799,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="the image file to write (.png, .jpg, .webp)")
     g.add_argument("--json", action="store_true", help="print the AU plan and the check as JSON")
     g.set_defaults(func=cmd_generate)
+    g = gen.add_parser(
+        "talking-head", help="a portrait speaks a text with an emotion: an H.264 + AAC MP4 (CPU, a few seconds)"
+    )
+    g.add_argument("--portrait", required=True, help="a portrait with one face, roughly frontal")
+    said = g.add_mutually_exclusive_group(required=True)
+    said.add_argument("--text", help="what the portrait says (at most 1000 characters)")
+    said.add_argument("--text-file", metavar="PATH", help="a UTF-8 text file with what the portrait says")
+    g.add_argument(
+        "--emotion", default=None,
+        help="an emotion name, or a mixture like sadness=0.6,anger=0.4 (default: read from the text by our text model)",
+    )  # fmt: skip
+    g.add_argument(
+        "--intensity", type=float, default=None,
+        help="0-1 (default: 0.6 with --emotion, else the text model's confidence)",
+    )  # fmt: skip
+    g.add_argument(
+        "--engine", choices=("auto", "piper", "espeak-ng"), default="auto",
+        help="text-to-speech: auto (piper with the shipped voice, else espeak-ng), piper or espeak-ng",
+    )  # fmt: skip
+    g.add_argument("--seed", type=int, default=0, help="seed of the blinks, head motion and glances")
+    g.add_argument("-o", "--output", required=True, help="the video file to write (.mp4)")
+    g.add_argument("--json", action="store_true", help="print the performance, speech and timing as JSON")
+    g.set_defaults(func=cmd_talking_head)
 
     p = sub.add_parser("demo", help="start the Gradio demo")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")

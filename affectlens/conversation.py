@@ -14,27 +14,42 @@ affect state -> recollection -> reply.
 
 A ``Turn`` keeps all of it; ``Conversation.to_dict()`` is the whole dialogue as JSON. Parts are injected (tests use
 tiny ones); defaults load the shipped models on first use.
+
+``Conversation.talking_head(portrait, path)`` has a portrait speak a turn's reply (``generation.talking_head``) with
+the emotion its tree asks for, or with a calm face when the safety module wrote the reply.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from affectlens.analyzer import Analyzer
     from affectlens.tree import AffectTree
     from fusion.affect_state import AffectState, AffectTracker
     from fusion.memory import EmotionalMemory
     from fusion.strategy import Message, StrategyPlanner
+    from generation.speech import EngineChoice
+    from generation.talking_head import TalkingHead
 
 logger = logging.getLogger(__name__)
 
 #: Longest reply the responder generates, in tokens.
 REPLY_TOKENS: Final = 48
+#: The face a talking head shows while speaking a reply the safety module wrote (a crisis, a boundary, a follow-up
+#: after a crisis): calm and quietly concerned, never the person's own emotion acted out.
+CALM_EMOTION: Final[dict[str, float]] = {"neutral": 0.6, "sadness": 0.4}
+CALM_INTENSITY: Final = 0.3
+#: The face when the tree names no emotion to show.
+NEUTRAL_INTENSITY: Final = 0.3
 
 
 class Responder(Protocol):
@@ -186,6 +201,7 @@ class Conversation:
     responder: Responder | None = None
     tracker: AffectTracker | None = None
     memory: EmotionalMemory | None = None
+    animator: TalkingHead | None = None  # for ``talking_head``: built on first use
     user_id: str = "user"
     turns: list[Turn] = field(default_factory=list)
     dialogue: list[Message] = field(default_factory=list)
@@ -310,6 +326,73 @@ class Conversation:
             text = f"{recollection} {text}"
         return text, source
 
+    def talking_head(
+        self,
+        portrait: str | os.PathLike[str] | np.ndarray,
+        path: str | os.PathLike[str],
+        turn: int | Turn | None = None,
+        engine: EngineChoice | None = None,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        """Have ``portrait`` (an image path, or RGB uint8 HxWx3) speak the reply of ``turn`` (an index, negative
+        from the end, or a ``Turn``; default the last) into the H.264 + AAC MP4 ``path``.
+
+        The face shows the supporter's empathic display of the turn's tree
+        (``generation.talking_head.tree_performance_inputs``: shared joy, compassion for sadness, calm concern for
+        fear, anger or disgust; gentler than the feeling it answers), except on a reply the safety module wrote (a
+        crisis, a boundary, a follow-up after a crisis): then ``CALM_EMOTION`` at ``CALM_INTENSITY``. ``engine``:
+        the speech engine (None: the talking head's own, ``"auto"`` when built here). The talking head is built on
+        first use and kept as ``animator``.
+
+        Returns the video's ``to_dict()`` with ``output``, ``turn``, ``reply``, ``emotion_source`` (``"tree"``,
+        ``"safety"`` or ``"neutral"``), ``why`` and the render's ``timing``.
+
+        Raises:
+            AffectLensError: no such turn, an unreadable portrait, no usable face, an empty reply, no speech engine.
+        """
+        from affectlens.errors import AffectLensError
+        from generation.talking_head import TalkingHead, build_talking_head
+        from perception.media import load_image
+
+        chosen = self._turn(turn)
+        image = load_image(portrait)
+        emotion, intensity, source, why = _performance_inputs(chosen)
+        if self.animator is None:
+            self.animator = build_talking_head(engine=engine or "auto")
+        head = self.animator
+        if engine is not None and engine != head.engine:  # same models, another voice
+            head = TalkingHead(head.editor, head.texture, engine, head.fps, head.texture_gain)
+        try:
+            prepared = head.prepare(image)
+        except AffectLensError as exc:
+            name = "the portrait" if hasattr(portrait, "shape") else str(portrait)
+            raise AffectLensError(f"{name}: {exc}") from exc
+        video = head.perform(prepared, chosen.reply, emotion, intensity, seed=seed)
+        timing = video.write(Path(path))
+        logger.info("turn %d's reply spoken (%s): %s", chosen.index, source, why)
+        return {
+            "output": str(path),
+            "turn": chosen.index,
+            "reply": chosen.reply,
+            "emotion_source": source,
+            "why": why,
+            **video.to_dict(),
+            "timing": {k: round(float(v), 3) for k, v in timing.items()},
+        }
+
+    def _turn(self, turn: int | Turn | None) -> Turn:
+        """The turn asked for: a ``Turn``, an index into ``turns`` (negative from the end), or None for the last."""
+        from affectlens.errors import AffectLensError
+
+        if isinstance(turn, Turn):
+            return turn
+        if not self.turns:
+            raise AffectLensError("the conversation has no turns yet: nothing to speak")
+        index = -1 if turn is None else int(turn)
+        if not -len(self.turns) <= index < len(self.turns):
+            raise AffectLensError(f"no turn {index}: the conversation has {len(self.turns)} turn(s)")
+        return self.turns[index]
+
     def to_dict(self) -> dict[str, Any]:
         states = self.tracker.trajectory(self.user_id) if self.tracker else []
         return {
@@ -317,6 +400,38 @@ class Conversation:
             "turns": [t.to_dict() for t in self.turns],
             "affect_trajectory": [s.to_dict() for s in states],
         }
+
+
+def safety_reply_reason(turn: Turn) -> str | None:
+    """Why ``turn``'s reply is the safety module's (a crisis, a boundary, a follow-up after a crisis), or None."""
+    safety = turn.tree.safety if isinstance(turn.tree.safety, dict) else {}
+    level = str(safety.get("level") or "none")
+    if turn.reply_source == "safety" or safety.get("reply_overridden") or level == "crisis":
+        why = str(safety.get("why") or "").strip()
+        return f"the safety module wrote this reply (risk level {level})" + (f": {why}" if why else "")
+    return None
+
+
+def _performance_inputs(turn: Turn) -> tuple[dict[str, float], float, str, str]:
+    """What the talking head shows for ``turn``'s reply: (mixture, intensity, source, why)."""
+    from affectlens.errors import AffectLensError
+    from generation.talking_head import tree_performance_inputs
+
+    calm = " + ".join(f"{name} {weight:.0%}" for name, weight in CALM_EMOTION.items())
+    reason = safety_reply_reason(turn)
+    if reason is not None:
+        why = f"{reason}; the face stays calm ({calm} at intensity {CALM_INTENSITY:.2f}), not the tree's emotion"
+        return dict(CALM_EMOTION), CALM_INTENSITY, "safety", why
+    try:
+        mixture, intensity = tree_performance_inputs(turn.tree)
+    except AffectLensError as exc:  # the tree names no emotion
+        return {"neutral": 1.0}, NEUTRAL_INTENSITY, "neutral", f"{exc}: a neutral face"
+    shown = " + ".join(f"{name} {weight:.0%}" for name, weight in mixture.items())
+    why = (
+        f"the supporter's empathic display of the turn's tree: {shown} at intensity {intensity:.2f} "
+        "(generation.talking_head.EMPATHIC_DISPLAY: anger or disgust is met with calm concern, never mirrored)"
+    )
+    return mixture, intensity, "tree", why
 
 
 def _reply_problems(text: str) -> list[str]:

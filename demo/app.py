@@ -9,7 +9,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gradio as gr
 import numpy as np
@@ -19,11 +19,22 @@ from affectlens import CANONICAL_EMOTIONS, AffectLensError, AnalysisResult, Anal
 from affectlens.visualize import AnnotatedVideo, draw_faces
 from demo.samples import PORTRAIT
 
+if TYPE_CHECKING:
+    from generation.speech import EngineChoice
+
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD = "200mb"
 VIDEO_FPS = 4.0
 VIDEO_MAX_FRAMES = 120
+#: The talking head's emotion choice that lets our text model read the emotion from the words.
+FROM_TEXT = "from the text"
+SPEECH_ENGINES = ("auto", "piper", "espeak-ng")
+EXAMPLE_REPLY = (
+    "I'm so sorry, that sounds really painful. It makes sense that you feel hurt. Do you want to tell me what happened?"
+)
+#: Talking-head videos kept in the demo's folder (Gradio serves its own copies; older ones are deleted).
+KEEP_VIDEOS = 8
 
 
 def _label_value(result: AnalysisResult) -> dict[str, float]:
@@ -60,6 +71,32 @@ def _highlight(text: str, salient: tuple[tuple[str, float], ...]) -> list[tuple[
     top = max((abs(s) for _, s in salient), default=0.0) or 1.0
     scores = {w.lower(): s / top for w, s in salient}
     return [(word + " ", scores.get(word.strip(".,!?;:\"'()").lower())) for word in text.split()]
+
+
+def _new_video(folder: str, prefix: str) -> Path:
+    """A fresh ``prefix*.mp4`` name in ``folder``; the oldest earlier ones go, so at most ``KEEP_VIDEOS`` stay."""
+    earlier = sorted(Path(folder).glob(f"{prefix}*.mp4"), key=lambda f: f.stat().st_mtime)
+    for old in earlier[: max(0, len(earlier) - KEEP_VIDEOS + 1)]:
+        old.unlink(missing_ok=True)
+    handle, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".mp4")
+    os.close(handle)
+    return Path(name)
+
+
+def _talking_head_summary(info: dict[str, Any], source: str) -> str:
+    """Markdown: the emotion shown, the voice, the figures and the chain of thought of a talking-head video."""
+    performance, speech, timing = info["performance"], info["speech"], info["timing"]
+    mixture = " + ".join(f"{name} {weight:.0%}" for name, weight in performance["emotion"].items())
+    lines = [
+        f"**{mixture}** at intensity {performance['intensity']:.2f} ({source}); voice: {speech['engine']} "
+        f"({speech['voice']}), {speech['seconds']:.1f} s; {info['frames']} frames at {info['fps']:g} fps, rendered "
+        f"in {timing['render_seconds']:.1f} s ({timing['render_fps']:.0f} fps).",
+        "",
+        "**Chain of thought**",
+        "",
+        *(f"{k}. {reason}" for k, reason in enumerate(performance["reasons"], 1)),
+    ]
+    return "\n".join(lines)
 
 
 def build_demo(analyzer: Analyzer) -> gr.Blocks:
@@ -173,6 +210,39 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         )
         return result.image, info, status
 
+    def talking_head_for(engine: str) -> Any:
+        """The shared talking head (built on first use) speaking with ``engine``."""
+        from affectlens import TalkingHead, build_talking_head
+
+        if "talking_head" not in makers:
+            makers["talking_head"] = build_talking_head()
+        head = makers["talking_head"]
+        if engine != head.engine:  # same models, another voice
+            head = TalkingHead(head.editor, head.texture, cast("EngineChoice", engine), head.fps, head.texture_gain)
+        return head
+
+    def talking_head(
+        image: np.ndarray | None, text: str | None, emotion: str, intensity: float, engine: str = "auto"
+    ) -> tuple[str, str, dict[str, Any]]:
+        """A portrait speaks ``text`` -> (MP4 path, chain of thought as Markdown, details as JSON)."""
+        if image is None:
+            raise gr.Error("Give a portrait with one face.")
+        if not text or not text.strip():
+            raise gr.Error("Type what the portrait should say.")
+        if engine not in SPEECH_ENGINES:
+            raise gr.Error(f"unknown speech engine {engine!r}; choose {', '.join(SPEECH_ENGINES)}")
+        out = _new_video(workdir.name, "talking-head-")
+        try:
+            head = talking_head_for(engine)
+            video = head.speak(image, text, None if emotion == FROM_TEXT else emotion, float(intensity))
+            timing = video.write(out)
+        except AffectLensError as exc:
+            out.unlink(missing_ok=True)
+            raise gr.Error(str(exc)) from exc
+        info = {**video.to_dict(), "timing": {k: round(float(v), 3) for k, v in timing.items()}}
+        source = "read from the text" if emotion == FROM_TEXT else "chosen"
+        return str(out), _talking_head_summary(info, source), info
+
     def new_conversation() -> Any:
         from affectlens.conversation import Conversation
         from fusion.memory import EmotionalMemory, sentence_embedder
@@ -207,6 +277,20 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         trajectory = pd.DataFrame(rows, columns=["turn", "dimension", "value"])
         status = f"{turn.trajectory}" + (f" · remembered: {turn.recollection}" if turn.recollection else "")
         return chat, history, turn.tree.render(), plan, trajectory, "", status
+
+    def speak_reply(chat: Any, speak: bool, spoken: int | None) -> tuple[str | None, int | None]:
+        """The last turn's reply spoken by the sample portrait (once per turn; a safety reply with a calm face)."""
+        if not speak or chat is None or not chat.turns or chat.turns[-1].index == spoken:
+            return None, spoken
+        if chat.animator is None:
+            chat.animator = talking_head_for("auto")
+        out = _new_video(workdir.name, "reply-")
+        try:
+            chat.talking_head(PORTRAIT, out)
+        except AffectLensError as exc:
+            out.unlink(missing_ok=True)
+            raise gr.Error(str(exc)) from exc
+        return str(out), chat.turns[-1].index
 
     with gr.Blocks(title="AffectLens") as demo:
         gr.Markdown(
@@ -317,8 +401,12 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         chat_audio = gr.Audio(
                             type="filepath", sources=["upload", "microphone"], label="Voice (optional)"
                         )
-                    chat_btn = gr.Button("Send", variant="primary")
+                    with gr.Row():
+                        chat_btn = gr.Button("Send", variant="primary")
+                        chat_speak = gr.Checkbox(value=False, label="Speak the reply (talking head)")
                     chat_status = gr.Markdown()
+                    chat_video = gr.Video(label="The reply, spoken", interactive=False)
+                    chat_spoken = gr.State(None)
                 with gr.Column(scale=2):
                     chat_plan = gr.Markdown(label="Strategies")
                     chat_affect = gr.LinePlot(
@@ -331,6 +419,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 inputs=[chat_state, chatbot, chat_text, chat_image, chat_audio],
                 outputs=[chat_state, chatbot, chat_tree, chat_plan, chat_affect, chat_text, chat_status],
                 api_name="chat",
+            ).then(
+                speak_reply,
+                inputs=[chat_state, chat_speak, chat_spoken],
+                outputs=[chat_video, chat_spoken],
+                api_name="speak_reply",
             )
         with gr.Tab("Create"):
             with gr.Tab("Emotion image"):
@@ -378,6 +471,33 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     inputs=[edit_in, edit_emotion, edit_strength],
                     outputs=[edit_out, edit_plan, edit_status],
                     api_name="edit_expression",
+                )
+            with gr.Tab("Talking head"):
+                gr.Markdown(
+                    "The portrait speaks a reply with an emotion, rendered on the CPU: the emotion is first planned "
+                    "as action units over time (onset, apex, offset; a question lifts the brows), the voice is "
+                    "synthesised (piper, else eSpeak NG) and drives the lips, and the face mesh is warped frame by "
+                    "frame with blinks, small head movements and glances."
+                )
+                with gr.Row():
+                    speak_in = gr.Image(
+                        value=str(PORTRAIT), type="numpy", label="Portrait (one face, roughly frontal)",
+                        sources=["upload", "webcam", "clipboard"],
+                    )  # fmt: skip
+                    speak_out = gr.Video(label="Talking head", interactive=False)
+                speak_text = gr.Textbox(value=EXAMPLE_REPLY, label="What the portrait says", lines=3)
+                with gr.Row():
+                    speak_emotion = gr.Dropdown([FROM_TEXT, *CANONICAL_EMOTIONS], value=FROM_TEXT, label="Emotion")
+                    speak_intensity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Intensity")
+                    speak_engine = gr.Dropdown(list(SPEECH_ENGINES), value="auto", label="Voice")
+                speak_btn = gr.Button("Speak", variant="primary")
+                speak_reasons = gr.Markdown()
+                speak_info = gr.JSON(label="Performance, speech and timing")
+                speak_btn.click(
+                    talking_head,
+                    inputs=[speak_in, speak_text, speak_emotion, speak_intensity, speak_engine],
+                    outputs=[speak_out, speak_reasons, speak_info],
+                    api_name="talking_head",
                 )
     demo.affectlens_workdir = workdir  # lives (and is cleaned) with the demo
     return demo

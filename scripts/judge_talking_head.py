@@ -1,0 +1,256 @@
+"""Check the talking head with our own perception: does the face read as the emotion, does the mouth follow
+the voice, how fast does it render?
+
+For each emotion, one sentence is spoken (piper with the Joe voice, espeak-ng when piper is missing) and
+rendered from
+
+- the sample portrait (``demo/assets/astronaut.jpg``, NASA, public domain; she smiles broadly in the photo,
+  which every other emotion has to overcome), and
+- ``--faces`` FER2013 *test* faces labelled neutral (48x48 upscaled to 192x192, meshed as in
+  ``fit_expression_edit.py``; never written anywhere).
+
+Agreement: the share of frames after the onset (from the apex's start to the end) that the default expression
+model (``affectlens-expression``) classifies as the requested emotion, per emotion. Sync: our MediaPipe mesh
+run again on every rendered frame of the portrait, the inner-lip gap (mesh points 13-14) divided by the
+interocular distance, against the speech's RMS envelope at the same frame: Pearson r, per emotion and pooled.
+Speed: frames per second of rendering (``render_frame``, no encoding) and of the whole MP4 write, and the TTS's
+real-time factor. Key frames of the portrait go to ``docs/talking-head/``; the figures to ``--json``.
+
+    python scripts/judge_talking_head.py                    # ~4 min CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from affectlens.errors import AffectLensError  # noqa: E402
+from affectlens.labels import CANONICAL_EMOTIONS, canonical_label  # noqa: E402
+from affectlens.registry import create_face_expression  # noqa: E402
+from demo.samples import load_portrait  # noqa: E402
+from generation.lipsync import envelope_correlation  # noqa: E402
+from generation.speech import synthesize  # noqa: E402
+from generation.talking_head import LEAD_IN, TalkingHead, TalkingHeadVideo, build_talking_head  # noqa: E402
+from perception.face.landmarks import FaceMesh  # noqa: E402
+from perception.face.pipeline import mesh_box  # noqa: E402
+
+SENTENCE = "I hear you, and I am right here with you. Tell me more about what happened today."
+DOCS = REPO / "docs" / "talking-head"
+INTENSITY = 0.8
+SEED = 0
+
+
+def read_frames(model: Any, frames: list[np.ndarray], box: np.ndarray) -> np.ndarray:
+    """The expression model's argmax per frame (crops from ``box``)."""
+    crops = np.stack([model.preprocess(f, box) for f in frames])
+    return np.concatenate([model.predict_batch(crops[i : i + 64]).argmax(1) for i in range(0, len(crops), 64)])
+
+
+def after_onset(video: TalkingHeadVideo) -> slice:
+    start = int(np.ceil(video.performance.apex[0] * video.fps))
+    return slice(start, video.num_frames)
+
+
+def mouth_gaps(mesh: FaceMesh, frames: list[np.ndarray], box: np.ndarray) -> np.ndarray:
+    """Inner-lip gap / interocular distance per frame (NaN where the mesh finds no face)."""
+    out = np.full(len(frames), np.nan)
+    for i, frame in enumerate(frames):
+        points, _ = mesh(frame, box, None)
+        if points is not None:
+            out[i] = np.linalg.norm(points[13, :2] - points[14, :2]) / np.linalg.norm(points[33, :2] - points[263, :2])
+    return out
+
+
+def key_frames(video: TalkingHeadVideo, frames: list[np.ndarray], box: np.ndarray, size: int = 200) -> np.ndarray:
+    """Four frames side by side: rest, apex while speaking (mouth open), apex (mouth closed), offset."""
+    x0, y0, x1, y1 = box
+    pad = 0.35 * (x1 - x0)
+    h, w = frames[0].shape[:2]
+    cx0, cy0 = int(max(0, x0 - pad)), int(max(0, y0 - pad))
+    cx1, cy1 = int(min(w, x1 + pad)), int(min(h, y1 + pad))
+    apex = after_onset(video)
+    opening = video.mouth.open
+    lead = round(LEAD_IN * video.fps)
+    speaking = [k for k in range(apex.start, video.num_frames) if 0 <= k - lead < len(opening)]
+    opened = max(speaking, key=lambda k: opening[k - lead]) if speaking else apex.start
+    closed = min(speaking, key=lambda k: opening[k - lead]) if speaking else apex.start
+    picks = [0, opened, closed, video.num_frames - 1]
+    tiles = [cv2.resize(frames[k][cy0:cy1, cx0:cx1], (size, int(size * (cy1 - cy0) / (cx1 - cx0)))) for k in picks]
+    return np.concatenate(tiles, axis=1)
+
+
+def fer_neutral_faces(npz: Path, count: int, split_name: str = "test") -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` FER2013 faces labelled neutral as (192x192 RGB, 468x3 mesh), from the test split or (``val``)
+    the expression model's validation split of train, which settings are chosen on."""
+    from fit_expression_edit import DEFAULT_NPZ, meshes, upscale
+    from train_face_expression import validation_mask
+
+    with np.load(npz or DEFAULT_NPZ) as data:
+        images, raw_labels, split = data["images"], data["labels"], data["split"]
+        names, split_names = [str(n) for n in data["label_names"]], [str(n) for n in data["split_names"]]
+    to_canonical = np.array([CANONICAL_EMOTIONS.index(canonical_label(n) or "") for n in names])
+    labels = to_canonical[raw_labels]
+    points = meshes(npz or DEFAULT_NPZ, images)
+    ok = np.isfinite(points).all(axis=(1, 2))
+    if split_name == "val":
+        train = np.flatnonzero(split == split_names.index("train"))
+        pool = np.zeros(len(labels), bool)
+        pool[train[validation_mask(labels[train])]] = True
+    else:
+        pool = split == split_names.index("test")
+    candidates = np.flatnonzero(pool & ok & (labels == CANONICAL_EMOTIONS.index("neutral")))
+    chosen = np.random.default_rng(SEED).permutation(candidates)[:count]
+    return [(upscale(images[i]), points[i]) for i in chosen]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", type=int, default=20, help="FER2013 test neutral faces (0: portrait only)")
+    parser.add_argument("--npz", type=Path, default=None)
+    parser.add_argument(
+        "--split", choices=("test", "val"), default="test", help="FER2013 faces: val to choose settings"
+    )
+    parser.add_argument("--engine", default="auto")
+    parser.add_argument("--json", type=Path, default=DOCS / "metrics.json")
+    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a setting of generation.talking_head or generation.texture (e.g. JAW_GAIN=2, MAX_SHADE=0.6) "
+        "to compare settings on --split val",
+    )
+    args = parser.parse_args()
+    import generation.talking_head as talking_head_module
+    import generation.texture as texture_module
+
+    for item in args.set:
+        name, _, value = item.partition("=")
+        module = next((m for m in (talking_head_module, texture_module) if hasattr(m, name)), None)
+        if module is None:
+            parser.error(f"--set {item}: no setting {name!r} in generation.talking_head or generation.texture")
+        setattr(module, name, float(value))
+    torch.set_num_threads(1)
+    started = time.time()
+    head: TalkingHead = build_talking_head(engine=args.engine)
+    model = create_face_expression()
+    mesh = FaceMesh(num_threads=1)
+    image = load_portrait()
+    portrait = head.prepare(image)
+    box = np.asarray(portrait.box, np.float32)
+    print(f"portrait reads as {CANONICAL_EMOTIONS[read_frames(model, [image], box)[0]]} before any change")
+
+    speeches, results, tiles = {}, {}, []
+    for emotion in CANONICAL_EMOTIONS:
+        speech = synthesize(SENTENCE, emotion, intensity=INTENSITY, engine=args.engine)
+        speeches[emotion] = speech
+        video = head.perform(portrait, SENTENCE, emotion, INTENSITY, SEED, speech=speech)
+        t0 = time.perf_counter()
+        frames = list(video.frames())
+        render_s = time.perf_counter() - t0
+        k = CANONICAL_EMOTIONS.index(emotion)
+        reads = read_frames(model, frames, box)[after_onset(video)]
+        gaps = mouth_gaps(mesh, frames, box)
+        lead = round(LEAD_IN * video.fps)
+        env = np.zeros(video.num_frames)
+        env[lead : lead + len(video.mouth.envelope)] = video.mouth.envelope[: video.num_frames - lead]
+        valid = np.isfinite(gaps)
+        sync = envelope_correlation(gaps[valid], env[valid])
+        results[emotion] = {
+            "portrait_agreement": float((reads == k).mean()),
+            "portrait_reads": {CANONICAL_EMOTIONS[c]: float((reads == c).mean()) for c in np.unique(reads)},
+            "sync_r": sync,
+            "frames": video.num_frames,
+            "speech_seconds": speech.duration,
+            "tts_seconds": speech.seconds,
+            "render_fps": video.num_frames / render_s,
+            "performance": video.performance.to_dict(),
+            "_gaps": gaps,
+            "_env": env,
+        }
+        tiles.append(key_frames(video, frames, box))
+        print(
+            f"{emotion:<10} portrait agreement {results[emotion]['portrait_agreement']:.2f}  sync r {sync:.2f}  "
+            f"render {results[emotion]['render_fps']:.0f} fps  tts {speech.seconds:.2f} s for {speech.duration:.2f} s",
+            flush=True,
+        )
+
+    if args.faces:
+        faces = fer_neutral_faces(args.npz, args.faces, args.split)
+        for emotion in CANONICAL_EMOTIONS:
+            k = CANONICAL_EMOTIONS.index(emotion)
+            shares, refused = [], 0
+            for face, points in faces:
+                try:
+                    fp = head.prepare(face, points)
+                except AffectLensError:  # turned too far, too small: the talking head refuses, so do we
+                    refused += 1
+                    continue
+                video = head.perform(fp, SENTENCE, emotion, INTENSITY, SEED, speech=speeches[emotion])
+                frames = list(video.frames())
+                reads = read_frames(model, frames, mesh_box(points))[after_onset(video)]
+                shares.append(float((reads == k).mean()))
+            results[emotion]["fer_agreement"] = float(np.mean(shares))
+            results[emotion]["fer_faces_majority"] = float(np.mean(np.array(shares) > 0.5))
+            results[emotion]["fer_faces"] = len(shares)
+            results[emotion]["fer_refused"] = refused
+            print(f"{emotion:<10} FER2013 {args.split} neutral faces: agreement {np.mean(shares):.2f}", flush=True)
+
+    pooled_gaps = np.concatenate([r.pop("_gaps") for r in results.values()])
+    pooled_env = np.concatenate([r.pop("_env") for r in results.values()])
+    valid = np.isfinite(pooled_gaps)
+    pooled = envelope_correlation(pooled_gaps[valid], pooled_env[valid])
+    video = head.perform(portrait, SENTENCE, "happiness", INTENSITY, SEED, speech=speeches["happiness"])
+    DOCS.mkdir(parents=True, exist_ok=True)
+    write = video.write(Path("/tmp") / "affectlens-judge-talking-head.mp4")
+    summary = {
+        "sentence": SENTENCE,
+        "intensity": INTENSITY,
+        "engine": speeches["neutral"].engine,
+        "portrait": "demo/assets/astronaut.jpg",
+        "fer_faces": args.faces,
+        "fer_split": args.split,
+        "overrides": args.set,
+        "per_emotion": results,
+        "mean_portrait_agreement": float(np.mean([r["portrait_agreement"] for r in results.values()])),
+        "mean_fer_agreement": (float(np.mean([r["fer_agreement"] for r in results.values()])) if args.faces else None),
+        "sync_r_pooled": pooled,
+        "render_fps_mean": float(np.mean([r["render_fps"] for r in results.values()])),
+        "mp4_write": write,
+        "tts_real_time_factor": float(
+            sum(s.seconds for s in speeches.values()) / sum(s.duration for s in speeches.values())
+        ),
+        "wall_seconds": time.time() - started,
+        "command": "python scripts/judge_talking_head.py",
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    if not args.no_figures:
+        grid = np.concatenate(tiles, axis=0)
+        for row, emotion in enumerate(CANONICAL_EMOTIONS):
+            y = row * tiles[0].shape[0] + 22
+            cv2.putText(grid, emotion, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 3, cv2.LINE_AA)
+            cv2.putText(grid, emotion, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (20, 20, 20), 1, cv2.LINE_AA)
+        cv2.imwrite(str(DOCS / "key-frames.jpg"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    print(
+        f"mean portrait agreement {summary['mean_portrait_agreement']:.2f}; FER {summary['mean_fer_agreement']}; "
+        f"sync r pooled {pooled:.2f}; render {summary['render_fps_mean']:.0f} fps; "
+        f"MP4 write {write['render_fps']:.0f} fps; TTS RTF {summary['tts_real_time_factor']:.2f} -> {args.json}"
+    )
+
+
+if __name__ == "__main__":
+    main()

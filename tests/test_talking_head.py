@@ -1,0 +1,292 @@
+"""Expression ratio images (generation.texture) and the talking head (generation.talking_head)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectlens.errors import AffectLensError
+from affectlens.labels import CANONICAL_EMOTIONS
+from generation.edit import AU_NAMES, AUBasis
+from generation.talking_head import (
+    LEAD_IN,
+    LIDS,
+    TAIL,
+    TalkingHead,
+    blink_curve,
+    gaze_path,
+    head_motion,
+    plan_performance,
+    resolve_mixture,
+    rotate_points,
+    text_cues,
+)
+from generation.texture import CanonicalFrame, ExpressionTexture
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "expression-edit"
+
+
+# ---- texture -----------------------------------------------------------------------------------------------
+
+
+def _grid_shape() -> np.ndarray:
+    """A 468x2 stand-in for a face shape: a jittered grid (enough for triangulation and sampling)."""
+    rng = np.random.default_rng(0)
+    xs, ys = np.meshgrid(np.linspace(-1, 1, 26), np.linspace(-1.2, 1.2, 18))
+    return np.stack([xs.ravel(), ys.ravel()], 1) + rng.normal(0, 0.01, (468, 2))
+
+
+def test_canonical_frame_samples_a_face_back_to_its_own_pattern() -> None:
+    frame = CanonicalFrame.from_shape(_grid_shape(), size=64)
+    assert frame.mask.mean() > 0.5
+    # An image whose pixels encode their own x: sampling it at points scaled x2 must give 2 * canonical x.
+    image = np.tile(np.arange(256, dtype=np.float32), (256, 1))
+    out = frame.sample(image, frame.points * 2.0)
+    xs = np.tile(np.arange(64, dtype=np.float32), (64, 1))
+    inside = frame.mask
+    assert np.abs(out[inside] - 2.0 * xs[inside]).max() < 1.0
+    assert (out[~inside] == 0).all()
+
+
+def test_texture_fit_finds_a_darker_region_and_shading_leaves_the_rest() -> None:
+    frame = CanonicalFrame.from_shape(_grid_shape(), size=48)
+    points = frame.points * 2.0  # faces drawn at twice the canonical size
+    rng = np.random.default_rng(1)
+    faces, labels = [], []
+    for i in range(40):
+        face = np.full((96, 96), 150.0) + rng.normal(0, 5, (96, 96))
+        if i % 2:  # "anger" darkens a band across the brow
+            face[30:40, :] *= 0.6
+        faces.append(np.clip(face, 0, 255).astype(np.uint8))
+        labels.append("anger" if i % 2 else "neutral")
+    texture = ExpressionTexture.fit(frame, np.stack(faces), np.repeat(points[None], 40, 0), labels, smooth=0)
+    ratio = texture.log_ratio["anger"]
+    assert ratio[16:19, 10:38].mean() < -0.3  # the band (rows 30-40 of the 96-pixel face = 15-20 canonical)
+    assert abs(ratio[30:40, 10:38].mean()) < 0.05
+    assert set(texture.log_ratio) == {"neutral", "anger"} and not texture.log_ratio["neutral"].any()
+    image = np.full((200, 200, 3), 150, np.uint8)
+    face_points = frame.points * 2.0 + 40
+    carried = texture.for_face(face_points, image.shape[:2])
+    shaded = carried.shade(image, {"anger": 1.0})
+    assert np.array_equal(carried.shade(image, {"anger": 0.0}), image)
+    assert shaded[:35].tolist() == image[:35].tolist()  # above the face: untouched
+    assert shaded[40 + 32 : 40 + 38, 70:130].mean() < 120  # the band landed on the face, darker
+    with pytest.raises(AffectLensError, match="neutral"):
+        ExpressionTexture.fit(frame, np.stack(faces[:1]), points[None], ["anger"])
+
+
+@pytest.mark.weights
+def test_shipped_texture_round_trips_and_masks_the_mouth(tmp_path: Path) -> None:
+    texture = ExpressionTexture.load()
+    assert set(texture.log_ratio) == set(CANONICAL_EMOTIONS) and texture.card["gain"] > 0
+    assert texture.card["test"]["shape + shading"]["mean"] > texture.card["test"]["shape only"]["mean"]
+    again = ExpressionTexture.load(texture.save(tmp_path / "t.safetensors"))
+    assert np.allclose(again.log_ratio["happiness"], texture.log_ratio["happiness"], atol=1e-3)
+    mouth = texture.mouth_mask()
+    lips = np.round(texture.frame.points[[13, 14]].mean(0)).astype(int)
+    assert mouth[lips[1], lips[0]] > 0.99 and mouth[5, 5] == 0
+
+
+# ---- the AU plan -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def basis() -> AUBasis:
+    return AUBasis.load(WEIGHTS / "au-basis.safetensors")
+
+
+def test_plan_has_onset_apex_offset_and_a_readable_chain(basis: AUBasis) -> None:
+    calm = dict.fromkeys(AU_NAMES, 0.2)
+    perf = plan_performance("happiness", "It is so good to see you.", 3.0, 0.7, basis=basis, current_aus=calm)
+    assert perf.num_frames == round((LEAD_IN + 3.0 + TAIL) * 25)
+    assert perf.curves.shape == (perf.num_frames, 17)
+    smile = perf.curve("AU12")
+    assert smile[0] == 0 and smile.max() > 1.0
+    apex = int(perf.apex[0] * 25) + 1
+    assert np.allclose(smile[apex : int(perf.apex[1] * 25)], smile.max(), rtol=1e-3)  # held at the apex
+    assert 0.4 * smile.max() < smile[-1] < 0.8 * smile.max()  # offset relaxes, does not snap back
+    assert perf.level.min() >= 0 and perf.level.max() <= 1
+    text = " ".join(perf.reasons)
+    assert "AU12" in text and "onset" in text and "happiness" in text and "mouth" in text
+    assert perf.to_dict()["targets"]["AU12"] > calm["AU12"]
+
+
+def test_surprise_arrives_faster_than_sadness_and_intensity_scales(basis: AUBasis) -> None:
+    fast = plan_performance("surprise", "Oh.", 2.0, 0.5, basis=basis)
+    slow = plan_performance("sadness", "Oh.", 2.0, 0.5, basis=basis)
+    assert fast.apex[0] - fast.onset[0] < slow.apex[0] - slow.onset[0]
+    weak = plan_performance("sadness", "Oh.", 2.0, 0.1, basis=basis)
+    assert np.abs(weak.curves).sum(1).max() < 0.9 * np.abs(slow.curves).sum(1).max()
+
+
+def test_mixtures_blend_and_cues_move_the_brows(basis: AUBasis) -> None:
+    mix = plan_performance({"happiness": 0.5, "surprise": 0.5}, "Really?", 2.0, 0.6, basis=basis)
+    happy = plan_performance("happiness", "Really.", 2.0, 0.6, basis=basis)
+    surprised = plan_performance("surprise", "Really.", 2.0, 0.6, basis=basis)
+    k12 = AU_NAMES.index("AU12")
+    apex = int(happy.apex[0] * 25) + 2
+    h, su, m = happy.curves[apex, k12], surprised.curves[apex, k12], mix.curves[apex, k12]
+    assert np.isclose(m, 0.5 * h + 0.5 * su, atol=1e-3) and min(h, su) + 0.5 < m < max(h, su) - 0.5
+    assert mix.emotion == {"happiness": 0.5, "surprise": 0.5}
+    assert mix.cues and mix.cues[0].kind == "question" and "question" in " ".join(mix.reasons)
+    end = int(mix.cues[0].end * 25) - 5  # a question lifts the brows towards its end
+    assert mix.curve("AU01")[end] > 0.5 * (happy.curve("AU01")[end] + surprised.curve("AU01")[end]) + 0.3
+    cues = text_cues("Fine. Really? Wow!", 0.0, 3.0)
+    assert [c.kind for c in cues] == ["question", "exclamation"] and cues[0].start < cues[1].start
+
+
+def test_plan_and_mixture_errors(basis: AUBasis) -> None:
+    with pytest.raises(AffectLensError, match="empty"):
+        plan_performance("anger", "   ", 1.0, basis=basis)
+    with pytest.raises(AffectLensError, match="at most"):
+        plan_performance("anger", "a" * 1001, 1.0, basis=basis)
+    with pytest.raises(AffectLensError, match="intensity"):
+        plan_performance("anger", "Hi.", 1.0, 1.5, basis=basis)
+    with pytest.raises(AffectLensError, match="emotion"):
+        resolve_mixture("smug")
+    with pytest.raises(AffectLensError, match="all zero"):
+        resolve_mixture({"anger": 0.0})
+    with pytest.raises(AffectLensError, match="non-negative"):
+        resolve_mixture({"anger": -1.0})
+    assert resolve_mixture({"happy": 1, "sad": 3}) == {"sadness": 0.75, "happiness": 0.25}
+
+
+def test_natural_motion_is_small_and_seeded() -> None:
+    rng = np.random.default_rng(3)
+    blinks = blink_curve(500, 25.0, rng, breaks=[2.0])
+    starts = np.flatnonzero((blinks[1:] > 0) & (blinks[:-1] == 0)) + 1
+    assert 3 <= len(starts) <= 10 and blinks.max() == 1.0 and np.diff(starts).min() >= 25
+    pose = head_motion(250, 25.0, np.random.default_rng(0), np.zeros(250))
+    assert np.abs(pose).max() < 4.0 and np.abs(np.diff(pose, axis=0)).max() < 0.5
+    nod = head_motion(250, 25.0, np.random.default_rng(0), np.ones(250))
+    assert (nod[50:200, 1] - pose[50:200, 1]).mean() > 1.5
+    gaze = gaze_path(500, 25.0, np.random.default_rng(0))
+    assert np.abs(gaze).max() <= 0.12 and (np.abs(gaze).sum(1) == 0).mean() > 0.5
+    assert np.array_equal(gaze, gaze_path(500, 25.0, np.random.default_rng(0)))
+    pts = np.random.default_rng(0).normal(0, 50, (468, 3)) + 200
+    assert np.allclose(rotate_points(pts, 0, 0, 0), pts[:, :2])
+    turned = rotate_points(pts, 0, 0, 90)
+    assert np.allclose(turned.mean(0), pts[:, :2].mean(0))
+
+
+# ---- rendering ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def head() -> TalkingHead:
+    from generation.talking_head import build_talking_head
+
+    return build_talking_head(engine="espeak-ng")
+
+
+@pytest.mark.weights
+def test_render_speaks_moves_the_face_and_keeps_the_background(
+    head: TalkingHead, portrait: np.ndarray, tmp_path: Path
+) -> None:
+    from generation.video_out import read_mp4_info
+
+    prepared = head.prepare(portrait)
+    assert prepared.expression and max(prepared.expression, key=prepared.expression.__getitem__) == "happiness"
+    video = head.perform(prepared, "Hello there. I am glad you came.", "surprise", 0.8, seed=1)
+    assert video.speech.engine == "espeak-ng" and video.num_frames == video.performance.num_frames
+    frames = list(video.frames())
+    assert len(frames) == video.num_frames and frames[0].shape == portrait.shape
+    x0, y0, x1, y1 = (int(v) for v in prepared.box)
+    apex = int(video.performance.apex[0] * 25) + 2
+    change = np.abs(frames[apex][y0:y1, x0:x1].astype(int) - portrait[y0:y1, x0:x1]).mean()
+    assert change > 3.0
+    for corner in (np.s_[:30, :30], np.s_[-30:, -30:]):
+        assert all(np.array_equal(f[corner], portrait[corner]) for f in frames[::10])
+    # The mouth follows the voice: the lower lip is lower on loud frames than on quiet ones.
+    lead = round(LEAD_IN * 25)
+    opening = np.zeros(video.num_frames)
+    opening[lead : lead + len(video.mouth.open)] = video.mouth.open[: video.num_frames - lead]
+    k25, k26 = AU_NAMES.index("AU25"), AU_NAMES.index("AU26")
+    jaw = video.aus[:, k25] + video.aus[:, k26]
+    assert np.corrcoef(jaw[lead:], opening[lead:])[0, 1] > 0.8
+    blink = int(np.argmax(video.blinks))
+    assert video.blinks[blink] == 1.0  # 3+ s of video hold at least one blink; it closes the lids
+    upper, lower = (list(ids) for ids in LIDS[0])
+    eye = prepared.points[upper + lower, :2]
+    (ex0, ey0), (ex1, ey1) = eye.min(0).astype(int) - 2, eye.max(0).astype(int) + 3
+    shut, before = frames[blink][ey0:ey1, ex0:ex1], frames[max(0, blink - 4)][ey0:ey1, ex0:ex1]
+    assert np.abs(shut.astype(int) - before).mean() > 3.0
+    out = tmp_path / "th.mp4"
+    figures = video.write(out)
+    info = read_mp4_info(out)
+    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.frames == video.num_frames
+    assert abs(info.duration - video.num_frames / 25) < 0.1 and figures["render_fps"] > 5
+    data = video.to_dict()
+    assert data["speech"]["engine"] == "espeak-ng" and data["performance"]["reasons"]
+
+
+@pytest.mark.weights
+def test_bad_portraits_get_clear_errors(head: TalkingHead, portrait: np.ndarray) -> None:
+    with pytest.raises(AffectLensError, match="no face"):
+        head.prepare(np.full((256, 256, 3), 128, np.uint8))
+    with pytest.raises(AffectLensError, match="2 faces"):
+        head.prepare(np.concatenate([portrait, portrait], axis=1))
+    points, _ = head.editor.locate(portrait)
+    a = np.radians(60.0)  # the face turned 60 degrees about the vertical axis: a profile
+    centre = points.mean(0)
+    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    turned = (points - centre) @ turn.T + centre
+    with pytest.raises(AffectLensError, match="profile"):
+        head.prepare(portrait, turned)
+    small = points.copy()
+    small[:, :2] = (points[:, :2] - points[:, :2].mean(0)) * 0.15 + 100
+    with pytest.raises(AffectLensError, match="too small"):
+        head.prepare(portrait, small)
+    with pytest.raises(AffectLensError, match="uint8"):
+        head.prepare(portrait.astype(np.float32))
+
+
+@pytest.mark.weights
+def test_no_tts_engine_is_a_clear_error(
+    head: TalkingHead, portrait: np.ndarray, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import generation.speech as speech
+
+    monkeypatch.setattr(speech, "find_piper", lambda: None)
+    monkeypatch.setattr(speech, "find_espeak", lambda: None)
+    auto = TalkingHead(head.editor, head.texture, engine="auto")
+    prepared = auto.prepare(portrait)
+    with pytest.raises(AffectLensError, match="espeak"):
+        auto.perform(prepared, "Hello.", "neutral")
+
+
+def test_the_supporter_never_mirrors_anger() -> None:
+    from types import SimpleNamespace
+
+    from affectlens.tree import TreeNode
+    from generation.talking_head import tree_performance_inputs
+
+    def tree(probabilities: dict[str, float]) -> SimpleNamespace:
+        return SimpleNamespace(emotion=TreeNode("emotion", {"probabilities": probabilities}, 0.9))
+
+    angry, strength = tree_performance_inputs(tree({"anger": 0.9, "neutral": 0.1}))  # type: ignore[arg-type]
+    assert "anger" not in angry and angry["neutral"] > angry["sadness"] > 0 and strength < 0.9
+    happy, strength = tree_performance_inputs(tree({"happiness": 0.8, "neutral": 0.2}))  # type: ignore[arg-type]
+    assert happy == {"happiness": 1.0} and strength == pytest.approx(0.8)
+
+
+@pytest.mark.weights
+def test_a_photos_open_mouth_is_painted_over_once(head: TalkingHead, portrait: np.ndarray) -> None:
+    import cv2
+
+    from generation.edit import INNER_LIPS
+
+    prepared = head.prepare(portrait)  # the sample portrait smiles with her teeth showing
+    inside = np.zeros(portrait.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round(prepared.points[list(INNER_LIPS), :2]).astype(np.int32)], 1)
+
+    def contrast(image: np.ndarray) -> float:  # teeth and the gaps between them: strong edges inside the lips
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64)
+        return float(np.abs(cv2.Laplacian(grey, cv2.CV_64F))[inside == 1].mean())
+
+    assert contrast(prepared.image) < 0.3 * contrast(portrait)  # painted over from the lips around
+    x0, y0 = (int(v) for v in prepared.box[:2])
+    assert np.array_equal(prepared.image[:y0], portrait[:y0])  # nothing else changed
+    assert np.array_equal(prepared.image[:, :x0], portrait[:, :x0])
