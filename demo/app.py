@@ -301,12 +301,16 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         with gr.Tab("Analyze"):
             with gr.Tab("Image"):
                 with gr.Row():
-                    image_in = gr.Image(type="numpy", label="Image", sources=["upload", "webcam", "clipboard"])
+                    image_in = gr.Image(
+                        type="numpy", label="Image", sources=["upload", "webcam", "clipboard"], elem_id="image-in"
+                    )
                     image_out = gr.Image(type="numpy", label="Faces", interactive=False)
-                image_btn = gr.Button("Analyze image", variant="primary")
-                image_status = gr.Markdown()
+                image_btn = gr.Button("Analyze image", variant="primary", elem_id="image-btn")
+                image_status = gr.Markdown(elem_id="image-status")
                 with gr.Row():
-                    image_label = gr.Label(label="Expression (quality-weighted mean)", num_top_classes=7)
+                    image_label = gr.Label(
+                        label="Expression (quality-weighted mean)", num_top_classes=7, elem_id="image-label"
+                    )
                     image_json = gr.JSON(label="Result")
                 gr.Examples(examples=[[str(PORTRAIT)]], inputs=[image_in])
                 image_btn.click(
@@ -394,17 +398,19 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             chat_state = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=3):
-                    chatbot = gr.Chatbot(label="Conversation", height=360)
-                    chat_text = gr.Textbox(label="Message", lines=2, placeholder="What's on your mind?")
+                    chatbot = gr.Chatbot(label="Conversation", height=360, elem_id="chatbot")
+                    chat_text = gr.Textbox(
+                        label="Message", lines=2, placeholder="What's on your mind?", elem_id="chat-text"
+                    )
                     with gr.Row():
                         chat_image = gr.Image(type="numpy", label="Photo (optional)", sources=["upload", "webcam"])
                         chat_audio = gr.Audio(
                             type="filepath", sources=["upload", "microphone"], label="Voice (optional)"
                         )
                     with gr.Row():
-                        chat_btn = gr.Button("Send", variant="primary")
+                        chat_btn = gr.Button("Send", variant="primary", elem_id="chat-btn")
                         chat_speak = gr.Checkbox(value=False, label="Speak the reply (talking head)")
-                    chat_status = gr.Markdown()
+                    chat_status = gr.Markdown(elem_id="chat-status")
                     chat_video = gr.Video(label="The reply, spoken", interactive=False)
                     chat_spoken = gr.State(None)
                 with gr.Column(scale=2):
@@ -412,7 +418,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     chat_affect = gr.LinePlot(
                         x="turn", y="value", color="dimension", y_lim=[-1, 1], label="Affect trajectory", height=220
                     )
-                    chat_tree = gr.Textbox(label="Affective tree of the last turn", lines=18, interactive=False)
+                    chat_tree = gr.Textbox(
+                        label="Affective tree of the last turn", lines=18, interactive=False, elem_id="chat-tree"
+                    )
             gr.Examples(examples=[["I failed my driving test again and I feel like an idiot."]], inputs=[chat_text])
             chat_btn.click(
                 chat_turn,
@@ -437,11 +445,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     create_mix = gr.Slider(0.0, 0.5, value=0.3, step=0.05, label="Share of the second emotion")
                 with gr.Row():
                     create_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                    create_count = gr.Slider(1, 8, value=4, step=1, label="Images")
+                    create_count = gr.Slider(1, 8, value=4, step=1, label="Images", elem_id="create-count")
                     create_guidance = gr.Slider(0.0, 8.0, value=3.0, step=0.5, label="Guidance")
-                create_btn = gr.Button("Generate", variant="primary")
-                create_gallery = gr.Gallery(label="Generated", columns=4, height="auto")
-                create_info = gr.JSON(label="How they were made")
+                create_btn = gr.Button("Generate", variant="primary", elem_id="create-btn")
+                create_gallery = gr.Gallery(label="Generated", columns=4, height="auto", elem_id="create-gallery")
+                create_info = gr.JSON(label="How they were made", elem_id="create-info")
                 create_btn.click(
                     create_images,
                     inputs=[create_emotion, create_second, create_mix, create_seed, create_count, create_guidance],

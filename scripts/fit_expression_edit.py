@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from affectlens import weights  # noqa: E402
-from affectlens.labels import CANONICAL_EMOTIONS, canonical_label  # noqa: E402
+from affectlens.labels import CANONICAL_EMOTIONS  # noqa: E402
 from affectlens.registry import create_face_expression  # noqa: E402
 from generation.edit import (  # noqa: E402
     AU_NAMES,
@@ -241,19 +241,12 @@ def main() -> None:
     torch.set_num_threads(1)
     started, started_wall = time.process_time(), time.time()
 
-    with np.load(args.npz) as data:
-        images, raw_labels, split = data["images"], data["labels"], data["split"]
-        names, split_names = [str(n) for n in data["label_names"]], [str(n) for n in data["split_names"]]
-    to_canonical = np.array([CANONICAL_EMOTIONS.index(canonical_label(n) or "") for n in names])
-    labels = to_canonical[raw_labels]
-    emotion = np.array(CANONICAL_EMOTIONS)[labels]
-    train_idx = np.flatnonzero(split == split_names.index("train"))
-    test_idx = np.flatnonzero(split == split_names.index("test"))
     sys.path.insert(0, str(REPO / "scripts"))
-    from train_face_expression import validation_mask  # the split the expression model was trained without
+    from train_face_expression import fer2013_split_indices  # the split the expression model was trained without
 
-    val_mask = validation_mask(labels[train_idx])
-    fit_idx, val_idx = train_idx[~val_mask], train_idx[val_mask]
+    images, labels, splits = fer2013_split_indices(args.npz)
+    emotion = np.array(CANONICAL_EMOTIONS)[labels]
+    fit_idx, val_idx, test_idx = splits["train"], splits["val"], splits["test"]
 
     points = meshes(args.npz, images)
     meshed = np.isfinite(points).all(axis=(1, 2))

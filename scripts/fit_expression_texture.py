@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from fit_expression_edit import DEFAULT_NPZ, KNEE, SIZE, TARGETS, FaceSet, Judge, meshes  # noqa: E402
-from train_face_expression import validation_mask  # noqa: E402
+from train_face_expression import fer2013_split_indices  # noqa: E402
 
 from affectlens import weights  # noqa: E402
-from affectlens.labels import CANONICAL_EMOTIONS, canonical_label  # noqa: E402
+from affectlens.labels import CANONICAL_EMOTIONS  # noqa: E402
 from affectlens.registry import create_face_expression  # noqa: E402
 from generation.edit import AU_NAMES, AUBasis, apply_plan  # noqa: E402
 from generation.texture import CanonicalFrame, ExpressionTexture  # noqa: E402
@@ -69,16 +69,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.process_time()
-    with np.load(args.npz) as data:
-        images, raw_labels, split = data["images"], data["labels"], data["split"]
-        names, split_names = [str(n) for n in data["label_names"]], [str(n) for n in data["split_names"]]
-    to_canonical = np.array([CANONICAL_EMOTIONS.index(canonical_label(n) or "") for n in names])
-    labels = to_canonical[raw_labels]
+    images, labels, splits = fer2013_split_indices(args.npz)
     emotion = np.array(CANONICAL_EMOTIONS)[labels]
-    train_idx = np.flatnonzero(split == split_names.index("train"))
-    test_idx = np.flatnonzero(split == split_names.index("test"))
-    val_mask = validation_mask(labels[train_idx])
-    fit_idx, val_idx = train_idx[~val_mask], train_idx[val_mask]
+    fit_idx, val_idx, test_idx = splits["train"], splits["val"], splits["test"]
     points = meshes(args.npz, images)  # at SIZE x SIZE (the 48x48 faces upscaled)
     meshed = np.isfinite(points).all(axis=(1, 2))
     scale = images.shape[1] / SIZE

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from affectlens.errors import AffectLensError  # noqa: E402
-from affectlens.labels import CANONICAL_EMOTIONS, canonical_label  # noqa: E402
+from affectlens.labels import CANONICAL_EMOTIONS  # noqa: E402
 from affectlens.registry import create_face_expression  # noqa: E402
 from demo.samples import load_portrait  # noqa: E402
 from generation.lipsync import envelope_correlation  # noqa: E402
@@ -95,22 +95,13 @@ def fer_neutral_faces(npz: Path, count: int, split_name: str = "test") -> list[t
     """``count`` FER2013 faces labelled neutral as (192x192 RGB, 468x3 mesh), from the test split or (``val``)
     the expression model's validation split of train, which settings are chosen on."""
     from fit_expression_edit import DEFAULT_NPZ, meshes, upscale
-    from train_face_expression import validation_mask
+    from train_face_expression import fer2013_split_indices
 
-    with np.load(npz or DEFAULT_NPZ) as data:
-        images, raw_labels, split = data["images"], data["labels"], data["split"]
-        names, split_names = [str(n) for n in data["label_names"]], [str(n) for n in data["split_names"]]
-    to_canonical = np.array([CANONICAL_EMOTIONS.index(canonical_label(n) or "") for n in names])
-    labels = to_canonical[raw_labels]
+    images, labels, splits = fer2013_split_indices(npz or DEFAULT_NPZ)
     points = meshes(npz or DEFAULT_NPZ, images)
-    ok = np.isfinite(points).all(axis=(1, 2))
-    if split_name == "val":
-        train = np.flatnonzero(split == split_names.index("train"))
-        pool = np.zeros(len(labels), bool)
-        pool[train[validation_mask(labels[train])]] = True
-    else:
-        pool = split == split_names.index("test")
-    candidates = np.flatnonzero(pool & ok & (labels == CANONICAL_EMOTIONS.index("neutral")))
+    pool = splits["val" if split_name == "val" else "test"]
+    ok = np.isfinite(points[pool]).all(axis=(1, 2)) & (labels[pool] == CANONICAL_EMOTIONS.index("neutral"))
+    candidates = pool[ok]
     chosen = np.random.default_rng(SEED).permutation(candidates)[:count]
     return [(upscale(images[i]), points[i]) for i in chosen]
 

@@ -68,8 +68,9 @@ def validation_mask(y_train: np.ndarray) -> np.ndarray:
     return mask
 
 
-def load_fer2013(npz: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train", "val", "test"}`` -> (uint8 Nx48x48 images, canonical label indices)."""
+def fer2013_split_indices(npz: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(uint8 Nx48x48 images, canonical label indices, ``{"train", "val", "test"}`` -> indices into them):
+    ``train`` is FER2013 train minus the validation split (``validation_mask``), which is ``val``."""
     with np.load(npz) as data:
         images, labels, splits = data["images"], data["labels"].astype(np.int64), data["split"]
         names, split_names = [str(n) for n in data["label_names"]], list(data["split_names"])
@@ -78,11 +79,13 @@ def load_fer2013(npz: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     train_idx = np.flatnonzero(splits == split_names.index("train"))
     test_idx = np.flatnonzero(splits == split_names.index("test"))
     val_mask = validation_mask(y[train_idx])
-    return {
-        "train": (images[train_idx[~val_mask]], y[train_idx[~val_mask]]),
-        "val": (images[train_idx[val_mask]], y[train_idx[val_mask]]),
-        "test": (images[test_idx], y[test_idx]),
-    }
+    return images, y, {"train": train_idx[~val_mask], "val": train_idx[val_mask], "test": test_idx}
+
+
+def load_fer2013(npz: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"train", "val", "test"}`` -> (uint8 Nx48x48 images, canonical label indices)."""
+    images, y, splits = fer2013_split_indices(npz)
+    return {name: (images[idx], y[idx]) for name, idx in splits.items()}
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:
