@@ -98,6 +98,8 @@ class AnnotateSettings:
     workers: int = 1
     engine: Engine = "local"
     ray_address: str | None = None
+    #: Privacy: blur the faces in the report's key-frame thumbnails (the only media an annotate run writes).
+    blur_faces: bool = False
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -122,6 +124,7 @@ class AnnotateSettings:
             "modalities": sorted(self.modalities),
             "format": self.format,
             "min_segment": self.min_segment,
+            **({"blur_faces": True} if self.blur_faces else {}),  # absent when off: older outputs stay resumable
         }
 
 
@@ -646,17 +649,20 @@ def annotate_one(
         "finished": _now(),
     }
     if settings.report:
-        _write_report(done, folder, dict(zip(TABLES, (faces, utterances, timeline), strict=True)), settings.fps)
+        tables = dict(zip(TABLES, (faces, utterances, timeline), strict=True))
+        _write_report(done, folder, tables, settings.fps, settings.blur_faces)
     return done
 
 
-def _write_report(entry: dict[str, Any], folder: Path, tables: dict[str, pd.DataFrame], fps: float) -> None:
+def _write_report(
+    entry: dict[str, Any], folder: Path, tables: dict[str, pd.DataFrame], fps: float, blur_faces: bool = False
+) -> None:
     """Add the input's HTML report (``affectlens.report``) to ``entry``; a failure only adds a warning."""
     try:
         from affectlens.report import write_video_report
 
         video = entry["input"] if entry.get("kind") == "video" else None
-        entry["report"] = write_video_report(folder, tables, video, entry, fps=fps)
+        entry["report"] = write_video_report(folder, tables, video, entry, fps=fps, blur_faces=blur_faces)
     except Exception as exc:  # the tables are safe on disk: a broken report never fails the input
         logger.exception("%s: could not write the report", folder)
         entry["warnings"].append(f"{folder / 'report.html'}: report not written ({type(exc).__name__}: {exc})")

@@ -119,9 +119,15 @@ def _write_outputs(result: AnalysisResult, out_dir: Path, annotated: np.ndarray 
 
 
 def _analyze_one(
-    analyzer: Analyzer, path: str, out_dir: Path | None, fps: float | None, max_frames: int | None
+    analyzer: Analyzer,
+    path: str,
+    out_dir: Path | None,
+    fps: float | None,
+    max_frames: int | None,
+    blur: bool = False,
 ) -> tuple[AnalysisResult, list[Path]]:
-    """Analyse one file; with ``out_dir``, also write results and annotated media (decoding once)."""
+    """Analyse one file; with ``out_dir``, also write results and annotated media (decoding once; ``blur``:
+    faces blurred in the media)."""
     from affectlens.visualize import AnnotatedVideo, draw_faces
     from perception.media import open_media
 
@@ -131,13 +137,13 @@ def _analyze_one(
         return result, (_write_outputs(result, out_dir) if out_dir else [])
     if rgb is not None:
         result = analyzer.analyze_image(rgb, source=path)
-        return result, (_write_outputs(result, out_dir, draw_faces(rgb, result.faces)) if out_dir else [])
+        return result, (_write_outputs(result, out_dir, draw_faces(rgb, result.faces, blur=blur)) if out_dir else [])
     if out_dir is None:
         return analyzer.analyze_video(path, fps=fps, max_frames=max_frames), []
     assert info is not None
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path = out_dir / f"{Path(path).stem}.annotated.mp4"
-    with AnnotatedVideo(video_path, fps or info.fps) as annotate:
+    with AnnotatedVideo(video_path, fps or info.fps, blur=blur) as annotate:
         result = analyzer.analyze_video(path, fps=fps, max_frames=max_frames, on_frame=annotate)
     written = _write_outputs(result, out_dir, annotate.keyframe)
     return result, [*written, video_path]
@@ -204,7 +210,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             _print_result(result)
     for path in args.paths:
         try:
-            result, written = _analyze_one(analyzer, path, out_dir, args.fps, args.max_frames)
+            result, written = _analyze_one(analyzer, path, out_dir, args.fps, args.max_frames, args.blur_faces)
         except AffectLensError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
@@ -253,6 +259,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         settings = AnnotateSettings(
             fps=args.fps, modalities=parse_modalities(args.modalities), format=args.format, report=args.report,
             workers=_annotate_workers(args), engine=args.engine, ray_address=args.ray_address,
+            blur_faces=args.blur_faces,
         )  # fmt: skip
         if settings.engine == "ray":
             from affectlens.annotate_ray import import_ray
@@ -677,6 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", help="folder for <name>.json, <name>.faces.csv and annotated media")
     p.add_argument(
+        "--blur-faces", action="store_true",
+        help="privacy: blur every face in the annotated media written with -o (no mesh points drawn)",
+    )  # fmt: skip
+    p.add_argument(
         "--tree", action="store_true",
         help="print the affective tree (attributes → … → reply); several inputs are read as one moment",
     )  # fmt: skip
@@ -714,6 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", dest="report", action="store_false", help="no report.html per input, no index.html")
+    p.add_argument(
+        "--blur-faces", action="store_true", help="privacy: blur the faces in the report's key-frame thumbnails"
+    )
     p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("eval", help="evaluate a model on a labelled dataset")

@@ -390,13 +390,17 @@ def pick_keyframes(faces: pd.DataFrame, timeline: pd.DataFrame, limit: int = MAX
 
 
 def face_thumbnail(
-    image: np.ndarray, box: tuple[float, float, float, float], label: str, size: int = THUMBNAIL
+    image: np.ndarray, box: tuple[float, float, float, float], label: str, size: int = THUMBNAIL, blur: bool = False
 ) -> np.ndarray:
     """A crop of the RGB ``image`` around ``box`` (XYXY pixels) with 35 % margin, the box drawn in the label's
-    colour, scaled so its longest side is ``size`` pixels.
+    colour, scaled so its longest side is ``size`` pixels; ``blur`` hides the face (``visualize.blur_faces``).
     """
     import cv2
 
+    if blur:
+        from affectlens.visualize import blur_faces
+
+        image = blur_faces(image, [box])
     h, w = image.shape[:2]
     x1, y1, x2, y2 = box
     margin = 0.35 * max(x2 - x1, y2 - y1, 1.0)
@@ -414,7 +418,11 @@ def face_thumbnail(
 
 
 def write_keyframes(
-    video_path: str | os.PathLike[str], picks: Sequence[KeyFrame], folder: Path, fps: float | None
+    video_path: str | os.PathLike[str],
+    picks: Sequence[KeyFrame],
+    folder: Path,
+    fps: float | None,
+    blur: bool = False,
 ) -> list[KeyFrame]:
     """Decode ``video_path`` once (sampled at ``fps``, as the analysis was, so frame indices match), stopping
     after the last frame needed, and write each pick as ``folder/t<track>-s<segment>.jpg``; returns the picks
@@ -435,7 +443,7 @@ def write_keyframes(
     for frame in iter_video_frames(video_path, fps=fps):  # breaking out closes the decoder
         for pick in wanted.get(frame.index, ()):
             name = f"t{pick.track}-s{pick.segment}.jpg"
-            thumb = face_thumbnail(frame.image, pick.box, pick.label)
+            thumb = face_thumbnail(frame.image, pick.box, pick.label, blur=blur)
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 82])
             if ok:
                 (folder / name).write_bytes(data.tobytes())
@@ -719,6 +727,7 @@ def write_video_report(
     *,
     fps: float | None = None,
     max_keyframes: int = MAX_KEYFRAMES,
+    blur_faces: bool = False,
 ) -> dict[str, Any]:
     """Write ``video_dir/report.html`` with ``plots/*.png`` and ``keyframes/*.jpg`` for one annotated input.
 
@@ -727,7 +736,7 @@ def write_video_report(
     match; none when ``None`` or audio only); ``entry`` is its manifest entry (input, duration, models,
     weights, warnings). Plots and key frames of an earlier report in the folder are replaced. Returns what the
     index shows: ``file`` (relative to the output folder), ``persons``, ``dominant``, ``dominant_voice``,
-    ``utterances``, ``keyframes``.
+    ``utterances``, ``keyframes``. ``blur_faces`` blurs the faces in the key frames.
     """
     folder = Path(video_dir)
     entry = entry or {}
@@ -742,7 +751,8 @@ def write_video_report(
 
     keyframes: list[KeyFrame] = []
     if video_path is not None and len(faces) and len(timeline):
-        keyframes = write_keyframes(video_path, pick_keyframes(faces, timeline, max_keyframes), thumbs, fps)
+        picked = pick_keyframes(faces, timeline, max_keyframes)
+        keyframes = write_keyframes(video_path, picked, thumbs, fps, blur=blur_faces)
 
     plot_overview(plots / "overview.png", people, timeline, utterances, duration)
     sections = []

@@ -1,4 +1,5 @@
-"""Draw results on images and write annotated videos (boxes, mesh points, expression bars)."""
+"""Draw results on images and write annotated videos (boxes, mesh points, expression bars); blur faces for
+privacy (``blur_faces``: ``--blur-faces`` in ``affectlens analyze`` and ``annotate``, an option in the demo)."""
 
 from __future__ import annotations
 
@@ -49,9 +50,45 @@ def _face_details(face: FaceObservation) -> list[str]:
     return lines
 
 
-def draw_faces(image: np.ndarray, faces: Iterable[FaceObservation], mesh: bool = True) -> np.ndarray:
-    """Return a copy of the RGB ``image`` with each face's box, label, mesh and expression bars."""
+def blur_faces(
+    image: np.ndarray, boxes: Iterable[tuple[float, float, float, float]], margin: float = 0.25
+) -> np.ndarray:
+    """A copy of the RGB ``image`` with every face box (XYXY pixels, grown by ``margin`` of its size on each side)
+    made unrecognisable: pixelated to about 6 blocks across, then blurred, inside an ellipse with a soft edge.
+
+    Pixelating first throws the detail away (a blur alone can be partly undone); the ellipse keeps the
+    surroundings as they were."""
     out = image.copy()
+    h, w = out.shape[:2]
+    for x1, y1, x2, y2 in boxes:
+        bw, bh = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+        cx1, cy1 = int(max(0, np.floor(x1 - margin * bw))), int(max(0, np.floor(y1 - margin * bh)))
+        cx2, cy2 = int(min(w, np.ceil(x2 + margin * bw))), int(min(h, np.ceil(y2 + margin * bh)))
+        if cx2 - cx1 < 2 or cy2 - cy1 < 2:
+            continue
+        patch = out[cy1:cy2, cx1:cx2]
+        ph, pw = patch.shape[:2]
+        blocks = max(2, round(6 * pw / max(bw * (1 + 2 * margin), 1.0)))
+        small = cv2.resize(patch, (blocks, max(2, round(blocks * ph / pw))), interpolation=cv2.INTER_AREA)
+        coarse = cv2.resize(small, (pw, ph), interpolation=cv2.INTER_NEAREST)
+        k = 2 * max(1, round(min(pw, ph) / 10)) + 1
+        hidden = cv2.GaussianBlur(coarse, (k, k), 0)
+        ellipse = np.zeros((ph, pw), np.float32)
+        cv2.ellipse(ellipse, (pw // 2, ph // 2), (max(1, pw // 2), max(1, ph // 2)), 0, 0, 360, 1.0, -1)
+        soft = np.asarray(cv2.GaussianBlur(ellipse, (k, k), 0), np.float32)
+        mask = soft[..., None] if patch.ndim == 3 else soft
+        out[cy1:cy2, cx1:cx2] = np.round(patch * (1 - mask) + hidden * mask).astype(out.dtype)
+    return out
+
+
+def draw_faces(
+    image: np.ndarray, faces: Iterable[FaceObservation], mesh: bool = True, blur: bool = False
+) -> np.ndarray:
+    """Return a copy of the RGB ``image`` with each face's box, label, mesh and expression bars; with ``blur``,
+    the faces are blurred first (``blur_faces``) and their mesh points are not drawn."""
+    faces = list(faces)
+    out = blur_faces(image, [f.box for f in faces]) if blur else image.copy()
+    mesh = mesh and not blur
     h, w = out.shape[:2]
     thick = max(1, round(min(h, w) / 300))
     font = 0.4 * thick
@@ -117,12 +154,14 @@ class AnnotatedVideo:
     """An ``on_frame`` callback for ``Analyzer.analyze_video`` that writes the annotated frames as an MP4.
 
     The file is opened at the first frame (so a video that fails before any frame leaves no file) and
-    ``keyframe`` keeps the first annotated frame that shows a face. Use as a context manager.
+    ``keyframe`` keeps the first annotated frame that shows a face; ``blur`` blurs every face. Use as a context
+    manager.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, blur: bool = False) -> None:
         self.path = path
         self.fps = fps
+        self.blur = blur
         self.keyframe: np.ndarray | None = None
         self._writer: VideoWriter | None = None
 
@@ -130,7 +169,7 @@ class AnnotatedVideo:
         if self._writer is None:
             h, w = frame.image.shape[:2]
             self._writer = VideoWriter(self.path, self.fps, w, h)
-        drawn = draw_faces(frame.image, result.faces)
+        drawn = draw_faces(frame.image, result.faces, blur=self.blur)
         self._writer.write(drawn)
         if self.keyframe is None and result.faces:
             self.keyframe = drawn
