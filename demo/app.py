@@ -104,23 +104,21 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
     # Annotated videos go to one folder that is removed with the demo (Gradio copies what it serves).
     workdir = tempfile.TemporaryDirectory(prefix="affectlens-demo-")
 
-    def analyze_image(image: np.ndarray | None) -> tuple[Any, Any, Any, str]:
+    def analyze_image(image: np.ndarray | None, blur: bool = False) -> tuple[Any, Any, Any, str]:
         if image is None:
             return None, None, None, "Upload an image first."
         try:
             result = analyzer.analyze_image(image)
         except MediaError as exc:
             return None, None, None, f"Error: {exc}"
-        return draw_faces(image, result.faces), _label_value(result), result.to_dict(), _status(result)
+        return draw_faces(image, result.faces, blur=blur), _label_value(result), result.to_dict(), _status(result)
 
-    def analyze_video(path: str | None) -> tuple[Any, Any, Any, str]:
+    def analyze_video(path: str | None, blur: bool = False) -> tuple[Any, Any, Any, str]:
         if not path:
             return None, None, None, "Upload a video first."
-        handle, name = tempfile.mkstemp(dir=workdir.name, suffix=".mp4")
-        os.close(handle)
-        out = Path(name)
+        out = _new_video(workdir.name, "annotated-")  # earlier ones go: the folder keeps a few at most
         try:
-            with AnnotatedVideo(out, VIDEO_FPS) as annotate:
+            with AnnotatedVideo(out, VIDEO_FPS, blur=blur) as annotate:
                 result = analyzer.analyze_video(path, fps=VIDEO_FPS, max_frames=VIDEO_MAX_FRAMES, on_frame=annotate)
         except MediaError as exc:
             return None, None, None, f"Error: {exc}"
@@ -305,7 +303,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         type="numpy", label="Image", sources=["upload", "webcam", "clipboard"], elem_id="image-in"
                     )
                     image_out = gr.Image(type="numpy", label="Faces", interactive=False)
-                image_btn = gr.Button("Analyze image", variant="primary", elem_id="image-btn")
+                with gr.Row():
+                    image_btn = gr.Button("Analyze image", variant="primary", elem_id="image-btn")
+                    image_blur = gr.Checkbox(value=False, label="Blur faces in the output (privacy)")
                 image_status = gr.Markdown(elem_id="image-status")
                 with gr.Row():
                     image_label = gr.Label(
@@ -315,7 +315,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 gr.Examples(examples=[[str(PORTRAIT)]], inputs=[image_in])
                 image_btn.click(
                     analyze_image,
-                    inputs=image_in,
+                    inputs=[image_in, image_blur],
                     outputs=[image_out, image_label, image_json, image_status],
                     api_name="analyze_image",
                 )
@@ -323,14 +323,16 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 with gr.Row():
                     video_in = gr.Video(label="Video", sources=["upload"])
                     video_out = gr.Video(label="Annotated", interactive=False)
-                video_btn = gr.Button("Analyze video", variant="primary")
+                with gr.Row():
+                    video_btn = gr.Button("Analyze video", variant="primary")
+                    video_blur = gr.Checkbox(value=False, label="Blur faces in the output (privacy)")
                 video_status = gr.Markdown()
                 with gr.Row():
                     video_label = gr.Label(label="Expression (quality-weighted mean)", num_top_classes=7)
                     video_json = gr.JSON(label="Result")
                 video_btn.click(
                     analyze_video,
-                    inputs=video_in,
+                    inputs=[video_in, video_blur],
                     outputs=[video_out, video_label, video_json, video_status],
                     api_name="analyze_video",
                 )

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from demo.samples import PORTRAIT
@@ -44,6 +45,23 @@ def test_image_endpoint_returns_an_annotated_face(client) -> None:
     assert label["label"] == "happiness"
     assert result["num_faces"] == 1
     assert "happiness" in status
+
+
+def test_privacy_option_blurs_the_faces_in_the_output(client) -> None:
+    import cv2
+    from gradio_client import handle_file
+
+    plain, _label, result, _status = client.predict(handle_file(str(PORTRAIT)), False, api_name="/analyze_image")
+    hidden, label, _result, _status = client.predict(handle_file(str(PORTRAIT)), True, api_name="/analyze_image")
+    x1, y1, x2, y2 = (
+        int(v) + d for v, d in zip(result["frames"][0]["faces"][0]["box"], (10, 10, -10, -10), strict=True)
+    )
+
+    def detail(path: str) -> float:
+        grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)[y1:y2, x1:x2].astype(np.float64)
+        return float(np.abs(cv2.Laplacian(grey, cv2.CV_64F)).mean())
+
+    assert detail(hidden) < 0.3 * detail(plain) and label["label"] == "happiness"  # hidden pixels, same reading
 
 
 def test_video_endpoint_returns_an_annotated_video(client, sample_video: Path) -> None:
