@@ -223,9 +223,10 @@ class Analyzer:
         without decoding twice); frames are not kept in memory. With ``keep_landmarks=False`` the result keeps no
         468-point meshes (``on_frame`` still sees them): most of what a long video's result would hold.
         """
-        _, info = probe(path, self.limits)
+        kind, info = probe(path, self.limits)
         if info is None:
-            raise MediaError(str(path), "is an image, not a video")
+            problem = "no video stream (audio only)" if kind == "audio" else "is an image, not a video"
+            raise MediaError(str(path), problem)
         warnings: list[str] = []
         frames: list[FrameResult] = []
         # Detect on key frames (KEYFRAME_SECONDS apart) and follow faces with the mesh in between.
@@ -275,6 +276,13 @@ class Analyzer:
             raise MediaError(source, "empty text: nothing to analyse")
         if len(text) > MAX_TEXT_CHARS:
             raise MediaError(source, f"text too long ({len(text)} characters > {MAX_TEXT_CHARS})")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: no tokenizer can read it
+            bad = text[exc.start]
+            raise MediaError(
+                source, f"the text is not valid Unicode (a lone surrogate, U+{ord(bad):04X}, at {exc.start})"
+            ) from None
         emotion = self.text.predict([text])[0]
         utterance = Utterance(index=0, start=0.0, end=0.0, text=text, text_emotion=emotion)
         return self._result(

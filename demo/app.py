@@ -6,6 +6,7 @@ Run with ``affectlens demo`` (binds to 127.0.0.1 unless told otherwise).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,6 +36,15 @@ EXAMPLE_REPLY = (
 )
 #: Talking-head videos kept in the demo's folder (Gradio serves its own copies; older ones are deleted).
 KEEP_VIDEOS = 8
+
+
+def _not_unicode(text: str | None) -> str | None:
+    """Why ``text`` cannot be read, or None: an API client can send a lone surrogate, which no model can encode."""
+    try:
+        (text or "").encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"the text is not valid Unicode (a lone surrogate, U+{ord(exc.object[exc.start]):04X}, at {exc.start})"
+    return None
 
 
 def _label_value(result: AnalysisResult) -> dict[str, float]:
@@ -141,6 +151,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
     def analyze_text(text: str | None) -> tuple[Any, Any, Any, Any, str]:
         if not text or not text.strip():
             return None, None, None, None, "Type some text first."
+        if problem := _not_unicode(text):
+            return None, None, None, None, f"Error: {problem}"
         try:
             result = analyzer.analyze_text(text)
         except MediaError as exc:
@@ -161,6 +173,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         typed = text if text and text.strip() else None
         if not sources and typed is None:
             return "", None, None, "Give a photo, a voice note or some text (any of them, or all)."
+        if problem := _not_unicode(typed):
+            return "", None, None, f"Error: {problem}"
         try:
             result = analyzer.analyze(sources if len(sources) != 1 else sources[0], text=typed)
         except MediaError as exc:
@@ -178,6 +192,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
     ) -> tuple[list[Any], dict[str, Any]]:
         from generation.create import ImageGenerator
 
+        if not math.isfinite(count):  # NaN passes the slider's bounds check
+            raise gr.Error(f"the number of images must be a whole number from 1 to 8, got {count}")
         mixture = {emotion: 1.0 - float(share), second: float(share)} if second not in ("(none)", emotion) else emotion
         try:
             if "image" not in makers:
@@ -227,6 +243,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             raise gr.Error("Give a portrait with one face.")
         if not text or not text.strip():
             raise gr.Error("Type what the portrait should say.")
+        if problem := _not_unicode(text):
+            raise gr.Error(problem)
         if engine not in SPEECH_ENGINES:
             raise gr.Error(f"unknown speech engine {engine!r}; choose {', '.join(SPEECH_ENGINES)}")
         out = _new_video(workdir.name, "talking-head-")
@@ -259,6 +277,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         typed = text.strip() if text and text.strip() else None
         if typed is None and image is None and not audio:
             return chat, history, "", "", None, text or "", "Type a message (a photo or a voice note may come with it)."
+        if problem := _not_unicode(typed):
+            return chat, history, "", "", None, text or "", f"Error: {problem}"
         chat = chat if chat is not None else new_conversation()
         try:
             turn = chat.send(typed, image=image, audio=audio or None)
@@ -290,7 +310,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             raise gr.Error(str(exc)) from exc
         return str(out), chat.turns[-1].index
 
-    with gr.Blocks(title="AffectLens") as demo:
+    # Gradio keeps every upload and served output in its cache: files older than an hour go, checked hourly.
+    with gr.Blocks(title="AffectLens", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "# AffectLens\nFaces, voices and words — offline, on a CPU. Each face gets a box, its 468-point "
             "mesh and a distribution over the canonical emotions; each utterance its transcript, voice emotion, "

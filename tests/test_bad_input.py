@@ -739,3 +739,10 @@ def test_report(analyzer: Analyzer, tmp_path: Path) -> None:
     print("\n" + format_table(rows, tmp_path))
     unexpected = [(case.name, outcome) for case, outcome in rows if outcome.status not in ("result", "MediaError")]
     assert not unexpected, unexpected
+
+
+def test_text_that_is_not_unicode_is_a_clear_error(analyzer: Analyzer) -> None:
+    with pytest.raises(MediaError, match=r"not valid Unicode \(a lone surrogate, U\+D800, at 3\)"):
+        analyzer.analyze_text("abc\ud800def")
+    with pytest.raises(MediaError, match="lone surrogate"):
+        analyzer.analyze(text="\udfff")
