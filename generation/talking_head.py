@@ -408,7 +408,7 @@ class Portrait:
     yaw: float
     warper: MeshWarper = field(repr=False)
     texture: FaceTexture | None = field(default=None, repr=False)
-    expression: dict[str, float] = field(default_factory=dict)  # our expression model's reading of the photo
+    expression: dict[str, float] = field(default_factory=dict)  # our expression model's reading of ``image``
 
     @property
     def irises(self) -> np.ndarray:
@@ -536,6 +536,8 @@ class TalkingHead:
         texture = None
         if self.texture is not None:  # the lip sync draws the mouth: no shading there
             texture = self.texture.for_face(points, image.shape[:2], mouth=False, soften=SOFTEN)
+        # The expression the base image still shows (read after ``close_mouth``: visible teeth no longer count),
+        # whose shading ``render_frame`` divides out as the new expression sets in.
         reading: dict[str, float] = {}
         model = self.editor.expression or self.editor.pipeline.expression
         if model is not None:
