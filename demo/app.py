@@ -5,20 +5,29 @@ Run with ``affectlens demo`` (binds to 127.0.0.1 unless told otherwise).
 
 from __future__ import annotations
 
+import base64
+import html
 import logging
 import math
 import os
+import re
+import shutil
 import tempfile
+import threading
+import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import unquote
 
 import gradio as gr
 import numpy as np
 import pandas as pd
 
-from affectlens import CANONICAL_EMOTIONS, AffectLensError, AnalysisResult, Analyzer, MediaError
+from affectlens import CANONICAL_EMOTIONS, AffectLensError, AnalysisResult, Analyzer, MediaError, load_annotations
+from affectlens.annotate import MODALITIES, AnnotateSettings, annotate_files
 from affectlens.visualize import AnnotatedVideo, draw_faces
-from demo.samples import PORTRAIT
+from demo.samples import PORTRAIT, make_sample_video
 
 if TYPE_CHECKING:
     from generation.speech import EngineChoice
@@ -36,6 +45,20 @@ EXAMPLE_REPLY = (
 )
 #: Talking-head videos kept in the demo's folder (Gradio serves its own copies; older ones are deleted).
 KEEP_VIDEOS = 8
+#: Annotate tab: files per run at most, runs kept in the demo's folder, and each run folder's name prefix.
+MAX_ANNOTATE_FILES = 8
+KEEP_RUNS = 3
+RUN_PREFIX = "annotate-"
+#: The annotate output inside a run folder, and the pages of it the demo shows (images inlined).
+RUN_OUTPUT = "annotations"
+INDEX_PAGE = "index.html"
+ANNOTATE_COLUMNS = ["input", "status", "persons", "dominant emotion", "reason or warnings"]
+ANNOTATE_FPS = 2.0
+#: The webcam tab: seconds between frames sent, and seconds of streaming per start (a 2-core CPU's pace).
+STREAM_EVERY = 0.5
+STREAM_TIME_LIMIT = 60
+#: The sample video, written into the demo's folder on first use.
+SAMPLE_VIDEO = "sample-video.mp4"
 
 
 def _not_unicode(text: str | None) -> str | None:
@@ -91,6 +114,75 @@ def _new_video(folder: str, prefix: str) -> Path:
     handle, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".mp4")
     os.close(handle)
     return Path(name)
+
+
+def _new_run(folder: str) -> Path:
+    """A fresh ``annotate-*`` run folder in ``folder``; the oldest earlier ones go, so at most ``KEEP_RUNS`` stay.
+
+    Names start with the creation time in nanoseconds, so they sort from oldest to newest."""
+    earlier = sorted(p for p in Path(folder).glob(f"{RUN_PREFIX}*") if p.is_dir() and not p.is_symlink())
+    for old in earlier[: max(0, len(earlier) - KEEP_RUNS + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=folder, prefix=f"{RUN_PREFIX}{time.time_ns():020d}-"))
+
+
+def _zip_folder(folder: Path, target: Path) -> Path:
+    """``folder``'s files (hidden ones, the lock and temporary files, left out) in ``target``, under ``folder.name/``."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and not path.is_symlink() and not any(p.startswith(".") for p in relative.parts):
+                archive.write(path, f"{folder.name}/{relative.as_posix()}")
+    return target
+
+
+_IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]*)(")', re.IGNORECASE)
+_LINK = re.compile(r'(<a\b[^>]*?)\s+href="(?!#)[^"]*"', re.IGNORECASE)
+_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def _inline_page(out: Path, page: Path) -> str:
+    """``page`` (an HTML file under ``out``) in a sandboxed iframe, its images under ``out`` inlined as data URIs
+    and its links to other files dropped (an iframe's ``srcdoc`` has no folder to resolve them against)."""
+    root = out.resolve()
+
+    def inline(match: re.Match[str]) -> str:
+        src = unquote(html.unescape(match.group(2)))
+        target = (page.parent / src).resolve() if src and "://" not in src and not src.startswith("/") else None
+        if target is None or not target.is_relative_to(root) or target.suffix.lower() not in _IMAGE_TYPES:
+            return match.group(1) + match.group(3)
+        try:
+            data = base64.b64encode(target.read_bytes()).decode("ascii")
+        except OSError:
+            return match.group(1) + match.group(3)
+        return f"{match.group(1)}data:{_IMAGE_TYPES[target.suffix.lower()]};base64,{data}{match.group(3)}"
+
+    text = _LINK.sub(r"\1", _IMG_SRC.sub(inline, page.read_text(encoding="utf-8")))
+    return (
+        f'<iframe title="AffectLens report" sandbox="" srcdoc="{html.escape(text, quote=True)}" '
+        'style="width:100%;height:760px;border:1px solid #e3e6ea;border-radius:8px;background:#fff"></iframe>'
+    )
+
+
+def _strip_folder(text: str, path: str) -> str:
+    """``text`` without ``path``'s folder: a visitor sees the name of what they uploaded, not the server's paths."""
+    return text.replace(str(Path(path).parent) + os.sep, "")
+
+
+def _annotated_row(name: str, vid: str, annotations: Any) -> list[Any]:
+    """A done input's summary row: persons (face tracks) and dominant emotion (the most time on the timeline, an
+    emotion before ``uncertain``; for audio alone, the most frequent voice emotion)."""
+    faces = annotations.faces[annotations.faces["video"] == vid]
+    timeline = annotations.timeline[annotations.timeline["video"] == vid]
+    seconds = (timeline["end"] - timeline["start"]).groupby(timeline["label"].astype(str)).sum()
+    emotions = seconds[(seconds.index != "uncertain") & (seconds > 0)]
+    pool = emotions if len(emotions) else seconds[seconds > 0]
+    dominant = str(pool.idxmax()) if len(pool) else None
+    if dominant is None:
+        voices = annotations.utterances.loc[annotations.utterances["video"] == vid, "speech_label"].dropna()
+        dominant = f"{voices.astype(str).value_counts().idxmax()} (voice)" if len(voices) else "—"
+    warnings = annotations.manifest["videos"][vid].get("warnings") or []
+    return [name, "done", int(faces["track"].dropna().nunique()), dominant, "; ".join(warnings)]
 
 
 def _talking_head_summary(info: dict[str, Any], source: str) -> str:
@@ -184,6 +276,119 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         value = tree.emotion.value if isinstance(tree.emotion.value, dict) else {}
         label = value.get("probabilities") or {}
         return tree.render(), label, tree.to_dict(), " ".join(tree.warnings)
+
+    def analyze_stream(frame: np.ndarray | None, blur: bool = False) -> np.ndarray | None:
+        """One webcam frame -> the same frame with each face's box, expression, AUs and mesh drawn (or blurred)."""
+        if frame is None:
+            return None
+        try:
+            faces = analyzer.analyze_image(frame).faces
+        except MediaError:
+            return frame  # an odd frame (empty, wrong shape) is shown as it came
+        return draw_faces(frame, faces, blur=blur)
+
+    sample_lock = threading.Lock()
+
+    def sample_video() -> str:
+        """The sample video (the portrait, moving), written into the demo's folder on first use."""
+        path = Path(workdir.name) / SAMPLE_VIDEO
+        with sample_lock:
+            if not path.is_file():
+                os.replace(make_sample_video(path.with_name(f".{SAMPLE_VIDEO}")), path)
+        return str(path)
+
+    def sample_upload() -> list[str]:
+        """The Annotate tab's example: the sample video as its one upload."""
+        return [sample_video()]
+
+    def run_output(run: str | None) -> Path | None:
+        """The annotate output of ``run`` when it is one of this demo's run folders that still exists, else None."""
+        if not run:
+            return None
+        folder = Path(run)
+        if folder.parent.resolve() != Path(workdir.name).resolve() or not folder.name.startswith(RUN_PREFIX):
+            return None
+        out = folder / RUN_OUTPUT
+        return out if out.is_dir() else None
+
+    def show_page(run: str | None, page: str | None) -> str:
+        """The index or one input's report of the visitor's own run (nothing outside its output folder)."""
+        out = run_output(run)
+        if out is None:
+            return "<p>Annotate some videos first (the demo keeps only the last few runs).</p>"
+        page = page or INDEX_PAGE
+        target = (out / page).resolve()
+        if (
+            not (page == INDEX_PAGE or re.fullmatch(r"[^/\\]+/report\.html", page))
+            or not target.is_relative_to(out.resolve())
+            or not target.is_file()
+        ):
+            return f"<p>No page {html.escape(page)} in this run.</p>"
+        return _inline_page(out, target)
+
+    def annotate(
+        files: list[str] | str | None,
+        fps: float,
+        modalities: list[str] | None,
+        blur: bool = False,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds the tracker by this default)
+    ) -> tuple[Any, str | None, str, Any, str, str | None]:
+        """Videos -> (summary table, zip of the output folder, index page, page choices, status, run folder)."""
+        paths = [str(f) for f in (files if isinstance(files, list) else [files]) if f] if files else []
+        if not paths:
+            return None, None, "", gr.update(choices=[], value=None), "Upload videos first (or try the sample).", None
+        if len(paths) > MAX_ANNOTATE_FILES:
+            raise gr.Error(f"at most {MAX_ANNOTATE_FILES} files per run; got {len(paths)}")
+        if fps is None or not math.isfinite(float(fps)):
+            raise gr.Error(f"frames per second must be a number from 0.5 to 10, got {fps}")
+        try:
+            picked = cast("tuple[Any, ...]", tuple(modalities or ()))
+            settings = AnnotateSettings(fps=float(fps), modalities=picked, blur_faces=bool(blur))
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+        run = _new_run(workdir.name)  # the oldest runs go: the folder keeps a few at most
+        out = run / RUN_OUTPUT
+        outcomes: list[tuple[str, str | None, str]] = []  # per upload: (path, video id when done, failure)
+        for k, path in enumerate(paths):
+            name = Path(path).name
+            progress((k, len(paths)), desc=f"{name} ({k + 1} of {len(paths)})", unit="files")
+            if Path(path).suffix.lower() == ".txt" or not Path(path).is_file():
+                # annotate reads a .txt file as a list of paths: an upload never names files on the server
+                outcomes.append((path, None, f"{name}: not a video or audio file"))
+                continue
+            try:
+                report = annotate_files([path], out, settings, analyzer=analyzer)
+            except AffectLensError as exc:  # the run as a whole failed (the folder, missing weights)
+                raise gr.Error(_strip_folder(str(exc), path)) from exc
+            ids = report.done + report.skipped  # skipped: the same file uploaded twice
+            outcomes.append((path, ids[0] if ids else None, "; ".join(r for _, r in report.failed) or "failed"))
+        progress((len(paths), len(paths)), desc="zipping the outputs", unit="files")
+        try:
+            annotations = load_annotations(out) if any(vid for _, vid, _ in outcomes) else None
+        except AffectLensError as exc:
+            raise gr.Error(str(exc)) from exc
+        rows = []
+        for path, vid, reason in outcomes:
+            name = Path(path).name
+            row: list[Any] = _annotated_row(name, vid, annotations) if vid else [name, "failed", None, "—", reason]
+            rows.append([*row[:-1], _strip_folder(row[-1], path)])
+        done = sum(vid is not None for _, vid, _ in outcomes)
+        status = f"{done} of {len(paths)} input(s) annotated" + (
+            f", {len(paths) - done} failed" if done < len(paths) else ""
+        )
+        if not out.is_dir():
+            return rows, None, "", gr.update(choices=[], value=None), status + ".", None
+        archive = _zip_folder(out, run / f"affectlens-annotations-{time.strftime('%Y%m%d-%H%M%S')}.zip")
+        pages = {INDEX_PAGE: "All inputs (index)"}
+        for path, vid, _ in outcomes:
+            if vid and (out / vid / "report.html").is_file():
+                pages[f"{vid}/report.html"] = f"{Path(path).name}: report"
+        choices = [(label, page) for page, label in pages.items()]
+        status += ". The zip holds the tables (`affectlens.load_annotations` reads them), manifest and reports."
+        return (
+            rows, str(archive), show_page(str(run), INDEX_PAGE), gr.update(choices=choices, value=INDEX_PAGE),
+            status, str(run),
+        )  # fmt: skip
 
     makers: dict[str, Any] = {}  # built on first use: the demo starts without loading the generators
 
@@ -340,12 +545,35 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     outputs=[image_out, image_label, image_json, image_status],
                     api_name="analyze_image",
                 )
+            with gr.Tab("Webcam (live)"):
+                gr.Markdown(
+                    f"Your webcam, read live: each face gets its box, expression and strongest action units. About "
+                    f"{1 / STREAM_EVERY:g} frames a second go to the server, which answers as fast as its CPU allows; "
+                    f"each start streams for up to {STREAM_TIME_LIMIT} s."
+                )
+                with gr.Row():
+                    webcam_in = gr.Image(
+                        type="numpy", label="Webcam", sources=["webcam"], streaming=True, elem_id="webcam-in"
+                    )
+                    webcam_out = gr.Image(type="numpy", label="Faces (live)", interactive=False, elem_id="webcam-out")
+                webcam_blur = gr.Checkbox(value=False, label="Blur faces in the output (privacy)")
+                webcam_in.stream(
+                    analyze_stream,
+                    inputs=[webcam_in, webcam_blur],
+                    outputs=webcam_out,
+                    stream_every=STREAM_EVERY,
+                    time_limit=STREAM_TIME_LIMIT,
+                    concurrency_limit=1,  # one frame at a time on a small CPU; later frames wait for it
+                    concurrency_id="webcam",
+                    api_name="analyze_stream",
+                )
             with gr.Tab("Video"):
                 with gr.Row():
                     video_in = gr.Video(label="Video", sources=["upload"])
                     video_out = gr.Video(label="Annotated", interactive=False)
                 with gr.Row():
                     video_btn = gr.Button("Analyze video", variant="primary")
+                    video_sample = gr.Button("Try the sample video")
                     video_blur = gr.Checkbox(value=False, label="Blur faces in the output (privacy)")
                 video_status = gr.Markdown()
                 with gr.Row():
@@ -356,6 +584,12 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     inputs=[video_in, video_blur],
                     outputs=[video_out, video_label, video_json, video_status],
                     api_name="analyze_video",
+                )
+                video_sample.click(sample_video, outputs=video_in, api_visibility="private").then(
+                    analyze_video,
+                    inputs=[video_in, video_blur],
+                    outputs=[video_out, video_label, video_json, video_status],
+                    api_visibility="private",
                 )
             with gr.Tab("Audio"):
                 audio_in = gr.Audio(type="filepath", sources=["upload", "microphone"], label="Speech")
@@ -412,6 +646,59 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     outputs=[moment_tree, moment_label, moment_json, moment_status],
                     api_name="analyze_moment",
                 )
+        with gr.Tab("Annotate"):
+            gr.Markdown(
+                "Several videos (or audio files) annotated at once, as `affectlens annotate` does: per input a table "
+                "of faces per analysed frame, one of utterances and a per-person timeline, with an HTML report "
+                f"(plots and key frames). Everything comes back as one zip. At most {MAX_ANNOTATE_FILES} files per "
+                f"run, {MAX_UPLOAD} each."
+            )
+            with gr.Row():
+                annotate_in = gr.File(
+                    label="Videos", file_count="multiple", file_types=["video", "audio"], type="filepath",
+                    elem_id="annotate-in",
+                )  # fmt: skip
+                with gr.Column():
+                    annotate_fps = gr.Slider(
+                        0.5, 10.0, value=ANNOTATE_FPS, step=0.5, label="Frames analysed per second"
+                    )
+                    annotate_modalities = gr.CheckboxGroup(list(MODALITIES), value=list(MODALITIES), label="Modalities")
+                    annotate_blur = gr.Checkbox(value=False, label="Blur faces in the key frames (privacy)")
+            with gr.Row():
+                annotate_btn = gr.Button("Annotate", variant="primary", elem_id="annotate-btn")
+                annotate_sample = gr.Button("Try the sample video", elem_id="annotate-sample")
+            annotate_status = gr.Markdown(elem_id="annotate-status")
+            annotate_table = gr.Dataframe(
+                headers=ANNOTATE_COLUMNS, label="Inputs", interactive=False, elem_id="annotate-table"
+            )
+            annotate_zip = gr.File(label="All outputs (zip)", interactive=False, elem_id="annotate-zip")
+            annotate_page = gr.Dropdown([], label="Page", allow_custom_value=True, elem_id="annotate-page")
+            annotate_html = gr.HTML(elem_id="annotate-report")
+            annotate_run = gr.State(None)
+            annotate_inputs = [annotate_in, annotate_fps, annotate_modalities, annotate_blur]
+            annotate_outputs = [
+                annotate_table,
+                annotate_zip,
+                annotate_html,
+                annotate_page,
+                annotate_status,
+                annotate_run,
+            ]
+            annotate_btn.click(
+                annotate,
+                inputs=annotate_inputs,
+                outputs=annotate_outputs,
+                concurrency_limit=1,
+                concurrency_id="annotate",
+                api_name="annotate",
+            )
+            annotate_sample.click(sample_upload, outputs=annotate_in, api_visibility="private").then(
+                annotate, inputs=annotate_inputs, outputs=annotate_outputs, concurrency_limit=1,
+                concurrency_id="annotate", api_visibility="private",
+            )  # fmt: skip
+            annotate_page.input(
+                show_page, inputs=[annotate_run, annotate_page], outputs=annotate_html, api_visibility="private"
+            )
         with gr.Tab("Conversation"):
             gr.Markdown(
                 "An empathic conversation with an AI (not a person, not a crisis service). Each turn is read as one "
