@@ -395,7 +395,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
     def create_images(
         emotion: str, second: str, share: float, seed: float | None, count: float, guidance: float
     ) -> tuple[list[Any], dict[str, Any]]:
-        from generation.create import ImageGenerator
+        from affectlens import ImageGenerator
 
         if not math.isfinite(count):  # NaN passes the slider's bounds check
             raise gr.Error(f"the number of images must be a whole number from 1 to 8, got {count}")
@@ -412,7 +412,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         return [(m.image, f"seed {m.seed}") for m in made], info
 
     def edit_portrait(image: np.ndarray | None, emotion: str, strength: float) -> tuple[Any, dict[str, Any], str]:
-        from generation.edit import build_expression_editor
+        from affectlens import build_expression_editor
 
         if image is None:
             return None, {}, "Give a portrait with one face."
@@ -465,7 +465,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         return str(out), _talking_head_summary(info, source), info
 
     def new_conversation() -> Any:
-        from affectlens.conversation import Conversation
+        from affectlens import Conversation
         from fusion.memory import EmotionalMemory, sentence_embedder
         from fusion.strategy import load_strategy_planner
 
