@@ -14,6 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AFFECTLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a demo server started in a test)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def require_shared(relative: str) -> Path:
     """Path under ../shared/data; missing data fails under CI (CI=true) and skips elsewhere."""
     path = SHARED_DATA / relative

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 from demo.samples import PORTRAIT
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -53,12 +52,6 @@ def _chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -72,7 +65,7 @@ def demo_url() -> Iterator[str]:
     """``affectlens demo`` (the shipped models) on a free localhost port; its temporary files go with it."""
     folder = Path(tempfile.mkdtemp(prefix="affectlens-browser-"))
     log = folder / "demo.log"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     # Gradio's uploads and outputs and the demo's own videos all land in `folder`, removed at the end.
     env = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,14 +9,9 @@ import numpy as np
 import pytest
 
 from demo.samples import PORTRAIT
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.weights
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +21,7 @@ def client(analyzer) -> Iterator[object]:
     from demo.app import build_demo
 
     demo = build_demo(analyzer)
-    port = _free_port()
+    port = free_port()
     demo.queue().launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True
     )

@@ -3,7 +3,6 @@ stream, driven through gradio_client against a live local server or through the 
 
 from __future__ import annotations
 
-import socket
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,13 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.weights
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -46,7 +41,7 @@ def served(analyzer) -> Iterator[Served]:
     from demo.app import build_demo
 
     demo = build_demo(analyzer)
-    port = _free_port()
+    port = free_port()
     demo.queue().launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True
     )

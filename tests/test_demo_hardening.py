@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from demo.samples import load_portrait
+from tests.conftest import free_port
 from tests.test_bad_input import CASES, Case, encode_image, junk, portrait_jpeg, write
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
@@ -39,12 +40,6 @@ pytestmark = [pytest.mark.weights, pytest.mark.slow]
 REQUEST_TIMEOUT_S = 120.0
 #: The kinds of outcome; anything but "problem" is a clear answer (see ``Outcome``).
 KINDS = ("result", "message", "error", "gradio error", "problem")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -85,7 +80,7 @@ def server(analyzer) -> Iterator[Server]:
         raised.append(error)
         return real_error_payload(error, show_error)
 
-    port = _free_port()
+    port = free_port()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gr.Blocks, "launch", launch_in_background)
         # Gradio's own hook (raises if a Gradio release renames it): the exception behind each error message.
