@@ -602,12 +602,13 @@ def _speech_text(args: argparse.Namespace) -> str:
 
 def cmd_talking_head(args: argparse.Namespace) -> int:
     """A portrait speaks a text with an emotion (asked for, or read from the text): an H.264 + AAC MP4."""
-    from generation.talking_head import build_talking_head, resolve_mixture, text_emotion
+    from affectlens.labels import canonical_mixture
+    from generation.talking_head import build_talking_head, text_emotion
     from perception.media import load_image
 
     started = time.perf_counter()
     text = _speech_text(args)
-    emotion = resolve_mixture(_emotion_argument(args.emotion)) if args.emotion is not None else None
+    emotion = canonical_mixture(_emotion_argument(args.emotion)) if args.emotion is not None else None
     if args.intensity is not None and not 0.0 <= args.intensity <= 1.0:  # also refuses nan
         raise AffectLensError(f"--intensity must be within [0, 1], got {args.intensity}")
     out = _output_path(args.output, (".mp4",))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Final
 
 #: The canonical basic emotions, in the order every distribution in AffectLens uses.
@@ -120,3 +122,35 @@ def canonical_emotion(name: object, what: str = "emotion") -> str:
     if label not in CANONICAL_EMOTIONS:
         raise AffectLensError(f"unknown {what} {name!r}; allowed: {', '.join(CANONICAL_EMOTIONS)}")
     return label
+
+
+def canonical_mixture(emotion: str | Mapping[str, float], what: str = "emotion") -> dict[str, float]:
+    """A canonical emotion mixture from a name or a ``{name: weight}`` mapping: user names resolve through
+    ``canonical_emotion`` (weights of names that mean the same emotion add up), weights are normalised to sum to
+    1, strongest first. ``AffectLensError`` for an unknown name, an empty mapping, a weight that is not a finite
+    number >= 0, or weights that are all zero."""
+    from affectlens.errors import AffectLensError
+
+    if isinstance(emotion, str):
+        return {canonical_emotion(emotion, what): 1.0}
+    if not isinstance(emotion, Mapping) or not emotion:
+        raise AffectLensError(
+            f"no {what} given: name one of {', '.join(CANONICAL_EMOTIONS)} or a non-empty {{name: weight}} "
+            f"mixture, got {emotion!r}"
+        )
+    mixture: dict[str, float] = {}
+    for name, weight in emotion.items():
+        try:
+            value = float(weight)
+        except (TypeError, ValueError):
+            raise AffectLensError(f"{what} weight for {name!r} must be a number, got {weight!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise AffectLensError(
+                f"{what} weight for {name!r} must be a finite, non-negative number (>= 0), got {weight!r}"
+            )
+        key = canonical_emotion(name, what)
+        mixture[key] = mixture.get(key, 0.0) + value
+    total = sum(mixture.values())
+    if total <= 0:
+        raise AffectLensError(f"the {what} weights are all zero (they sum to zero): {dict(emotion)!r}")
+    return {k: v / total for k, v in sorted(mixture.items(), key=lambda kv: -kv[1]) if v > 0}

@@ -27,7 +27,7 @@ from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultist
 from PIL import Image
 
 from affectlens.errors import AffectLensError
-from affectlens.labels import CANONICAL_EMOTIONS, canonical_emotion
+from affectlens.labels import CANONICAL_EMOTIONS, canonical_mixture
 
 logger = logging.getLogger(__name__)
 
@@ -65,22 +65,14 @@ def build_scheduler(prediction_type: str = "v_prediction") -> DPMSolverMultistep
 
 
 def emotion_weights(emotion: str | Mapping[str, float], emotions: Sequence[str]) -> dict[int, float]:
-    """One name or a {name: weight} distribution -> {class index: weight} (weights sum to 1; unknown names raise)."""
-    raw = {emotion: 1.0} if isinstance(emotion, str) else dict(emotion)
-    if not raw:
-        raise AffectLensError("no emotion given: name one of " + ", ".join(emotions))
+    """One name or a {name: weight} distribution -> {class index in ``emotions``: weight} (``canonical_mixture``:
+    weights sum to 1; unknown names, and emotions the model was not trained on, raise)."""
     weights: dict[int, float] = {}
-    for name, value in raw.items():
-        label = canonical_emotion(name)
+    for label, weight in canonical_mixture(emotion).items():
         if label not in emotions:
             raise AffectLensError(f"the model has no emotion {label!r}: use one of {', '.join(emotions)}")
-        if not np.isfinite(value) or value < 0:
-            raise AffectLensError(f"emotion weight for {name!r} must be a finite number >= 0, got {value!r}")
-        weights[emotions.index(label)] = weights.get(emotions.index(label), 0.0) + float(value)
-    total = sum(weights.values())
-    if total <= 0:
-        raise AffectLensError("emotion weights sum to zero")
-    return {k: v / total for k, v in weights.items() if v > 0}
+        weights[emotions.index(label)] = weight
+    return weights
 
 
 class EmotionDiffusionPipeline(DiffusionPipeline):

@@ -45,7 +45,7 @@ import numpy as np
 
 from affectlens import weights
 from affectlens.errors import AffectLensError
-from affectlens.labels import CANONICAL_EMOTIONS, canonical_emotion
+from affectlens.labels import CANONICAL_EMOTIONS, canonical_mixture
 
 logger = logging.getLogger(__name__)
 
@@ -139,24 +139,8 @@ class Speech:
 
 def emotion_weights(emotion: str | Mapping[str, float] | None) -> dict[str, float]:
     """Resolve ``emotion`` (a name, a ``{name: weight}`` mixture, or None) to canonical names and weights summing
-    to 1; None gives ``{}`` (neutral delivery)."""
-    if emotion is None:
-        return {}
-    if isinstance(emotion, str):
-        return {canonical_emotion(emotion): 1.0}
-    if not isinstance(emotion, Mapping) or not emotion:
-        raise AffectLensError(f"an emotion is a name or a non-empty {{name: weight}} mixture, got {emotion!r}")
-    resolved: dict[str, float] = {}
-    for name, weight in emotion.items():
-        w = float(weight)
-        if not np.isfinite(w) or w < 0:
-            raise AffectLensError(f"emotion weights must be finite and non-negative, got {name!r}: {weight!r}")
-        key = canonical_emotion(name)
-        resolved[key] = resolved.get(key, 0.0) + w
-    total = sum(resolved.values())
-    if total <= 0:
-        raise AffectLensError(f"an emotion mixture needs a positive weight, got {dict(emotion)!r}")
-    return {k: v / total for k, v in resolved.items() if v > 0}
+    to 1 (``affectlens.labels.canonical_mixture``); None gives ``{}`` (neutral delivery)."""
+    return {} if emotion is None else canonical_mixture(emotion)
 
 
 def emotion_prosody(emotion: str | Mapping[str, float] | None, intensity: float = 0.5) -> Prosody:

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from affectlens.errors import AffectLensError
-from affectlens.labels import CANONICAL_EMOTIONS, FACS_NAMES, canonical_emotion
+from affectlens.labels import CANONICAL_EMOTIONS, FACS_NAMES, canonical_mixture
 from generation.edit import AU_NAMES, INNER_LIPS, AUBasis, ExpressionEditor, check_image, fill_mouth, plan_edit
 from generation.texture import ExpressionTexture, FaceTexture
 from generation.warp import MeshWarper
@@ -96,23 +96,6 @@ EYES: Final[tuple[tuple[int, ...], tuple[int, ...]]] = (
     (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
     (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466),
 )
-
-
-def resolve_mixture(emotion: str | Mapping[str, float]) -> dict[str, float]:
-    """A canonical emotion mixture summing to 1 from a name or a {name: weight} mapping."""
-    if isinstance(emotion, str):
-        return {canonical_emotion(emotion, "emotion"): 1.0}
-    mixture: dict[str, float] = {}
-    for name, weight in emotion.items():
-        w = float(weight)
-        if not np.isfinite(w) or w < 0:
-            raise AffectLensError(f"emotion weight for {name!r} must be a non-negative number, got {weight!r}")
-        key = canonical_emotion(name, "emotion")
-        mixture[key] = mixture.get(key, 0.0) + w
-    total = sum(mixture.values())
-    if total <= 0:
-        raise AffectLensError("the emotion mixture is empty or all zero")
-    return {k: v / total for k, v in sorted(mixture.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
 def check_text(text: str) -> str:
@@ -228,7 +211,7 @@ def plan_performance(
     to ``OFFSET_LEVEL`` over the tail. A question lifts the inner and outer brows over its last half second;
     an exclamation strengthens the apex by a fifth while it is spoken.
     """
-    mixture = resolve_mixture(emotion)
+    mixture = canonical_mixture(emotion)
     text = check_text(text)
     if not 0.0 <= float(intensity) <= 1.0 or not np.isfinite(intensity):
         raise AffectLensError(f"intensity must be within [0, 1], got {intensity}")
@@ -563,7 +546,7 @@ class TalkingHead:
         from generation.speech import synthesize
 
         text = check_text(text)
-        mixture = resolve_mixture(emotion)
+        mixture = canonical_mixture(emotion)
         if speech is None:
             speech = synthesize(text, mixture, intensity=intensity, engine=self.engine)
         performance = plan_performance(
@@ -652,7 +635,7 @@ def text_emotion(text: str) -> tuple[dict[str, float], float]:
     ranked = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])
     (first, p1), (second, p2) = ranked[0], ranked[1]
     mixture = {first: p1, second: p2} if p2 / (p1 + p2) >= 0.3 else {first: 1.0}
-    return resolve_mixture(mixture), float(np.clip(p1, 0.3, 1.0))
+    return canonical_mixture(mixture), float(np.clip(p1, 0.3, 1.0))
 
 
 #: The face a supporter shows for the emotion it hears: joy and surprise are shared, sadness met with a softened
@@ -676,7 +659,7 @@ def tree_performance_inputs(tree: AffectTree) -> tuple[dict[str, float], float]:
     intensity from the top emotion's probability (at least 0.3), softened for negative emotions."""
     from generation.create import tree_emotion
 
-    heard = resolve_mixture(tree_emotion(tree))
+    heard = canonical_mixture(tree_emotion(tree))
     shown: dict[str, float] = {}
     for emotion, weight in heard.items():
         for display, share in EMPATHIC_DISPLAY[emotion].items():
@@ -686,7 +669,7 @@ def tree_performance_inputs(tree: AffectTree) -> tuple[dict[str, float], float]:
     top = max((float(v) for v in probabilities.values()), default=0.6)
     if next(iter(heard)) in ("sadness", "fear", "anger", "disgust"):
         top *= NEGATIVE_SOFTENING
-    return resolve_mixture(shown), float(np.clip(top, 0.3, 1.0))
+    return canonical_mixture(shown), float(np.clip(top, 0.3, 1.0))
 
 
 def build_talking_head(engine: EngineChoice = "auto", texture: bool = True, judge: bool = False) -> TalkingHead:

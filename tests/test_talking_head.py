@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from affectlens.errors import AffectLensError
-from affectlens.labels import CANONICAL_EMOTIONS
+from affectlens.labels import CANONICAL_EMOTIONS, canonical_mixture
 from generation.edit import AU_NAMES, AUBasis
 from generation.talking_head import (
     LEAD_IN,
@@ -19,7 +19,6 @@ from generation.talking_head import (
     gaze_path,
     head_motion,
     plan_performance,
-    resolve_mixture,
     rotate_points,
     text_cues,
 )
@@ -145,12 +144,12 @@ def test_plan_and_mixture_errors(basis: AUBasis) -> None:
     with pytest.raises(AffectLensError, match="intensity"):
         plan_performance("anger", "Hi.", 1.0, 1.5, basis=basis)
     with pytest.raises(AffectLensError, match="emotion"):
-        resolve_mixture("smug")
+        canonical_mixture("smug")
     with pytest.raises(AffectLensError, match="all zero"):
-        resolve_mixture({"anger": 0.0})
+        canonical_mixture({"anger": 0.0})
     with pytest.raises(AffectLensError, match="non-negative"):
-        resolve_mixture({"anger": -1.0})
-    assert resolve_mixture({"happy": 1, "sad": 3}) == {"sadness": 0.75, "happiness": 0.25}
+        canonical_mixture({"anger": -1.0})
+    assert canonical_mixture({"happy": 1, "sad": 3}) == {"sadness": 0.75, "happiness": 0.25}
 
 
 def test_natural_motion_is_small_and_seeded() -> None:
