@@ -72,6 +72,12 @@ def tree_emotion(tree: AffectTree) -> dict[str, float]:
         if not label:
             raise AffectLensError("the tree names no emotion to render")
         return {str(label): 1.0}
+    return top_mixture(probabilities)
+
+
+def top_mixture(probabilities: Mapping[str, float]) -> dict[str, float]:
+    """The top emotion of a distribution, plus the second when it holds at least ``MIX_THRESHOLD`` of the top two;
+    weights renormalised over what is kept."""
     (first, p1), *rest = sorted(probabilities.items(), key=lambda kv: -kv[1])
     if rest and rest[0][1] / (p1 + rest[0][1]) >= MIX_THRESHOLD:
         second, p2 = rest[0]

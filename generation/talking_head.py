@@ -24,6 +24,7 @@ muscles move, how strongly and when, and only then rendered, global emotion firs
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -627,15 +628,21 @@ class TalkingHead:
         return self.perform(portrait, text, emotion, 0.6 if intensity is None else intensity, seed)
 
 
-def text_emotion(text: str) -> tuple[dict[str, float], float]:
-    """The emotion mixture (top one or two) our text model reads in ``text``, and an intensity in [0.3, 1]."""
+@functools.cache
+def _text_model() -> Any:
+    """The registry's text-emotion model, loaded once per process (the demo asks for it on every click)."""
     from affectlens.registry import create_text_emotion
 
-    prediction = create_text_emotion().predict([text], explain=False)[0].emotion
-    ranked = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])
-    (first, p1), (second, p2) = ranked[0], ranked[1]
-    mixture = {first: p1, second: p2} if p2 / (p1 + p2) >= 0.3 else {first: 1.0}
-    return canonical_mixture(mixture), float(np.clip(p1, 0.3, 1.0))
+    return create_text_emotion()
+
+
+def text_emotion(text: str) -> tuple[dict[str, float], float]:
+    """The emotion mixture (top one or two, ``generation.create.top_mixture``) our text model reads in ``text``,
+    and an intensity in [0.3, 1]."""
+    from generation.create import top_mixture
+
+    probabilities = _text_model().predict([text], explain=False)[0].emotion.probabilities
+    return canonical_mixture(top_mixture(probabilities)), float(np.clip(max(probabilities.values()), 0.3, 1.0))
 
 
 #: The face a supporter shows for the emotion it hears: joy and surprise are shared, sadness met with a softened
