@@ -146,7 +146,7 @@ def canonical_mixture(emotion: str | Mapping[str, float], what: str = "emotion")
             raise AffectLensError(f"{what} weight for {name!r} must be a number, got {weight!r}") from None
         if not math.isfinite(value) or value < 0:
             raise AffectLensError(
-                f"{what} weight for {name!r} must be a finite, non-negative number (>= 0), got {weight!r}"
+                f"{what} weight for {name!r} must be a finite number >= 0 (non-negative), got {weight!r}"
             )
         key = canonical_emotion(name, what)
         mixture[key] = mixture.get(key, 0.0) + value
