@@ -308,6 +308,13 @@ def _print_strategy_report(report: dict) -> None:
         f"  repetition {report['repetition_rate']:.4f} (references {report['reference_repetition_rate']:.4f});"
         f"  majority class {report['majority_class']['strategy']!r}: accuracy {report['majority_class']['accuracy']:.4f}"
     )
+    turns = report["turns"]
+    print(
+        f"  per supporter turn (n={turns['n']}): top-1 in the turn's strategies {turns['turn_top1_accuracy']:.4f}"
+        f"  any chosen in them {turns['any_chosen_in_set']:.4f}  repetition {turns['repetition_rate']:.4f}"
+        f" (references {turns['reference_repetition_rate']:.4f});  majority class"
+        f" {turns['majority_class']['strategy']!r}: {turns['majority_class']['turn_top1_accuracy']:.4f}"
+    )
     print(f"  {'strategy':<30} predicted  reference")
     for strategy, share in report["predicted_distribution"].items():
         print(f"  {strategy:<30} {share:>9.4f}  {report['reference_distribution'][strategy]:>9.4f}")
@@ -349,8 +356,9 @@ def _eval_esconv(args: argparse.Namespace, started: float) -> int:
             return EXIT_USAGE
         limit, turns = evaluation.DIALOGUE_SAMPLE
         report = evaluation.evaluate_dialogue(
-            args.data, limit=args.limit or limit, turns_per_dialogue=args.turns_per_dialogue or turns
-        )
+            args.data, limit=args.limit or limit, turns_per_dialogue=args.turns_per_dialogue or turns,
+            exemplars=args.exemplars, reply_lora=not args.no_reply_lora,
+        )  # fmt: skip
     report["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps(report))
@@ -491,10 +499,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     chat = Conversation(analyzer=args.analyzer, user_id=args.user)
     if args.lm_reply:
-        from affectlens.conversation import LMResponder
-        from affectlens.registry import create_language_model
+        from affectlens.conversation import build_lm_responder
 
-        chat.responder = LMResponder(create_language_model())
+        try:
+            chat.responder = build_lm_responder(exemplars=args.exemplars)
+        except AffectLensError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     if args.text or args.image or args.audio or args.video:
         try:
             turn = chat.send(args.text, image=args.image, audio=args.audio, video=args.video)
@@ -757,6 +768,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--turns-per-dialogue", type=int, default=None, metavar="K",
         help="dialogue: supporter turns scored per dialogue (default 3; --limit: dialogues, default 20)",
     )  # fmt: skip
+    p.add_argument(
+        "--exemplars", metavar="ESCONV_JSONL",
+        help="dialogue: retrieve supporter replies of the planned strategy from this ESConv file (use train, never "
+        "the file scored; default: $AFFECTLENS_ESCONV, else none)",
+    )  # fmt: skip
+    p.add_argument("--no-reply-lora", action="store_true", help="dialogue: the base LM replies (no reply LoRA)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("weights", help="fetch, list or verify the offline weight files")
@@ -781,6 +798,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tree", action="store_true", help="print each turn's affective tree")
     p.add_argument("--user", default="user", help="user id for the affect state and memory")
     p.add_argument("--lm-reply", action="store_true", help="let the compact LM write the replies (default: templates)")
+    p.add_argument(
+        "--exemplars", metavar="ESCONV_JSONL",
+        help="with --lm-reply: retrieve real ESConv supporter replies from this file (e.g. ESConv train.jsonl) for "
+        "the LM's prompt (default: $AFFECTLENS_ESCONV, else none)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("generate", help="emotion-directed images, expression edits and talking heads")

@@ -88,54 +88,179 @@ class TemplateResponder:
         return tree.reply.text or ""
 
 
-class LMResponder:
-    """The compact LM writes the reply (its LoRA off: the base instruction model). The prompt gives the person's
-    last message, what the tree found (emotion, need), and the planned strategies as instructions in order;
-    decoding is greedy with a repetition penalty, and the text is cut to at most two sentences with no repeats."""
+#: Decoding of the base LM's replies (without the reply LoRA): a strong repetition penalty keeps it from looping.
+BASE_DECODING: Final[dict[str, Any]] = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 4}
+#: Words of one earlier message the reply prompt keeps (the start of it).
+HISTORY_WORDS: Final = 40
+#: Earlier messages (before the person's last) the reply prompt shows.
+HISTORY_MESSAGES: Final = 2
 
-    def __init__(self, lm: Any, max_new_tokens: int = REPLY_TOKENS) -> None:
+
+def _clip_words(text: str, words: int) -> str:
+    parts = text.split()
+    return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")
+
+
+def reply_prompt(
+    said: str,
+    strategies: Sequence[str],
+    *,
+    feeling: str = "unsure",
+    need: str | None = None,
+    recollection: str | None = None,
+    history: Sequence[Message] = (),
+    exemplar: str | None = None,
+) -> list[dict[str, str]]:
+    """The chat prompt the compact LM replies to (``LMResponder``, and ``scripts/train_reply_lora.py`` trains on
+    exactly this): what the tree found (``feeling``, ``need``), an earlier turn to mention, the last
+    ``HISTORY_MESSAGES`` messages before the person's last, their words, a retrieved ESConv ``exemplar`` of the first
+    strategy, and the strategies as ordered instructions."""
+    steps = "; then ".join(INSTRUCTIONS.get(s, INSTRUCTIONS["Others"]) for s in strategies) or INSTRUCTIONS["Others"]
+    context = f"They seem to feel {feeling}" + (f" and to need {need}." if need else ".")
+    if recollection:
+        context += f" Earlier in this conversation: {recollection}"
+    system = (
+        "You are a warm, honest emotional-support assistant (an AI). You reply in one or two short sentences, "
+        "speaking directly to the person. " + context
+    )
+    lines = [
+        f"{'Them' if m.speaker == 'usr' else 'You'}: {_clip_words(m.text, HISTORY_WORDS)}"
+        for m in list(history)[-HISTORY_MESSAGES:]
+        if m.text
+    ]
+    user = ("Conversation so far:\n" + "\n".join(lines) + "\n" if lines else "") + f'The person says: "{said}"\n'
+    if exemplar:
+        user += f'A supporter once answered a similar message like this: "{exemplar}"\n'
+    return [{"role": "system", "content": system}, {"role": "user", "content": user + f"Reply to them: {steps}."}]
+
+
+class LMResponder:
+    """The compact LM writes the reply from ``reply_prompt``: the person's words and the two messages before them,
+    what the tree found (emotion, need), an earlier turn to mention, the planned strategies as instructions in order
+    and, with an ``ExemplarBank``, a real ESConv supporter reply of the first strategy to a similar message.
+
+    ``lora``: the reply LoRA (``weights/reply-lora/``, ``load_reply_lora``) trained on ESConv train with exactly
+    these prompts; it is applied to the LM for the reply only (swapped with any LoRA the LM carries, e.g. the fusion
+    adapter's, and swapped back after). Without it the base instruction model replies (any LoRA switched off).
+    Decoding is greedy with a repetition penalty (``decoding``); the text is cut to at most two sentences with no
+    repeats."""
+
+    def __init__(
+        self, lm: Any, max_new_tokens: int = REPLY_TOKENS, lora: ReplyLoRA | None = None, bank: Any | None = None
+    ) -> None:
         self.lm = lm
         self.max_new_tokens = max_new_tokens
-        self.name = f"lm:{lm.name}"
+        self.lora = lora
+        self.bank = bank
+        self.name = f"lm:{lm.name}" + ("+reply-lora" if lora is not None else "")
+
+    def exemplar(self, said: str, strategies: Sequence[str]) -> str | None:
+        """The bank's reply of the first strategy to the message nearest ``said``, or None without a bank."""
+        if self.bank is None or not strategies or not said.strip():
+            return None
+        found = self.bank.retrieve(said, strategies[0])
+        return None if found is None else str(found.reply)
 
     def prompt(
         self, tree: AffectTree, strategies: Sequence[str], dialogue: Sequence[Message], recollection: str | None
     ) -> list[dict[str, str]]:
         emotion = tree.emotion.value if isinstance(tree.emotion.value, dict) else {}
         need = tree.appraisal.value.get("need") if isinstance(tree.appraisal.value, dict) else None
-        said = next((m.text for m in reversed(dialogue) if m.speaker == "usr"), "")
-        steps = (
-            "; then ".join(INSTRUCTIONS.get(s, INSTRUCTIONS["Others"]) for s in strategies) or INSTRUCTIONS["Others"]
-        )
-        feeling = emotion.get("state", "unsure")
-        context = f"They seem to feel {feeling}" + (f" and to need {need}." if need else ".")
-        if recollection:
-            context += f" Earlier in this conversation: {recollection}"
-        system = (
-            "You are a warm, honest emotional-support assistant (an AI). You reply in one or two short sentences, "
-            "speaking directly to the person. " + context
-        )
-        return [
-            {"role": "system", "content": system},
-            {"role": "user", "content": f'The person says: "{said}"\nReply to them: {steps}.'},
-        ]
+        last = max((i for i, m in enumerate(dialogue) if m.speaker == "usr"), default=-1)
+        said = dialogue[last].text if last >= 0 else ""
+        return reply_prompt(
+            said, strategies, feeling=str(emotion.get("state") or "unsure"), need=need, recollection=recollection,
+            history=dialogue[:last] if last >= 0 else (), exemplar=self.exemplar(said, strategies),
+        )  # fmt: skip
 
     def reply(
         self, tree: AffectTree, strategies: Sequence[str], dialogue: Sequence[Message], recollection: str | None
     ) -> str:
         import torch
 
+        from fusion.lm import lora_swapped
         from fusion.reasoner import lora_off
 
         ids = torch.tensor([self.lm.chat_ids(self.prompt(tree, strategies, dialogue, recollection))])
-        with lora_off(self.lm.model), torch.inference_mode():
+        scope = (
+            lora_off(self.lm.model)
+            if self.lora is None
+            else lora_swapped(
+                self.lm.model, self.lora.state, r=self.lora.r, alpha=self.lora.alpha, targets=self.lora.targets
+            )
+        )
+        with scope, torch.inference_mode():
             out = self.lm.model.generate(
                 ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens, do_sample=False,
-                repetition_penalty=1.3, no_repeat_ngram_size=4, eos_token_id=list(self.lm.eos_token_ids),
+                repetition_penalty=self.decoding["repetition_penalty"],
+                no_repeat_ngram_size=self.decoding["no_repeat_ngram_size"], eos_token_id=list(self.lm.eos_token_ids),
                 pad_token_id=self.lm.eos_token_ids[0],
             )  # fmt: skip
         text = str(self.lm.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
         return tidy_reply(text)
+
+    @property
+    def decoding(self) -> dict[str, Any]:
+        """Greedy decoding's repetition penalty and no-repeat n-gram size: the reply LoRA's (chosen on ESConv valid
+        by its training script), else ``BASE_DECODING`` for the base model."""
+        chosen = self.lora.config.get("decoding", {}) if self.lora is not None else {}
+        return {**BASE_DECODING, **chosen}
+
+
+@dataclass(frozen=True)
+class ReplyLoRA:
+    """The reply LoRA: its matrices (keyed as ``lora_state_dict`` keys them), rank, alpha and target layers."""
+
+    state: dict[str, Any]
+    r: int
+    alpha: float
+    targets: tuple[str, ...]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+#: Manifest group of the shipped reply LoRA.
+REPLY_LORA_WEIGHTS: Final = "reply-lora"
+
+
+def load_reply_lora(directory: str | os.PathLike[str] | None = None) -> ReplyLoRA:
+    """The reply LoRA in ``directory`` (``config.json`` + ``lora.safetensors``), by default the shipped one."""
+    import json
+
+    from safetensors.torch import load_file
+
+    if directory is None:
+        from affectlens.weights import locate_group
+
+        directory = locate_group(REPLY_LORA_WEIGHTS).path
+    folder = Path(directory)
+    config = json.loads((folder / "config.json").read_text())
+    return ReplyLoRA(
+        load_file(folder / "lora.safetensors"), int(config["r"]), float(config["alpha"]), tuple(config["targets"]),
+        config,
+    )  # fmt: skip
+
+
+def build_lm_responder(
+    lm: Any | None = None, *, exemplars: str | os.PathLike[str] | None = None, reply_lora: bool = True
+) -> LMResponder:
+    """The compact LM responder as shipped: the default LM (or ``lm``), the shipped reply LoRA (unless
+    ``reply_lora`` is False or its files are missing: then the base model replies) and an exemplar bank from the
+    ESConv file ``exemplars`` (or ``AFFECTLENS_ESCONV``; none by default: ESConv is not redistributed)."""
+    from affectlens.errors import WeightsError
+    from fusion.exemplars import ExemplarBank, default_bank
+
+    if lm is None:
+        from affectlens.registry import create_language_model
+
+        lm = create_language_model()
+    lora = None
+    if reply_lora:
+        try:
+            lora = load_reply_lora()
+        except (WeightsError, OSError) as exc:
+            logger.warning("no reply LoRA (%s): the base LM replies", exc)
+    bank = ExemplarBank.from_esconv(exemplars) if exemplars else default_bank()
+    return LMResponder(lm, lora=lora, bank=bank)
 
 
 def tidy_reply(text: str, max_sentences: int = 2) -> str:

@@ -353,9 +353,23 @@ def evaluate_strategy(
     message of a supporter turn re-using a strategy of the previous supporter turn) for the planner and for the
     human references, both strategy distributions, the majority-class baseline (the majority of this file's
     references) and the mean strategies per turn. ``planner`` replaces the shipped one (``model_dir``: its folder).
+
+    ``turns``: the same planner scored per supporter turn (``fusion.esconv.score_turns``: the dialogue before the
+    turn's first message -> the set of strategies the turn used; ``turn_top1_accuracy`` counts the top strategy as
+    right when it is in the set), with the majority-class baseline at that level (the strategy in most of this file's
+    turns) and the human references' repetition by the same measure.
     """
     from affectlens.labels import ESCONV_STRATEGIES
-    from fusion.esconv import distribution, read_dialogues, repetition_rate, score_strategies, strategy_examples
+    from fusion.esconv import (
+        distribution,
+        majority_strategy,
+        read_dialogues,
+        repetition_rate,
+        score_strategies,
+        score_turns,
+        strategy_examples,
+        turn_examples,
+    )
 
     dialogues = read_dialogues(data, limit)
     examples = strategy_examples(dialogues)
@@ -367,6 +381,14 @@ def evaluate_strategy(
         planner = load_strategy_planner(model_dir)
     chosen = [[s for s, _ in c] for c in planner.choose([e.dialogue for e in examples])]
     scores = score_strategies(chosen, examples)
+    turns = turn_examples(dialogues)
+    # a turn's first message is a message example with the same dialogue before it: the same choice
+    by_dialogue = {e.dialogue: c for e, c in zip(examples, chosen, strict=True) if e.first}
+    missing = [t.dialogue for t in turns if t.dialogue not in by_dialogue]
+    by_dialogue.update(zip(missing, ([s for s, _ in c] for c in planner.choose(missing)), strict=True))
+    turn_scores = score_turns([by_dialogue[t.dialogue] for t in turns], turns)
+    turn_majority = majority_strategy([t.strategies for t in turns])
+    turn_majority_scores = score_turns([[turn_majority]] * len(turns), turns)
     references = [e.strategy for e in examples]
     counts = Counter(references)
     majority = max(ESCONV_STRATEGIES, key=counts.__getitem__)  # ties: the first in label order
@@ -381,6 +403,15 @@ def evaluate_strategy(
         "mean_strategies_per_turn": scores["mean_strategies_per_turn"],
         "predicted_distribution": scores["predicted_distribution"],
         "reference_distribution": distribution(references),
+        "turns": {
+            **{k: v for k, v in turn_scores.items() if k != "predicted_distribution"},
+            "reference_repetition_rate": score_turns([[t.strategies[0]] for t in turns], turns)["repetition_rate"],
+            "majority_class": {
+                "strategy": turn_majority,
+                "turn_top1_accuracy": turn_majority_scores["turn_top1_accuracy"],
+                "first_strategy_accuracy": turn_majority_scores["first_strategy_accuracy"],
+            },
+        },
     }
 
 
@@ -391,19 +422,20 @@ ConversationFactory = Callable[[Sequence["Message"]], "Conversation"]
 """history (the reference dialogue before the seeker's last message) -> a ``Conversation`` continuing it."""
 
 
-def shipped_conversations() -> ConversationFactory:
+def shipped_conversations(exemplars: str | Path | None = None, reply_lora: bool = True) -> ConversationFactory:
     """Conversations on the shipped models (loaded once, shared): each starts from the given history with a fresh
-    affect tracker and emotional memory, as ``Conversation`` builds its default parts."""
+    affect tracker and emotional memory, as ``Conversation`` builds its default parts; the compact LM replies
+    (``build_lm_responder``: the reply LoRA unless ``reply_lora`` is False, exemplars from the ESConv file
+    ``exemplars``)."""
     from affectlens.analyzer import Analyzer
-    from affectlens.conversation import Conversation, LMResponder
-    from affectlens.registry import create_language_model
+    from affectlens.conversation import Conversation, build_lm_responder
     from fusion.affect_state import AffectTracker
     from fusion.memory import EmotionalMemory, sentence_embedder
     from fusion.strategy import load_strategy_planner
 
     analyzer = Analyzer()
     planner = load_strategy_planner(text_model=analyzer.text)
-    responder = LMResponder(create_language_model())
+    responder = build_lm_responder(exemplars=exemplars, reply_lora=reply_lora)
     embed = sentence_embedder()
 
     def new(history: Sequence[Message]) -> Conversation:
@@ -421,6 +453,8 @@ def evaluate_dialogue(
     turns_per_dialogue: int = DIALOGUE_SAMPLE[1],
     conversations: ConversationFactory | None = None,
     examples: int = 3,
+    exemplars: str | Path | None = None,
+    reply_lora: bool = True,
 ) -> dict[str, Any]:
     """Reply quality on an ESConv JSONL file: for the first ``turns_per_dialogue`` supporter turns answering the
     seeker in each of the first ``limit`` dialogues, a ``Conversation`` continues the reference history, is sent the
@@ -429,7 +463,8 @@ def evaluate_dialogue(
     Reports BLEU-2 (corpus), ROUGE-L F1 (mean) and Distinct-1/2 of the replies, the same for the tree's template
     reply of each turn (the baseline) and Distinct-1/2 of the references; mean and p90 seconds per turn (a first,
     warm-up turn is not counted), how many replies came from the LM, the template or the safety module, and the
-    first ``examples`` samples. ``conversations`` replaces ``shipped_conversations()`` (tests inject tiny parts).
+    first ``examples`` samples. ``conversations`` replaces ``shipped_conversations(exemplars, reply_lora)`` (tests
+    inject tiny parts); ``exemplars`` must not be the file scored (its own references would be retrieved).
     """
     from affectlens.text_metrics import distinct_n, text_scores
     from fusion.esconv import read_dialogues, reply_samples
@@ -439,7 +474,9 @@ def evaluate_dialogue(
     samples = reply_samples(read_dialogues(data, limit), turns_per_dialogue)
     if not samples:
         raise MediaError(str(data), "no supporter message answering a seeker message")
-    new = conversations or shipped_conversations()
+    if exemplars is not None and Path(exemplars).resolve() == Path(data).resolve():
+        raise MediaError(str(exemplars), "is the file being scored: its references would come back as exemplars")
+    new = conversations or shipped_conversations(exemplars, reply_lora)
     new(samples[0].history).send(samples[0].seeker)  # warm-up: lazy model loads are not reply latency
     replies, templates, seconds, rows = [], [], [], []
     sources: Counter[str] = Counter()
@@ -461,6 +498,7 @@ def evaluate_dialogue(
         "task": "dialogue",
         "model": model,
         "data": str(data),
+        "exemplars": None if exemplars is None else str(exemplars),
         "dialogues": len({s.dialogue for s in samples}),
         "n": len(samples),
         "reply": text_scores(replies, references),

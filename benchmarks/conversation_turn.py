@@ -1,8 +1,8 @@
 """Latency of one Conversation turn on CPU: tree + strategy plan + affect state + memory + a 40-token LM reply.
 
 Baseline, measured in the same run: the tree alone for the same text (``Analyzer().analyze(text=...)``). The reply
-is forced to generate up to 40 tokens (``LMResponder(max_new_tokens=40)``). One warm-up turn loads every model
-(printed apart); then the median of the next turns. Goal: a full turn < 8 s.
+is forced to generate up to 40 tokens (``build_lm_responder()``, the reply LoRA swapped in for each reply). One
+warm-up turn loads every model (printed apart); then the median of the next turns. Goal: a full turn < 8 s.
 
     python benchmarks/conversation_turn.py [--turns 6]
 """
@@ -30,12 +30,13 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=6)
     args = parser.parse_args()
     from affectlens import Analyzer
-    from affectlens.conversation import Conversation, LMResponder
-    from affectlens.registry import create_language_model
+    from affectlens.conversation import Conversation, build_lm_responder
 
     analyzer = Analyzer()
     t0 = time.perf_counter()
-    chat = Conversation(analyzer=analyzer, responder=LMResponder(create_language_model(), max_new_tokens=40))
+    responder = build_lm_responder()
+    responder.max_new_tokens = 40
+    chat = Conversation(analyzer=analyzer, responder=responder)
     chat.send("Hello.")
     print(f"warm-up turn (loads the text model, planner, LM, sentence encoder): {time.perf_counter() - t0:.2f} s")
     full, tree_only = [], []

@@ -1,6 +1,16 @@
 """ESConv support dialogues: reading the JSONL, the supporter messages a strategy planner or a responder is scored
-on, and the strategy scores (accuracy, macro-F1, repetition across supporter turns). Shared by
+on, and the strategy scores at two levels. Shared by
 ``affectlens eval strategy|dialogue`` and ``scripts/train_strategy_planner.py``, so the numbers agree.
+
+Two levels of scoring, both reported:
+
+* per supporter **message** (``strategy_examples`` / ``score_strategies``): the dialogue before each supporter
+  message -> that message's strategy; top-1 accuracy and macro-F1, the literature's comparison point;
+* per supporter **turn** (``turn_examples`` / ``score_turns``): a turn is the run of consecutive supporter messages
+  after the seeker spoke and may combine strategies (16% of ESConv turns have more than one message); the
+  dialogue before the turn's first message -> the *set* of distinct strategies of its messages. ``turn_top1_accuracy``
+  counts the planner's top strategy as right when it is one of them. This is the planner's real task: it plans a
+  whole turn, once per seeker message.
 
 One dialogue per line: ``{"emotion_type", "problem_type", "situation", "dialog": [{"text", "speaker": "usr"|"sys",
 "strategy" (supporter messages)}]}``.
@@ -32,6 +42,15 @@ class StrategyExample:
     dialogue: tuple[Message, ...]
     strategy: str
     first: bool
+
+
+@dataclass(frozen=True)
+class TurnExample:
+    """A supporter turn (consecutive supporter messages right after a seeker message): the dialogue before its first
+    message and the distinct ``ESCONV_STRATEGIES`` of its messages, in order of use (the first message's first)."""
+
+    dialogue: tuple[Message, ...]
+    strategies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,26 @@ def strategy_examples(dialogues: Sequence[Sequence[Message]]) -> list[StrategyEx
     return out
 
 
+def turn_examples(dialogues: Sequence[Sequence[Message]]) -> list[TurnExample]:
+    """Every supporter turn that follows a seeker message and has at least one strategy of ``ESCONV_STRATEGIES``."""
+    out = []
+    for dialogue in dialogues:
+        i = 0
+        while i < len(dialogue):
+            if dialogue[i].speaker != "sys" or i == 0 or dialogue[i - 1].speaker != "usr":
+                i += 1
+                continue
+            j = i
+            used: list[str] = []
+            while j < len(dialogue) and dialogue[j].speaker == "sys":
+                used.extend(s for s in dialogue[j].strategies if s in ESCONV_STRATEGIES)
+                j += 1
+            if used:
+                out.append(TurnExample(tuple(dialogue[:i]), tuple(dict.fromkeys(used))))
+            i = j
+    return out
+
+
 def load_split(path: str | Path) -> list[StrategyExample]:
     """``strategy_examples`` of every dialogue in an ESConv JSONL file."""
     return strategy_examples(read_dialogues(path))
@@ -167,5 +206,45 @@ def score_strategies(chosen: Sequence[Sequence[str]], examples: Sequence[Strateg
         ),
         "repetition_rate": round(repetition_rate(chosen, examples), 4),
         "predicted_distribution": distribution([c[0] for c in chosen]),
+        "mean_strategies_per_turn": round(float(np.mean([len(c) for c in chosen])), 3),
+    }
+
+
+def majority_strategy(sets: Sequence[Sequence[str]]) -> str:
+    """The strategy in most of ``sets`` (each counted once per set; ties: the first in label order)."""
+    counts = Counter(s for strategies in sets for s in dict.fromkeys(strategies))
+    return max(ESCONV_STRATEGIES, key=counts.__getitem__)
+
+
+def score_turns(chosen: Sequence[Sequence[str]], examples: Sequence[TurnExample]) -> dict[str, Any]:
+    """Chosen strategies per supporter turn (the first is the top-1) against the turn's strategy set: n,
+    ``turn_top1_accuracy`` (the top strategy is one of the turn's), ``any_chosen_in_set``, ``chosen_precision`` (mean
+    share of the chosen strategies that the turn used), ``first_strategy_accuracy`` and ``first_strategy_macro_f1``
+    (the top strategy against the turn's first message's strategy), the repetition rate (turns with a previous
+    supporter turn whose chosen strategies re-use one of it), predicted distribution and mean strategies per turn."""
+    sets = [set(e.strategies) for e in examples]
+    top = [c[0] for c in chosen]
+    y = np.array([ESCONV_STRATEGIES.index(e.strategies[0]) for e in examples])
+    t = np.array([ESCONV_STRATEGIES.index(s) for s in top])
+    hits, total = 0, 0
+    for c, e in zip(chosen, examples, strict=True):
+        previous = previous_supporter_turn(e.dialogue)
+        if previous:
+            total += 1
+            hits += any(s in previous for s in c)
+    return {
+        "n": len(examples),
+        "turn_top1_accuracy": round(float(np.mean([s in ref for s, ref in zip(top, sets, strict=True)])), 4),
+        "any_chosen_in_set": round(
+            float(np.mean([any(s in r for s in c) for c, r in zip(chosen, sets, strict=True)])), 4
+        ),
+        "chosen_precision": round(
+            float(np.mean([sum(s in r for s in c) / len(c) for c, r in zip(chosen, sets, strict=True)])), 4
+        ),
+        "first_strategy_accuracy": round(float((t == y).mean()), 4),
+        "first_strategy_macro_f1": round(macro_f1(y, t, len(ESCONV_STRATEGIES)), 4),
+        "repetition_rate": round(hits / max(total, 1), 4),
+        "multi_strategy_turns": round(float(np.mean([len(r) > 1 for r in sets])), 4),
+        "predicted_distribution": distribution(top),
         "mean_strategies_per_turn": round(float(np.mean([len(c) for c in chosen])), 3),
     }

@@ -25,6 +25,7 @@ LoRA is self-contained (``LoRALinear``, ``apply_lora``, ``lora_state_dict``, ``l
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -33,7 +34,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -681,6 +682,56 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     with torch.no_grad():
         for key, value in state.items():
             own[key].copy_(value)
+
+
+@contextlib.contextmanager
+def lora_swapped(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    r: int,
+    alpha: float,
+    targets: Sequence[str] = ("q_proj", "v_proj"),
+) -> Iterator[None]:
+    """Run ``model`` with the LoRA ``state`` (rank ``r``, ``alpha``, on ``targets``) inside the block.
+
+    A model that carries LoRA layers of the same shape (e.g. the fusion adapter's) has them swapped: their
+    matrices and scaling are saved, ``state`` loaded, and both restored afterwards. A model without LoRA gets
+    ``apply_lora`` for the block and its plain ``nn.Linear`` layers back afterwards. Raises ``ValueError`` when
+    ``state`` does not fit (another rank, targets or model).
+    """
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    if not layers:
+        grads = {name: p.requires_grad for name, p in model.named_parameters()}
+        added = apply_lora(model, r=r, alpha=alpha, targets=targets)
+        try:
+            load_lora_state_dict(model, state)
+            yield
+        finally:
+            _unwrap(model, added)
+            for name, p in model.named_parameters():
+                p.requires_grad_(grads.get(name, False))
+        return
+    saved = lora_state_dict(model)
+    scalings = [m.scaling for m in layers]
+    try:
+        load_lora_state_dict(model, state)
+        for m in layers:
+            m.scaling = alpha / r
+        yield
+    finally:
+        load_lora_state_dict(model, saved)
+        for m, scaling in zip(layers, scalings, strict=True):
+            m.scaling = scaling
+
+
+def _unwrap(model: nn.Module, layers: Sequence[LoRALinear]) -> None:
+    """Put back the base ``nn.Linear`` of each of ``layers`` (undoing ``apply_lora``)."""
+    wanted = {id(layer) for layer in layers}
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if id(child) in wanted:
+                setattr(module, child_name, child.base)
 
 
 def merge_lora(model: nn.Module) -> int:

@@ -1,10 +1,17 @@
 """The support-strategy planner: which ESConv strategies the next supporter turn should use, and why.
 
-Features of a dialogue so far (``context_features``): the sentence embedding and canonical emotion distribution of
-the seeker's last message (the text-emotion network's pooled embedding, as ``TextEmotion.embedding``), the
-embedding of the supporter's last message, the strategies of the two previous supporter messages (one-hot, with
-"none"), and where we are in the conversation (supporter messages so far, seeker messages so far, whether the
-supporter is continuing its own turn). A small MLP (``StrategyHead``) trained on ESConv train by
+Features of a dialogue so far (``context_features``), a base block and the blocks its ``FeatureSpec`` turns on:
+
+* base: the sentence embedding and canonical emotion distribution of the seeker's last message (the text-emotion
+  network's pooled embedding, as ``TextEmotion.embedding``), the embedding of the supporter's last message, the
+  strategies of the two previous supporter messages (one-hot, with "none"), and where we are in the conversation
+  (supporter messages so far, seeker messages so far, whether the supporter is continuing its own turn);
+* ``sentence``: general all-MiniLM-L6-v2 sentence embeddings of the seeker's last message, the supporter's last
+  message and the last few messages joined (``fusion.memory.sentence_embedder``, a shipped weight group);
+* ``history``: the strategy history and the shape of the dialogue (``history_features``);
+* ``hash_buckets``: hashed words and bigrams of the seeker's and the supporter's last messages (``hashed_ngrams``).
+
+A small MLP (``StrategyHead``, optionally an average of a few seeds) trained on ESConv train by
 ``scripts/train_strategy_planner.py`` maps them to a distribution over the 8 strategies.
 
 ``StrategyPlanner`` is a ``fusion.tree.Planner``: given the dialogue (``with_context``) it plans from the tree, the
@@ -18,6 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,8 +95,99 @@ def previous_supporter_turn(dialogue: Sequence[Message]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def context_features(dialogues: Sequence[Sequence[Message]], embed: Embedder) -> np.ndarray:
-    """``(N, d)`` features of each dialogue-so-far (see the module docstring), embeddings batched."""
+SentenceEmbedder = Callable[[list[str]], np.ndarray]
+"""texts -> (N x d L2-normalised general sentence embeddings), as ``fusion.memory.sentence_embedder`` gives."""
+
+#: Messages joined for the context sentence embedding (``FeatureSpec.sentence``).
+CONTEXT_MESSAGES: Final = 4
+_TOKEN = re.compile(r"[a-z0-9']+|[?!]")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which feature blocks ``context_features`` appends after the base block (all off: the base block alone).
+
+    ``hash_buckets``: binary hashed bag of words and bigrams of the seeker's last message and of the supporter's last
+    message (``hash_buckets`` columns each; CRC32, so stable across processes). ``sentence``: general sentence
+    embeddings (all-MiniLM-L6-v2) of those two messages and of the last ``CONTEXT_MESSAGES`` messages joined.
+    ``history``: the strategy history and the shape of the dialogue (``history_features``)."""
+
+    hash_buckets: int = 0
+    sentence: bool = False
+    history: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FeatureSpec:
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown strategy feature settings {sorted(unknown)}")
+        return cls(**raw)
+
+
+def hashed_ngrams(text: str, buckets: int) -> np.ndarray:
+    """``(buckets,)`` 0/1: the lower-cased words (and ``?``/``!``) of ``text``, their bigrams and a start-of-message
+    bigram, each hashed (CRC32) to a bucket."""
+    out = np.zeros(buckets, np.float32)
+    words = _TOKEN.findall(text.lower())
+    grams = words + [f"{a} {b}" for a, b in zip(["<s>", *words], words, strict=False)]
+    for gram in grams:
+        out[zlib.crc32(gram.encode()) % buckets] = 1.0
+    return out
+
+
+def history_features(dialogue: Sequence[Message]) -> np.ndarray:
+    """``(2 * 8 + 9 + 6,)``: share of the supporter's strategies so far spent on each strategy, the previous
+    supporter turn's strategies (multi-hot), the third-last supporter message's strategy (one-hot with "none"), and
+    the seeker's last message (log word count, ends with "?", how many seeker messages in a row), the supporter's last
+    message (log word count, has "?"), and whether the seeker has said goodbye-like thanks before."""
+    n = len(ESCONV_STRATEGIES)
+    used = [s for m in dialogue if m.speaker == "sys" for s in m.strategies if s in ESCONV_STRATEGIES]
+    share = np.zeros(n, np.float32)
+    for s in used:
+        share[ESCONV_STRATEGIES.index(s)] += 1.0 / len(used)
+    previous = np.zeros(n, np.float32)
+    for s in previous_supporter_turn(dialogue):
+        if s in ESCONV_STRATEGIES:
+            previous[ESCONV_STRATEGIES.index(s)] = 1.0
+    sys_msgs = [m for m in dialogue if m.speaker == "sys"]
+    third = sys_msgs[-3].strategies[0] if len(sys_msgs) > 2 and sys_msgs[-3].strategies else None
+    seeker = next((m.text for m in reversed(dialogue) if m.speaker == "usr"), "")
+    supporter = next((m.text for m in reversed(dialogue) if m.speaker == "sys"), "")
+    run = 0
+    for m in reversed(dialogue):
+        if m.speaker != "usr":
+            break
+        run += 1
+    thanked = any(m.speaker == "usr" and "thank" in m.text.lower() for m in dialogue)
+    shape = np.array(
+        [
+            np.log1p(len(seeker.split())) / 4.0,
+            float(seeker.rstrip().endswith("?")),
+            min(run, 4) / 4.0,
+            np.log1p(len(supporter.split())) / 4.0,
+            float("?" in supporter),
+            float(thanked),
+        ],
+        np.float32,
+    )
+    return np.concatenate([share, previous, _one_hot(third), shape])
+
+
+def _context_text(dialogue: Sequence[Message]) -> str:
+    return " ".join(
+        f"{'Seeker' if m.speaker == 'usr' else 'Supporter'}: {m.text}" for m in dialogue[-CONTEXT_MESSAGES:]
+    )
+
+
+def context_features(
+    dialogues: Sequence[Sequence[Message]],
+    embed: Embedder,
+    spec: FeatureSpec | None = None,
+    sentence_embed: SentenceEmbedder | None = None,
+) -> np.ndarray:
+    """``(N, d)`` features of each dialogue-so-far (see the module docstring), embeddings batched: the base block,
+    then the blocks ``spec`` turns on (``sentence`` needs ``sentence_embed``)."""
+    spec = spec or FeatureSpec()
     seeker, supporter = [], []
     for dialogue in dialogues:
         seeker.append(next((m.text for m in reversed(dialogue) if m.speaker == "usr"), ""))
@@ -96,8 +196,20 @@ def context_features(dialogues: Sequence[Sequence[Message]], embed: Embedder) ->
     vectors, probs = embed(texts)
     index = {t: i for i, t in enumerate(texts)}
     dim = vectors.shape[1] if len(texts) else 0
+    if spec.sentence:
+        if sentence_embed is None:
+            raise ValueError("these strategy features need a sentence embedder (FeatureSpec.sentence)")
+        contexts = [_context_text(d) for d in dialogues]
+        sentence_texts = sorted({t for t in seeker + supporter + contexts if t})
+        sentence_vectors = sentence_embed(sentence_texts) if sentence_texts else np.zeros((0, 0), np.float32)
+        sentence_index = {t: i for i, t in enumerate(sentence_texts)}
+        sentence_dim = sentence_vectors.shape[1] if sentence_texts else 0
+
+        def sentence(text: str) -> np.ndarray:
+            return sentence_vectors[sentence_index[text]] if text else np.zeros(sentence_dim, np.float32)
+
     rows = []
-    for dialogue, s_text, p_text in zip(dialogues, seeker, supporter, strict=True):
+    for k, (dialogue, s_text, p_text) in enumerate(zip(dialogues, seeker, supporter, strict=True)):
         s_vec = vectors[index[s_text]] if s_text else np.zeros(dim, np.float32)
         s_emo = probs[index[s_text]] if s_text else np.zeros(len(CANONICAL_EMOTIONS), np.float32)
         p_vec = vectors[index[p_text]] if p_text else np.zeros(dim, np.float32)
@@ -113,7 +225,14 @@ def context_features(dialogues: Sequence[Sequence[Message]], embed: Embedder) ->
             ],
             np.float32,
         )
-        rows.append(np.concatenate([s_vec, s_emo, p_vec, _one_hot(prev), _one_hot(prev2), position]))
+        blocks = [s_vec, s_emo, p_vec, _one_hot(prev), _one_hot(prev2), position]
+        if spec.sentence:
+            blocks += [sentence(s_text), sentence(p_text), sentence(contexts[k])]
+        if spec.history:
+            blocks.append(history_features(dialogue))
+        if spec.hash_buckets:
+            blocks += [hashed_ngrams(s_text, spec.hash_buckets), hashed_ngrams(p_text, spec.hash_buckets)]
+        rows.append(np.concatenate(blocks))
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
 
 
@@ -128,7 +247,14 @@ class StrategyConfig:
     repetition_penalty: float = 1.0
     combine_ratio: float = 0.6
     max_strategies: int = 2
+    members: int = 1
+    features: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> FeatureSpec:
+        """The feature blocks the head reads (``features``, as a ``FeatureSpec``; empty: the base block alone)."""
+        return FeatureSpec.from_dict(self.features)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> StrategyConfig:
@@ -149,17 +275,45 @@ class StrategyHead(nn.Module):
         self.config = config
         self.register_buffer("mean", torch.zeros(config.input_dim))
         self.register_buffer("std", torch.ones(config.input_dim))
-        self.net = nn.Sequential(
+        self.net = self._mlp(config)
+        #: further ensemble members (``members - 1``), trained from other seeds; their distributions are averaged
+        self.others = nn.ModuleList([self._mlp(config) for _ in range(config.members - 1)])
+
+    @staticmethod
+    def _mlp(config: StrategyConfig) -> nn.Sequential:
+        return nn.Sequential(
             nn.Linear(config.input_dim, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
             nn.Linear(config.hidden, len(config.strategies)),
         )  # fmt: skip
 
     def set_standardisation(self, x: np.ndarray) -> None:
-        self.mean.copy_(torch.from_numpy(x.mean(0)))
-        self.std.copy_(torch.from_numpy(np.clip(x.std(0), 1e-3, None)))
+        """Mean and spread of each feature from ``x``; the hashed n-gram columns (the last ``2 * hash_buckets``,
+        0/1 and mostly 0) are left as they are."""
+        mean, std = x.mean(0), np.clip(x.std(0), 1e-3, None)
+        raw = 2 * self.config.spec.hash_buckets
+        if raw:
+            mean[-raw:], std[-raw:] = 0.0, 1.0
+        self.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        self.std.copy_(torch.from_numpy(std.astype(np.float32)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        """Logits; with several members, the log of their mean distribution."""
+        z = (x - self.mean) / self.std
+        if not self.others:
+            return self.net(z)
+        probs = torch.stack([torch.softmax(m(z), 1) for m in [self.net, *self.others]]).mean(0)
+        return torch.log(probs.clamp_min(1e-12))
+
+    @classmethod
+    def ensemble(cls, heads: Sequence[StrategyHead]) -> StrategyHead:
+        """One head averaging the distributions of ``heads`` (same config and standardisation; the first's kept)."""
+        config = StrategyConfig.from_dict({**asdict(heads[0].config), "members": len(heads)})
+        out = cls(config)
+        out.mean.copy_(heads[0].mean)
+        out.std.copy_(heads[0].std)
+        for target, head in zip([out.net, *out.others], heads, strict=True):
+            target.load_state_dict(head.net.state_dict())
+        return out.eval()
 
     @torch.inference_mode()
     def probabilities(self, x: np.ndarray) -> np.ndarray:
@@ -218,14 +372,25 @@ class StrategyPlanner:
 
     name = "strategy-planner"
 
-    def __init__(self, head: StrategyHead, embed: Embedder, dialogue: Sequence[Message] = ()) -> None:
+    def __init__(
+        self,
+        head: StrategyHead,
+        embed: Embedder,
+        dialogue: Sequence[Message] = (),
+        sentence_embed: SentenceEmbedder | None = None,
+    ) -> None:
         self.head = head
         self.embed = embed
         self.dialogue = list(dialogue)
+        self.sentence_embed = sentence_embed
 
     def with_context(self, dialogue: Sequence[Message]) -> StrategyPlanner:
         """The same planner reading ``dialogue`` (the messages so far, the seeker's latest last)."""
-        return StrategyPlanner(self.head, self.embed, dialogue)
+        return StrategyPlanner(self.head, self.embed, dialogue, self.sentence_embed)
+
+    def features(self, dialogues: Sequence[Sequence[Message]]) -> np.ndarray:
+        """``context_features`` of ``dialogues`` with the head's feature blocks."""
+        return context_features(dialogues, self.embed, self.head.config.spec, self.sentence_embed)
 
     def choose(self, dialogues: Sequence[Sequence[Message]], batch_size: int = 512) -> list[list[tuple[str, float]]]:
         """``decide`` for each dialogue-so-far: (strategy, probability) pairs, the top one first; features are
@@ -233,7 +398,7 @@ class StrategyPlanner:
         out: list[list[tuple[str, float]]] = []
         for start in range(0, len(dialogues), batch_size):
             batch = dialogues[start : start + batch_size]
-            probs = self.head.probabilities(context_features(batch, self.embed))
+            probs = self.head.probabilities(self.features(batch))
             out.extend(
                 decide(p, previous_supporter_turn(d), self.head.config) for p, d in zip(probs, batch, strict=True)
             )
@@ -260,7 +425,8 @@ class StrategyPlanner:
 
 
 def load_strategy_planner(directory: str | Path | None = None, text_model: Any | None = None) -> StrategyPlanner:
-    """The shipped planner (manifest group ``strategy-planner``) with the default text model as its embedder."""
+    """The shipped planner (manifest group ``strategy-planner``) with the default text model as its embedder, and
+    all-MiniLM-L6-v2 (``fusion.memory.sentence_embedder``, a shipped weight group) when its features need it."""
     if directory is None:
         from affectlens.weights import locate_group
 
@@ -269,4 +435,10 @@ def load_strategy_planner(directory: str | Path | None = None, text_model: Any |
         from affectlens.registry import create_text_emotion
 
         text_model = create_text_emotion()
-    return StrategyPlanner(StrategyHead.from_pretrained(directory), text_embedder(text_model))
+    head = StrategyHead.from_pretrained(directory)
+    sentence_embed = None
+    if head.config.spec.sentence:
+        from fusion.memory import sentence_embedder
+
+        sentence_embed = sentence_embedder()
+    return StrategyPlanner(head, text_embedder(text_model), sentence_embed=sentence_embed)

@@ -1,15 +1,19 @@
 """Train the support-strategy planner on ESConv and compare it with the majority class and the LM choosing alone.
 
-Data: ``../shared/data/esconv/{train,valid,test}.jsonl`` (standard split). Every supporter message with a strategy
-after the seeker has spoken is one example: the dialogue before it -> its strategy. Features:
-``fusion.strategy.context_features`` (text-emotion network embeddings, cached under ``--cache``).
+Data: ``../shared/data/esconv/{train,valid,test}.jsonl`` (standard split). Examples at two levels
+(``fusion.esconv``): every supporter message with a strategy after the seeker has spoken (the dialogue before it ->
+its strategy), and every supporter turn (the dialogue before its first message -> the set of its strategies).
+Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-buckets``, ``--sentence`` and
+``--history``; the two embedders' outputs are cached per text under ``--cache``.
 
-1. ``StrategyHead`` (MLP) on train, Adam, the epoch with the best valid accuracy kept.
-2. ``repetition_penalty``: the largest valid accuracy whose cross-turn repetition (the first message of a supporter
-   turn re-using a strategy of the previous supporter turn) stays at most 0.30.
-3. Test: top-1 accuracy and macro-F1 over supporter messages, predicted vs reference strategy distribution,
-   repetition rate (planner and the human references), against the majority class (from train) and SmolLM2
-   choosing alone (next-token scores over the strategy names, zero-shot, on ``--lm-limit`` test messages).
+1. ``StrategyHead`` (MLP) on train, AdamW, soft targets (``--targets``: ``mixed`` = each message's strategy, and for
+   a turn's first message the turn's strategies shared equally; ``message``; ``turn`` = turn examples only); the
+   epoch with the best valid turn-level top-1 kept; ``--members`` seeds averaged.
+2. ``repetition_penalty``: the best valid turn-level top-1 whose cross-turn repetition (the first message of a
+   supporter turn re-using a strategy of the previous supporter turn) stays at most 0.30.
+3. Test, scored once: per message (top-1 accuracy, macro-F1) and per turn (``turn_top1_accuracy``: the top strategy
+   is one of the turn's), repetition (planner and the human references), against the majority class (from train)
+   and SmolLM2 choosing alone (next-token scores over the strategy names, zero-shot, on ``--lm-limit`` test messages).
 
     python scripts/train_strategy_planner.py   # writes weights/strategy-planner/ and its training_report.json
 """
@@ -22,6 +26,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +38,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from affectlens.labels import ESCONV_STRATEGIES  # noqa: E402
-from fusion.esconv import StrategyExample, load_split, repetition_rate, score_strategies  # noqa: E402
+from fusion.esconv import (  # noqa: E402
+    StrategyExample,
+    majority_strategy,
+    read_dialogues,
+    repetition_rate,
+    score_strategies,
+    score_turns,
+    strategy_examples,
+    turn_examples,
+)
 from fusion.strategy import (  # noqa: E402
+    FeatureSpec,
+    Message,
     StrategyConfig,
     StrategyHead,
     context_features,
@@ -44,40 +61,67 @@ from fusion.strategy import (  # noqa: E402
 
 logger = logging.getLogger("train_strategy_planner")
 DATA = REPO.parent / "shared" / "data" / "esconv"
-FEATURE_VERSION = "strategy-features v1"
+FEATURE_VERSION = "strategy-features v2"
 
 
-def features(split: str, examples: list[StrategyExample], embed: Any, cache: Path, key: str) -> np.ndarray:
-    path = cache / f"{split}-{key}.npy"
+def cached(embed: Callable[[list[str]], Any], path: Path) -> Callable[[list[str]], Any]:
+    """``embed`` with its outputs per text kept in ``path`` (``.npz``: texts and one or two arrays)."""
+    store: dict[str, tuple[np.ndarray, ...]] = {}
     if path.is_file():
-        return np.load(path)
-    t0 = time.time()
-    x = np.concatenate(
-        [context_features([e.dialogue for e in examples[i : i + 512]], embed) for i in range(0, len(examples), 512)]
-    )
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, x)
-    logger.info("%s: %d examples, features in %.0f s", split, len(examples), time.time() - t0)
-    return x
+        z = np.load(path, allow_pickle=True)
+        arrays = [z[k] for k in sorted(z.files) if k != "texts"]
+        store = {t: tuple(a[i] for a in arrays) for i, t in enumerate(z["texts"].tolist())}
+
+    def run(texts: list[str]) -> Any:
+        missing = sorted({t for t in texts if t not in store})
+        if missing:
+            out = embed(missing)
+            out = out if isinstance(out, tuple) else (out,)
+            store.update({t: tuple(a[i] for a in out) for i, t in enumerate(missing)})
+            texts_all = list(store)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(
+                path,
+                texts=np.array(texts_all, dtype=object),
+                **{f"a{k}": np.stack([store[t][k] for t in texts_all]) for k in range(len(out))},
+            )
+        rows = [store[t] for t in texts]
+        arrays = tuple(np.stack([r[k] for r in rows]) for k in range(len(rows[0]))) if rows else ()
+        return arrays if len(arrays) > 1 else arrays[0]
+
+    return run
 
 
-def train_head(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, args: argparse.Namespace) -> StrategyHead:
-    torch.manual_seed(args.seed)
-    head = StrategyHead(StrategyConfig(input_dim=x.shape[1], hidden=args.hidden, dropout=args.dropout))
+def train_head(
+    x: np.ndarray,
+    targets: np.ndarray,
+    xv: np.ndarray,
+    valid_turns: np.ndarray,
+    valid_sets: np.ndarray,
+    features: dict[str, Any],
+    seed: int,
+    args: argparse.Namespace,
+) -> StrategyHead:
+    """One member: soft-target cross-entropy (label smoothing 0.1), the epoch with the best valid turn top-1 kept."""
+    torch.manual_seed(seed)
+    config = StrategyConfig(input_dim=x.shape[1], hidden=args.hidden, dropout=args.dropout, features=features)
+    head = StrategyHead(config)
     head.set_standardisation(x)
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt = torch.from_numpy(x)
+    tt = torch.from_numpy(targets) * 0.9 + 0.1 / targets.shape[1]
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(seed)
     for epoch in range(args.epochs):
         head.train()
         for idx in torch.randperm(len(xt), generator=gen).split(128):
-            loss = torch.nn.functional.cross_entropy(head(xt[idx]), yt[idx], label_smoothing=0.1)
+            loss = -(torch.log_softmax(head(xt[idx]), 1) * tt[idx]).sum(1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-        acc = float((head.probabilities(xv).argmax(1) == yv).mean())
-        logger.info("epoch %d: valid accuracy %.4f", epoch + 1, acc)
+        top = head.probabilities(xv[valid_turns]).argmax(1)
+        acc = float(valid_sets[np.arange(len(top)), top].mean())
+        logger.info("seed %d epoch %d: valid turn top-1 %.4f", seed, epoch + 1, acc)
         if acc > best[0]:
             best = (acc, epoch + 1, {k: v.clone() for k, v in head.state_dict().items()})
     head.load_state_dict(best[2])
@@ -106,6 +150,12 @@ def lm_alone(examples: list[StrategyExample], limit: int) -> tuple[list[list[str
     return chosen, rows.tolist()
 
 
+def chosen_for(probs: np.ndarray, dialogues: list[tuple[Message, ...]], config: StrategyConfig) -> list[list[str]]:
+    return [
+        [s for s, _ in decide(p, previous_supporter_turn(d), config)] for p, d in zip(probs, dialogues, strict=True)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "weights" / "strategy-planner")
@@ -115,79 +165,176 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--hash-buckets", type=int, default=0, help="hashed n-gram columns per message (0: none)")
+    parser.add_argument("--sentence", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--history", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--targets", choices=["mixed", "message", "turn"], default="mixed")
+    parser.add_argument("--members", type=int, default=1, help="ensemble members (seeds seed..seed+members-1)")
     parser.add_argument("--lm-limit", type=int, default=400, help="test messages the LM-alone baseline scores")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--valid-only", action="store_true", help="an ablation: print the valid figures; no test, nothing written"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0, cpu0 = time.time(), time.process_time()
 
     from affectlens import weights
     from affectlens.registry import create_text_emotion
+    from perception.text.emotion import BASE_GROUP
 
-    text_model = create_text_emotion()
-    embed = text_embedder(text_model)
-    key = hashlib.sha256(
-        (
-            FEATURE_VERSION + json.dumps(sorted(weights.locate_group("text-emotion-minilm-goemotions").files.values()))
-        ).encode()
-    ).hexdigest()[:12]
-    splits = {s: load_split(DATA / f"{s}.jsonl") for s in ("train", "valid", "test")}
-    x = {s: features(s, ex, embed, args.cache, key) for s, ex in splits.items()}
+    def key(group: str) -> str:
+        files = sorted(weights.locate_group(group).files.values())
+        return hashlib.sha256((FEATURE_VERSION + json.dumps(files)).encode()).hexdigest()[:12]
+
+    embed = cached(
+        text_embedder(create_text_emotion()), args.cache / f"text-emotion-{key('text-emotion-minilm-goemotions')}.npz"
+    )
+    sentence = None
+    if args.sentence:
+        from fusion.memory import sentence_embedder
+
+        sentence = cached(sentence_embedder(), args.cache / f"sentence-{key(BASE_GROUP)}.npz")
+    spec = FeatureSpec(hash_buckets=args.hash_buckets, sentence=args.sentence, history=args.history)
+    features = {k: v for k, v in asdict(spec).items() if v}
+    dialogues = {s: read_dialogues(DATA / f"{s}.jsonl") for s in ("train", "valid", "test")}
+    splits = {s: strategy_examples(d) for s, d in dialogues.items()}
+    turns = {s: turn_examples(d) for s, d in dialogues.items()}
+    # a turn's first message is a message example with the same dialogue before it: its row is the turn's row
+    first = {s: np.array([i for i, e in enumerate(ex) if e.first]) for s, ex in splits.items()}
+    for s in splits:
+        assert [splits[s][i].dialogue for i in first[s]] == [t.dialogue for t in turns[s]], s
+    feature_cpu = time.process_time()
+    x = {s: context_features([e.dialogue for e in ex], embed, spec, sentence) for s, ex in splits.items()}
+    feature_cpu = time.process_time() - feature_cpu
+    logger.info("features %s: %s (%.0f CPU-s)", features, {s: v.shape for s, v in x.items()}, feature_cpu)
+    n = len(ESCONV_STRATEGIES)
     y = {s: np.array([ESCONV_STRATEGIES.index(e.strategy) for e in ex]) for s, ex in splits.items()}
-    head = train_head(x["train"], y["train"], x["valid"], y["valid"], args)
+    sets = {s: np.array([[c in t.strategies for c in ESCONV_STRATEGIES] for t in ts]) for s, ts in turns.items()}
+    targets = np.eye(n, dtype=np.float32)[y["train"]]
+    if args.targets != "message":
+        targets[first["train"]] = sets["train"] / sets["train"].sum(1, keepdims=True)
+    rows = first["train"] if args.targets == "turn" else np.arange(len(targets))
+    train_cpu = time.process_time()
+    members = [
+        train_head(
+            x["train"][rows], targets[rows], x["valid"], first["valid"], sets["valid"], features, args.seed + k, args
+        )
+        for k in range(args.members)
+    ]
+    head = StrategyHead.ensemble(members) if len(members) > 1 else members[0]
+    head.config.metrics = {"kept_epochs": [m.config.metrics["kept_epoch"] for m in members]}
+    train_cpu = time.process_time() - train_cpu
 
-    probs = {s: head.probabilities(x[s]) for s in ("valid", "test")}
+    probs = {s: head.probabilities(x[s]) for s in (("valid",) if args.valid_only else ("valid", "test"))}
+    valid_turns = [t.dialogue for t in turns["valid"]]
     grid = []
-    for penalty in (1.0, 1.25, 1.5, 2.0, 3.0, 5.0):
+    for penalty in (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0):
         head.config.repetition_penalty = penalty
-        chosen = [
-            [s for s, _ in decide(p, previous_supporter_turn(e.dialogue), head.config)]
-            for p, e in zip(probs["valid"], splits["valid"], strict=True)
-        ]
-        r = score_strategies(chosen, splits["valid"])
-        grid.append({"penalty": penalty, "accuracy": r["accuracy"], "repetition_rate": r["repetition_rate"]})
+        chosen = chosen_for(probs["valid"][first["valid"]], valid_turns, head.config)
+        r = score_turns(chosen, turns["valid"])
+        grid.append(
+            {
+                "penalty": penalty,
+                "turn_top1_accuracy": r["turn_top1_accuracy"],
+                "repetition_rate": r["repetition_rate"],
+                "message_accuracy": score_strategies(
+                    chosen_for(probs["valid"], [e.dialogue for e in splits["valid"]], head.config), splits["valid"]
+                )["accuracy"],
+            }
+        )
     ok = [g for g in grid if g["repetition_rate"] <= 0.30] or [min(grid, key=lambda g: g["repetition_rate"])]
-    head.config.repetition_penalty = max(ok, key=lambda g: (g["accuracy"], -g["penalty"]))["penalty"]
+    head.config.repetition_penalty = max(ok, key=lambda g: (g["turn_top1_accuracy"], -g["penalty"]))["penalty"]
     logger.info("repetition penalty grid on valid: %s -> %s", grid, head.config.repetition_penalty)
 
-    test = splits["test"]
-    planner_chosen = [
-        [s for s, _ in decide(p, previous_supporter_turn(e.dialogue), head.config)]
-        for p, e in zip(probs["test"], test, strict=True)
-    ]
-    counts = np.bincount(y["train"], minlength=len(ESCONV_STRATEGIES))
+    if args.valid_only:
+        valid_plain = [[ESCONV_STRATEGIES[int(p.argmax())]] for p in probs["valid"]]
+        ablation = {
+            "features": features,
+            "targets": args.targets,
+            "members": args.members,
+            "kept_epochs": head.config.metrics["kept_epochs"],
+            "turn_top1_accuracy": score_turns([valid_plain[i] for i in first["valid"]], turns["valid"])[
+                "turn_top1_accuracy"
+            ],
+            "message_accuracy": score_strategies(valid_plain, splits["valid"])["accuracy"],
+            "penalty": head.config.repetition_penalty,
+            "grid": grid,
+            "head_training_cpu_seconds": round(train_cpu, 1),
+        }
+        print(json.dumps(ablation))
+        return
+    test, test_turns = splits["test"], turns["test"]
+    planner_chosen = chosen_for(probs["test"], [e.dialogue for e in test], head.config)
+    plain = [[ESCONV_STRATEGIES[int(p.argmax())]] for p in probs["test"]]
+    counts = np.bincount(y["train"], minlength=n)
     majority = ESCONV_STRATEGIES[int(counts.argmax())]
+    turn_majority = majority_strategy([t.strategies for t in turns["train"]])
+
+    def at(chosen: list[list[str]], rows: np.ndarray) -> list[list[str]]:
+        return [chosen[i] for i in rows]
+
+    valid_plain = [[ESCONV_STRATEGIES[int(p.argmax())]] for p in probs["valid"]]
     report: dict[str, Any] = {
         "data": {s: len(ex) for s, ex in splits.items()},
+        "turn_data": {s: len(t) for s, t in turns.items()},
+        "features": features,
+        "targets": args.targets,
         "planner": score_strategies(planner_chosen, test),
-        "planner_without_penalty": score_strategies(
-            [[ESCONV_STRATEGIES[int(p.argmax())]] for p in probs["test"]], test
-        ),
+        "planner_without_penalty": score_strategies(plain, test),
         "majority_class": {**score_strategies([[majority]] * len(test), test), "strategy": majority},
         "human_references": {
             "repetition_rate": round(repetition_rate([[e.strategy] for e in test], test), 4),
             "distribution": {s: round(float((y["test"] == i).mean()), 4) for i, s in enumerate(ESCONV_STRATEGIES)},
         },
+        "turns": {
+            "planner": score_turns(at(planner_chosen, first["test"]), test_turns),
+            "planner_without_penalty": score_turns(at(plain, first["test"]), test_turns),
+            "majority_class": {
+                **score_turns([[turn_majority]] * len(test_turns), test_turns),
+                "strategy": turn_majority,
+            },
+            "human_references": {
+                "repetition_rate": score_turns([[t.strategies[0]] for t in test_turns], test_turns)["repetition_rate"]
+            },
+        },
+        "valid": {
+            "planner_turns": score_turns(
+                at(chosen_for(probs["valid"], [e.dialogue for e in splits["valid"]], head.config), first["valid"]),
+                turns["valid"],
+            ),
+            "planner_without_penalty_turns": score_turns(at(valid_plain, first["valid"]), turns["valid"]),
+            "planner_without_penalty_messages": score_strategies(valid_plain, splits["valid"]),
+            "majority_class_turns": score_turns([[turn_majority]] * len(turns["valid"]), turns["valid"]),
+        },
         "repetition_penalty_grid_valid": grid,
     }
     if args.lm_limit:
-        lm_chosen, rows = lm_alone(test, args.lm_limit)
+        lm_chosen, lm_rows = lm_alone(test, args.lm_limit)
         report["lm_alone"] = {
-            **score_strategies(lm_chosen, [test[i] for i in rows]),
+            **score_strategies(lm_chosen, [test[i] for i in lm_rows]),
             "model": "smollm2-135m-instruct, zero-shot",
         }
-        report["planner_on_lm_subset"] = score_strategies([planner_chosen[i] for i in rows], [test[i] for i in rows])
+        report["planner_on_lm_subset"] = score_strategies(
+            [planner_chosen[i] for i in lm_rows], [test[i] for i in lm_rows]
+        )
     head.config.metrics.update(
-        {"test_accuracy": report["planner"]["accuracy"], "test_repetition_rate": report["planner"]["repetition_rate"]}
+        {
+            "test_accuracy": report["planner"]["accuracy"],
+            "test_turn_top1_accuracy": report["turns"]["planner"]["turn_top1_accuracy"],
+            "test_repetition_rate": report["planner"]["repetition_rate"],
+        }
     )
     report["training"] = {
         "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "feature_cpu_seconds": round(feature_cpu, 1),
+        "head_training_cpu_seconds": round(train_cpu, 1),
         "wall_seconds": round(time.time() - t0, 1),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     head.save_pretrained(args.out)
     (args.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k not in ("repetition_penalty_grid_valid",)}, indent=2)[:4000])
+    print(json.dumps({k: v for k, v in report.items() if k not in ("repetition_penalty_grid_valid",)}, indent=2)[:6000])
 
 
 if __name__ == "__main__":

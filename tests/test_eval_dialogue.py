@@ -18,7 +18,7 @@ from affectlens.conversation import Conversation
 from affectlens.errors import MediaError
 from affectlens.labels import ESCONV_STRATEGIES
 from affectlens.text_metrics import corpus_bleu, distinct_n, lcs_length, mean_rouge_l, rouge_l, text_scores, tokenize
-from fusion.esconv import read_dialogues, reply_samples, strategy_examples
+from fusion.esconv import read_dialogues, reply_samples, score_turns, strategy_examples, turn_examples
 from fusion.strategy import Message, StrategyConfig, StrategyHead, StrategyPlanner, context_features
 from tests.test_conversation import conversation
 from tests.test_strategy import DIALOGUE, fake_embed
@@ -120,6 +120,47 @@ def test_examples_and_samples_follow_the_training_definition(tmp_path: Path) -> 
     assert len(read_dialogues(tmp_path / "d.jsonl", limit=1)) == 1
 
 
+def test_turn_examples_group_consecutive_supporter_messages(tmp_path: Path) -> None:
+    dialogues = read_dialogues(write_jsonl(tmp_path / "d.jsonl"))
+    turns = turn_examples(dialogues)
+    assert [t.strategies for t in turns] == [
+        ("Question", "Affirmation and Reassurance"), ("Question",), ("Reflection of feelings",),
+        ("Providing Suggestions",),
+    ]  # fmt: skip
+    assert [t.dialogue[-1].text for t in turns] == ["I failed my exam", "I did not study", "I lost my job", "yes"]
+    # a turn's dialogue is its first message's, so the message examples that open a turn are the turns
+    assert [e.dialogue for e in strategy_examples(dialogues) if e.first] == [t.dialogue for t in turns]
+    # a turn whose messages have no known strategy is not scored; a repeated strategy counts once
+    odd = [[usr("hi"), sys_("a", "Unknown"), usr("so"), sys_("b", "Others"), sys_("c", "Others")]]
+    assert [t.strategies for t in turn_examples(read_dialogues(write_jsonl(tmp_path / "o.jsonl", odd)))] == [
+        ("Others",)
+    ]
+
+
+def test_score_turns_by_hand(tmp_path: Path) -> None:
+    turns = turn_examples(read_dialogues(write_jsonl(tmp_path / "d.jsonl")))
+    always = score_turns([["Question"]] * 4, turns)
+    # Question is in turns 1 and 2 of 4; the turns' first strategies are Question, Question, Reflection, Suggestions
+    assert always["n"] == 4 and always["turn_top1_accuracy"] == 0.5 and always["any_chosen_in_set"] == 0.5
+    assert always["first_strategy_accuracy"] == 0.5
+    assert always["first_strategy_macro_f1"] == round((2 / 3) / 3, 4)  # Question 2·2/(4+2); Reflection, Suggestions 0
+    # turns with a previous turn: 1 (Others), 2 (Question + Affirmation: a repeat), 4 (Reflection)
+    assert always["repetition_rate"] == round(1 / 3, 4) and always["multi_strategy_turns"] == 0.25
+    chosen = [
+        ["Affirmation and Reassurance", "Question"], ["Others"], ["Reflection of feelings", "Question"],
+        ["Providing Suggestions"],
+    ]  # fmt: skip
+    mixed = score_turns(chosen, turns)
+    assert mixed["turn_top1_accuracy"] == 0.75 and mixed["any_chosen_in_set"] == 0.75
+    assert mixed["chosen_precision"] == round((1 + 0 + 0.5 + 1) / 4, 4)
+    assert mixed["first_strategy_accuracy"] == 0.5
+    # classes: Question (2 references, 0 predicted), Affirmation and Others (predicted, never first) 0; Reflection and
+    # Suggestions 1
+    assert mixed["first_strategy_macro_f1"] == 0.4
+    assert mixed["repetition_rate"] == 0.0 and mixed["mean_strategies_per_turn"] == 1.5
+    assert mixed["predicted_distribution"]["Others"] == 0.25
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
@@ -200,6 +241,12 @@ def test_evaluate_strategy_by_hand(tmp_path: Path) -> None:
     assert report["mean_strategies_per_turn"] == 1.0
     assert report["predicted_distribution"]["Question"] == 1.0
     assert report["reference_distribution"]["Question"] == 0.4 and sum(report["reference_distribution"].values()) == 1
+    turns = report["turns"]
+    assert turns["n"] == 4 and turns["turn_top1_accuracy"] == 0.5 and turns["any_chosen_in_set"] == 0.5
+    assert turns["repetition_rate"] == round(1 / 3, 4) and turns["reference_repetition_rate"] == round(1 / 3, 4)
+    assert turns["majority_class"] == {
+        "strategy": "Question", "turn_top1_accuracy": 0.5, "first_strategy_accuracy": 0.5,
+    }  # fmt: skip
     one = evaluation.evaluate_strategy(tmp_path / "d.jsonl", limit=1, planner=question_planner())
     assert one["n"] == 3 and one["dialogues"] == 1
 
@@ -220,6 +267,7 @@ def test_cli_eval_strategy_prints_and_json(
     out = capsys.readouterr().out
     assert "n=5 supporter messages (2 dialogues)" in out and "accuracy 0.4000" in out
     assert "repetition 0.3333 (references 0.3333)" in out and "'Question': accuracy 0.4000" in out
+    assert "per supporter turn (n=4): top-1 in the turn's strategies 0.5000" in out
     assert main(["eval", "strategy", "--data", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["accuracy"] == 0.4 and "seconds" in report
@@ -231,8 +279,12 @@ def test_cli_eval_strategy_prints_and_json(
 class RecordingFactory:
     """Tiny conversations (tests.test_conversation), continuing the history they are given; keeps the histories."""
 
-    def __init__(self) -> None:
+    made: list[RecordingFactory] = []  # noqa: RUF012 - every factory the CLI built, for its arguments
+
+    def __init__(self, exemplars: str | Path | None = None, reply_lora: bool = True) -> None:
         self.histories: list[list[str]] = []
+        self.exemplars, self.reply_lora = exemplars, reply_lora
+        RecordingFactory.made.append(self)
 
     def __call__(self, history: Sequence[Message]) -> Conversation:
         self.histories.append([m.text for m in history])
@@ -277,6 +329,13 @@ def test_cli_eval_dialogue_prints_and_json(
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 4 and set(report["latency_seconds"]) == {"mean", "p90"}
     assert main(["eval", "dialogue", "--data", str(path), "--model", "x"]) == 2
+    assert RecordingFactory.made[-1].exemplars is None and RecordingFactory.made[-1].reply_lora
+    bank = write_jsonl(tmp_path / "train.jsonl")
+    assert main(["eval", "dialogue", "--data", str(path), "--exemplars", str(bank), "--no-reply-lora", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["exemplars"] == str(bank)
+    assert RecordingFactory.made[-1].exemplars == str(bank) and not RecordingFactory.made[-1].reply_lora
+    assert main(["eval", "dialogue", "--data", str(path), "--exemplars", str(path)]) == 1  # its own references
+    assert "is the file being scored" in capsys.readouterr().err
 
 
 # --- the shipped planner on real ESConv ---------------------------------------------------------------------------

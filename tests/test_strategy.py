@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from affectlens.labels import ESCONV_STRATEGIES
 from fusion.strategy import (
+    FeatureSpec,
     Message,
     StrategyConfig,
     StrategyHead,
     StrategyPlanner,
     context_features,
     decide,
+    hashed_ngrams,
+    history_features,
     previous_supporter_turn,
 )
 
@@ -45,6 +49,88 @@ def test_features_encode_history_and_position():
     offset = 8 + 7 + 8
     assert x[0, offset + ESCONV_STRATEGIES.index("Question")] == 1.0
     assert x[1, offset + len(ESCONV_STRATEGIES)] == 1.0  # no previous supporter message: "none"
+
+
+def fake_sentence(texts: list[str]) -> np.ndarray:
+    """Deterministic 3-wide "sentence embeddings": length, words, question marks."""
+    return np.array([[len(t), len(t.split()), t.count("?")] for t in texts], np.float32)
+
+
+def test_hashed_ngrams_are_stable_binary_words_and_bigrams():
+    import zlib
+
+    x = hashed_ngrams("Thank you!", 1000)
+    grams = ["thank", "you", "!", "<s> thank", "thank you", "you !"]
+    assert set(np.flatnonzero(x)) == {zlib.crc32(g.encode()) % 1000 for g in grams}
+    assert x.dtype == np.float32 and set(np.unique(x)) == {0.0, 1.0}
+    assert np.array_equal(hashed_ngrams("thank YOU !", 1000), x)  # lower-cased, spacing ignored
+    assert not hashed_ngrams("", 16).any()
+
+
+def test_history_features_by_hand():
+    dialogue = [
+        *DIALOGUE[:2],
+        Message("sys", "You are not alone.", ("Affirmation and Reassurance",)),
+        Message("usr", "Thanks. What should I do?"),
+        Message("sys", "Try a study plan.", ("Providing Suggestions",)),
+        Message("usr", "ok"),
+        Message("usr", "I will try"),
+    ]
+    h = history_features(dialogue)
+    n = len(ESCONV_STRATEGIES)
+    assert h.shape == (2 * n + n + 1 + 6,)
+    share, previous, third, shape = h[:n], h[n : 2 * n], h[2 * n : 3 * n + 1], h[3 * n + 1 :]
+    for s in ("Question", "Affirmation and Reassurance", "Providing Suggestions"):
+        assert share[ESCONV_STRATEGIES.index(s)] == pytest.approx(1 / 3)
+    assert np.flatnonzero(previous).tolist() == [ESCONV_STRATEGIES.index("Providing Suggestions")]
+    assert np.flatnonzero(third).tolist() == [ESCONV_STRATEGIES.index("Question")]
+    assert shape == pytest.approx([np.log1p(3) / 4, 0.0, 2 / 4, np.log1p(4) / 4, 0.0, 1.0])
+    empty = history_features([Message("usr", "Why me?")])
+    assert not empty[: 2 * n].any() and empty[3 * n] == 1.0  # no third-last strategy: "none"
+    assert empty[3 * n + 1 :] == pytest.approx([np.log1p(2) / 4, 1.0, 1 / 4, 0.0, 0.0, 0.0])
+
+
+def test_feature_blocks_follow_the_spec():
+    base = context_features([DIALOGUE], fake_embed)
+    spec = FeatureSpec(hash_buckets=16, sentence=True, history=True)
+    x = context_features([DIALOGUE, DIALOGUE[:1]], fake_embed, spec, fake_sentence)
+    n = len(ESCONV_STRATEGIES)
+    assert x.shape == (2, base.shape[1] + 3 * 3 + (3 * n + 1 + 6) + 2 * 16)
+    assert np.allclose(x[0, : base.shape[1]], base[0])  # the base block first, unchanged
+    d = base.shape[1]
+    context = "Seeker: I failed my exam Supporter: That sounds hard. What happened? Seeker: I did not study enough"
+    assert (
+        x[0, d : d + 9].tolist()
+        == fake_sentence(["I did not study enough", DIALOGUE[1].text, context]).ravel().tolist()
+    )
+    assert not x[1, d + 3 : d + 6].any()  # no supporter message yet: zeros
+    assert np.array_equal(x[0, -32:-16], hashed_ngrams("I did not study enough", 16))
+    assert np.array_equal(x[0, -16:], hashed_ngrams(DIALOGUE[1].text, 16))
+    with pytest.raises(ValueError, match="sentence embedder"):
+        context_features([DIALOGUE], fake_embed, spec)
+
+
+def test_planner_with_feature_blocks_and_an_ensemble_round_trips(tmp_path):
+    spec = FeatureSpec(hash_buckets=8, sentence=True, history=True)
+    x = context_features([DIALOGUE, DIALOGUE[:1]], fake_embed, spec, fake_sentence)
+    features = {"hash_buckets": 8, "sentence": True, "history": True}
+    heads = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        head = StrategyHead(StrategyConfig(input_dim=x.shape[1], hidden=8, features=features))
+        head.set_standardisation(x)
+        heads.append(head)
+    assert torch.all(heads[0].mean[-16:] == 0) and torch.all(heads[0].std[-16:] == 1)  # n-gram columns left raw
+    both = StrategyHead.ensemble(heads)
+    assert both.config.members == 2 and both.config.spec == spec
+    assert np.allclose(both.probabilities(x), (heads[0].probabilities(x) + heads[1].probabilities(x)) / 2, atol=1e-6)
+    both.save_pretrained(tmp_path)
+    again = StrategyHead.from_pretrained(tmp_path)
+    assert np.allclose(again.probabilities(x), both.probabilities(x))
+    planner = StrategyPlanner(again, fake_embed, sentence_embed=fake_sentence).with_context(DIALOGUE)
+    assert planner.sentence_embed is fake_sentence
+    assert np.allclose(planner.features([DIALOGUE]), x[:1])
+    assert [s for s, _, _ in planner.plan(DIALOGUE)] == [s for s, _ in planner.choose([DIALOGUE])[0]]
 
 
 def test_decide_discounts_repetition_and_combines_close_strategies():
