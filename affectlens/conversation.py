@@ -244,7 +244,8 @@ def build_lm_responder(
     lm: Any | None = None, *, exemplars: str | os.PathLike[str] | None = None, reply_lora: bool = True
 ) -> LMResponder:
     """The compact LM responder as shipped: the default LM (or ``lm``), the shipped reply LoRA (unless
-    ``reply_lora`` is False or its files are missing: then the base model replies) and an exemplar bank from the
+    ``reply_lora`` is False, its files are missing or ``lm`` is not the model it was trained on: then the base
+    model replies) and an exemplar bank from the
     ESConv file ``exemplars`` (or ``AFFECTLENS_ESCONV``; none by default: ESConv is not redistributed)."""
     from affectlens.errors import WeightsError
     from fusion.exemplars import ExemplarBank, default_bank
@@ -259,6 +260,10 @@ def build_lm_responder(
             lora = load_reply_lora()
         except (WeightsError, OSError) as exc:
             logger.warning("no reply LoRA (%s): the base LM replies", exc)
+    trained_on = lora.config.get("base_weights") if lora is not None else None
+    if trained_on and dict(getattr(lm, "weight_files", {}) or {}) != trained_on:
+        logger.warning("the reply LoRA was trained on %s, not on %s: the base LM replies", trained_on, lm.name)
+        lora = None
     bank = ExemplarBank.from_esconv(exemplars) if exemplars else default_bank()
     return LMResponder(lm, lora=lora, bank=bank)
 

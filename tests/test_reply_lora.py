@@ -169,3 +169,37 @@ def test_lm_responder_speaks_through_the_reply_lora_and_the_bank(tmp_path):
     assert not any(isinstance(m, LoRALinear) for m in lm.model.modules())  # the LM is left as it came
     with torch.inference_mode():
         assert not torch.allclose(lm.model(input_ids=ids).logits, expected)  # the LoRA changed what it reads
+
+
+def test_build_lm_responder_uses_the_reply_lora_only_on_its_own_base_model(tmp_path, monkeypatch, caplog):
+    import affectlens.conversation as conversation_module
+
+    lora = ReplyLoRA({}, 2, 4.0, ("q_proj", "v_proj"), {"base_weights": {"smollm2-135m-instruct": "abc"}})
+    monkeypatch.setattr(conversation_module, "load_reply_lora", lambda directory=None: lora)
+    monkeypatch.delenv("AFFECTLENS_ESCONV", raising=False)
+    same = tiny_language_model(weight_files={"smollm2-135m-instruct": "abc"})
+    assert conversation_module.build_lm_responder(same).lora is lora
+    other = conversation_module.build_lm_responder(tiny_language_model())  # another model: base replies
+    assert other.lora is None and "trained on" in caplog.text
+    assert conversation_module.build_lm_responder(same, reply_lora=False).lora is None
+    bank_file = _esconv(tmp_path / "train.jsonl", DIALOGUES)
+    monkeypatch.setattr(
+        "fusion.exemplars.ExemplarBank.from_esconv",
+        classmethod(lambda cls, path, embed=None, cache=None: ExemplarBank([], np.zeros((0, 4)), words_embed)),
+    )
+    assert isinstance(conversation_module.build_lm_responder(same, exemplars=bank_file).bank, ExemplarBank)
+
+
+@pytest.mark.weights
+def test_the_shipped_reply_lora_fits_the_shipped_lm_and_replies():
+    from affectlens.conversation import build_lm_responder
+
+    responder = build_lm_responder()
+    assert responder.lora is not None and responder.name == "lm:smollm2-135m-instruct+reply-lora"
+    assert responder.decoding == responder.lora.config["decoding"]
+    chat = conversation(responder=responder)
+    turn = chat.send("I failed my exam and my parents are angry with me.")
+    assert turn.reply_source in ("lm:smollm2-135m-instruct+reply-lora", "template") and turn.reply
+    text = responder.reply(turn.tree, ["Question"], chat.dialogue, None)
+    assert text and text[-1] in ".!?"  # whole sentences from the tuned model
+    assert not any(isinstance(m, LoRALinear) for m in responder.lm.model.modules())  # swapped back out
