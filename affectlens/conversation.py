@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -241,12 +241,17 @@ def load_reply_lora(directory: str | os.PathLike[str] | None = None) -> ReplyLoR
 
 
 def build_lm_responder(
-    lm: Any | None = None, *, exemplars: str | os.PathLike[str] | None = None, reply_lora: bool = True
+    lm: Any | None = None,
+    *,
+    exemplars: str | os.PathLike[str] | None = None,
+    reply_lora: bool = True,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
 ) -> LMResponder:
     """The compact LM responder as shipped: the default LM (or ``lm``), the shipped reply LoRA (unless
     ``reply_lora`` is False, its files are missing or ``lm`` is not the model it was trained on: then the base
     model replies) and an exemplar bank from the
-    ESConv file ``exemplars`` (or ``AFFECTLENS_ESCONV``; none by default: ESConv is not redistributed)."""
+    ESConv file ``exemplars`` (or ``AFFECTLENS_ESCONV``; none by default: ESConv is not redistributed), embedded by
+    ``embed`` (pass the sentence embedder the conversation's memory already loaded; default: a new one)."""
     from affectlens.errors import WeightsError
     from fusion.exemplars import ExemplarBank, default_bank
 
@@ -264,7 +269,7 @@ def build_lm_responder(
     if trained_on and dict(getattr(lm, "weight_files", {}) or {}) != trained_on:
         logger.warning("the reply LoRA was trained on %s, not on %s: the base LM replies", trained_on, lm.name)
         lora = None
-    bank = ExemplarBank.from_esconv(exemplars) if exemplars else default_bank()
+    bank = ExemplarBank.from_esconv(exemplars, embed) if exemplars else default_bank(embed)
     return LMResponder(lm, lora=lora, bank=bank)
 
 

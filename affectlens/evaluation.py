@@ -435,8 +435,8 @@ def shipped_conversations(exemplars: str | Path | None = None, reply_lora: bool 
 
     analyzer = Analyzer()
     planner = load_strategy_planner(text_model=analyzer.text)
-    responder = build_lm_responder(exemplars=exemplars, reply_lora=reply_lora)
-    embed = sentence_embedder()
+    embed = sentence_embedder()  # the memory's, and the exemplar bank's
+    responder = build_lm_responder(exemplars=exemplars, reply_lora=reply_lora, embed=embed)
 
     def new(history: Sequence[Message]) -> Conversation:
         return Conversation(

@@ -112,16 +112,17 @@ class ExemplarBank:
         return self.items[int(scores.argmax())]
 
 
-def default_bank() -> ExemplarBank | None:
-    """The bank of the ESConv file ``AFFECTLENS_ESCONV`` names, or None when it is unset; a named file that
-    cannot be read is logged and gives None (the replies go on without exemplars)."""
+def default_bank(embed: Embedder | None = None) -> ExemplarBank | None:
+    """The bank of the ESConv file ``AFFECTLENS_ESCONV`` names (embedded by ``embed``, default all-MiniLM), or None
+    when it is unset; a named file that cannot be read is logged and gives None (the replies go on without
+    exemplars)."""
     path = os.environ.get(ESCONV_ENV, "").strip()
     if not path:
         return None
     from affectlens.errors import AffectLensError
 
     try:
-        return ExemplarBank.from_esconv(path)
+        return ExemplarBank.from_esconv(path, embed)
     except (AffectLensError, OSError) as exc:
         logger.warning("%s=%s: no exemplars (%s)", ESCONV_ENV, path, exc)
         return None

@@ -185,9 +185,10 @@ def test_build_lm_responder_uses_the_reply_lora_only_on_its_own_base_model(tmp_p
     bank_file = _esconv(tmp_path / "train.jsonl", DIALOGUES)
     monkeypatch.setattr(
         "fusion.exemplars.ExemplarBank.from_esconv",
-        classmethod(lambda cls, path, embed=None, cache=None: ExemplarBank([], np.zeros((0, 4)), words_embed)),
+        classmethod(lambda cls, path, embed=None, cache=None: ExemplarBank([], np.zeros((0, 4)), embed)),
     )
-    assert isinstance(conversation_module.build_lm_responder(same, exemplars=bank_file).bank, ExemplarBank)
+    bank = conversation_module.build_lm_responder(same, exemplars=bank_file, embed=words_embed).bank
+    assert isinstance(bank, ExemplarBank) and bank.embed is words_embed  # the memory's embedder, not a second one
 
 
 @pytest.mark.weights
