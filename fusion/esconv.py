@@ -56,12 +56,14 @@ class TurnExample:
 @dataclass(frozen=True)
 class ReplySample:
     """The first message of a supporter turn: the dialogue before the seeker's last message (``history``), that
-    message (``seeker``) and the supporter's message (``reference``); ``dialogue`` is the dialogue's index."""
+    message (``seeker``) and the supporter's message (``reference``) with its strategy (``""`` when it has none);
+    ``dialogue`` is the dialogue's index."""
 
     dialogue: int
     history: tuple[Message, ...]
     seeker: str
     reference: str
+    strategy: str = ""
 
 
 def _message(raw: Any, where: str, path: Path) -> Message:
@@ -158,7 +160,8 @@ def reply_samples(dialogues: Sequence[Sequence[Message]], per_dialogue: int) -> 
                 break
             seeker, reply = dialogue[i - 1], dialogue[i]
             if reply.speaker == "sys" and seeker.speaker == "usr" and seeker.text and reply.text:
-                out.append(ReplySample(index, tuple(dialogue[: i - 1]), seeker.text, reply.text))
+                strategy = reply.strategies[0] if reply.strategies else ""
+                out.append(ReplySample(index, tuple(dialogue[: i - 1]), seeker.text, reply.text, strategy))
                 taken += 1
     return out
 

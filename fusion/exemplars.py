@@ -75,10 +75,8 @@ class ExemplarBank:
         dialogues = read_dialogues(path)
         items = []
         for sample in reply_samples(dialogues, per_dialogue=10_000):
-            message = dialogues[sample.dialogue][len(sample.history) + 1]
-            strategy = message.strategies[0] if message.strategies else ""
-            if strategy in ESCONV_STRATEGIES and MIN_WORDS <= len(sample.reference.split()) <= MAX_WORDS:
-                items.append(Exemplar(sample.seeker, sample.reference, strategy, sample.dialogue))
+            if sample.strategy in ESCONV_STRATEGIES and MIN_WORDS <= len(sample.reference.split()) <= MAX_WORDS:
+                items.append(Exemplar(sample.seeker, sample.reference, sample.strategy, sample.dialogue))
         if embed is None:
             from fusion.memory import sentence_embedder
 

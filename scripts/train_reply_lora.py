@@ -42,18 +42,15 @@ DATA = REPO.parent / "shared" / "data" / "esconv"
 PROMPT_VERSION = "reply-prompt v1"
 
 
-def samples(path: Path) -> list[dict[str, Any]]:
-    """Turn-opening supporter replies of an ESConv file with their strategy, 5-60 words."""
-    dialogues = read_dialogues(path)
-    out = []
-    for s in reply_samples(dialogues, per_dialogue=10_000):
-        message = dialogues[s.dialogue][len(s.history) + 1]
-        if message.strategies and 5 <= len(s.reference.split()) <= 60:
-            out.append(
-                {"dialogue": s.dialogue, "history": s.history, "seeker": s.seeker, "reference": s.reference,
-                 "strategy": message.strategies[0]}
-            )  # fmt: skip
-    return out
+def samples(dialogues: list[list[Any]], per_dialogue: int, words: tuple[int, int] | None = None) -> list[dict]:
+    """Turn-opening supporter replies (``fusion.esconv.reply_samples``) with a strategy, as dicts; with ``words``
+    only replies of that many words (inclusive)."""
+    return [
+        {"dialogue": s.dialogue, "history": s.history, "seeker": s.seeker, "reference": s.reference,
+         "strategy": s.strategy}
+        for s in reply_samples(dialogues, per_dialogue)
+        if s.strategy and (words is None or words[0] <= len(s.reference.split()) <= words[1])
+    ]  # fmt: skip
 
 
 def tree_facts(texts: list[str], cache: Path) -> dict[str, tuple[str, str | None]]:
@@ -226,15 +223,9 @@ def main() -> None:
 
     from affectlens.registry import create_language_model
 
-    train_all = samples(DATA / "train.jsonl")
+    train_all = samples(read_dialogues(DATA / "train.jsonl"), per_dialogue=10_000, words=(5, 60))
     train = rng.sample(train_all, min(args.train_samples, len(train_all)))
-    valid_dialogues = read_dialogues(DATA / "valid.jsonl", args.valid_dialogues)
-    valid = []
-    for s in reply_samples(valid_dialogues, per_dialogue=2):
-        message = valid_dialogues[s.dialogue][len(s.history) + 1]
-        if message.strategies:
-            valid.append({"dialogue": s.dialogue, "history": s.history, "seeker": s.seeker,
-                          "reference": s.reference, "strategy": message.strategies[0]})  # fmt: skip
+    valid = samples(read_dialogues(DATA / "valid.jsonl", args.valid_dialogues), per_dialogue=2)
     facts = tree_facts([s["seeker"] for s in train + valid], args.cache / "tree-facts.json")
     bank = ExemplarBank.from_esconv(DATA / "train.jsonl")
     vectors = bank.embed([s["seeker"] for s in train + valid])

@@ -117,6 +117,8 @@ def test_examples_and_samples_follow_the_training_definition(tmp_path: Path) -> 
     ]  # fmt: skip
     assert [m.text for m in samples[1].history] == ["Hello, how are you?", "I failed my exam", ECHO, "That is hard."]
     assert len(reply_samples(dialogues, per_dialogue=1)) == 2
+    for sample in samples:  # each reply's own strategy comes with it
+        assert sample.strategy == dialogues[sample.dialogue][len(sample.history) + 1].strategies[0]
     assert len(read_dialogues(tmp_path / "d.jsonl", limit=1)) == 1
 
 
