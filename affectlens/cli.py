@@ -315,6 +315,12 @@ def _print_strategy_report(report: dict) -> None:
         f" (references {turns['reference_repetition_rate']:.4f});  majority class"
         f" {turns['majority_class']['strategy']!r}: {turns['majority_class']['turn_top1_accuracy']:.4f}"
     )
+    top, top_turns = report["prediction"], turns["prediction"]
+    print(
+        f"  most likely strategy alone (before the repetition rule): accuracy {top['accuracy']:.4f}"
+        f"  macro-F1 {top['macro_f1']:.4f}  per turn {top_turns['turn_top1_accuracy']:.4f}"
+        f"  repetition {top_turns['repetition_rate']:.4f}"
+    )
     print(f"  {'strategy':<30} predicted  reference")
     for strategy, share in report["predicted_distribution"].items():
         print(f"  {strategy:<30} {share:>9.4f}  {report['reference_distribution'][strategy]:>9.4f}")

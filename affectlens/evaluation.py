@@ -358,6 +358,10 @@ def evaluate_strategy(
     turn's first message -> the set of strategies the turn used; ``turn_top1_accuracy`` counts the top strategy as
     right when it is in the set), with the majority-class baseline at that level (the strategy in most of this file's
     turns) and the human references' repetition by the same measure.
+
+    ``prediction`` (at both levels): the same scores for the planner's most likely strategy alone, before its
+    decision rule discounts the previous turn's strategies and adds a second one (what strategy predictors in the
+    literature report); the top-level figures are the decision rule's, the strategies a reply is planned with.
     """
     from affectlens.labels import ESCONV_STRATEGIES
     from fusion.esconv import (
@@ -379,14 +383,20 @@ def evaluate_strategy(
         from fusion.strategy import load_strategy_planner
 
         planner = load_strategy_planner(model_dir)
-    chosen = [[s for s, _ in c] for c in planner.choose([e.dialogue for e in examples])]
-    scores = score_strategies(chosen, examples)
+    contexts = [e.dialogue for e in examples]
     turns = turn_examples(dialogues)
     # a turn's first message is a message example with the same dialogue before it: the same choice
-    by_dialogue = {e.dialogue: c for e, c in zip(examples, chosen, strict=True) if e.first}
-    missing = [t.dialogue for t in turns if t.dialogue not in by_dialogue]
-    by_dialogue.update(zip(missing, ([s for s, _ in c] for c in planner.choose(missing)), strict=True))
-    turn_scores = score_turns([by_dialogue[t.dialogue] for t in turns], turns)
+    known = {e.dialogue for e in examples if e.first}
+    contexts += [t.dialogue for t in turns if t.dialogue not in known]
+    probs = planner.batched_probabilities(contexts)
+    decided = [[s for s, _ in c] for c in planner.decisions(probs, contexts)]
+    top = [[ESCONV_STRATEGIES[int(p.argmax())]] for p in probs]
+    row = {d: i for i, d in enumerate(contexts)}
+    chosen = decided[: len(examples)]
+    scores = score_strategies(chosen, examples)
+    turn_scores = score_turns([decided[row[t.dialogue]] for t in turns], turns)
+    top_scores = score_strategies(top[: len(examples)], examples)
+    top_turns = score_turns([top[row[t.dialogue]] for t in turns], turns)
     turn_majority = majority_strategy([t.strategies for t in turns])
     turn_majority_scores = score_turns([[turn_majority]] * len(turns), turns)
     references = [e.strategy for e in examples]
@@ -403,8 +413,10 @@ def evaluate_strategy(
         "mean_strategies_per_turn": scores["mean_strategies_per_turn"],
         "predicted_distribution": scores["predicted_distribution"],
         "reference_distribution": distribution(references),
+        "prediction": {k: top_scores[k] for k in ("accuracy", "macro_f1", "repetition_rate")},
         "turns": {
             **{k: v for k, v in turn_scores.items() if k != "predicted_distribution"},
+            "prediction": {k: top_turns[k] for k in ("turn_top1_accuracy", "repetition_rate")},
             "reference_repetition_rate": score_turns([[t.strategies[0]] for t in turns], turns)["repetition_rate"],
             "majority_class": {
                 "strategy": turn_majority,

@@ -12,7 +12,9 @@ Features of a dialogue so far (``context_features``), a base block and the block
 * ``hash_buckets``: hashed words and bigrams of the seeker's and the supporter's last messages (``hashed_ngrams``).
 
 A small MLP (``StrategyHead``, optionally an average of a few seeds) trained on ESConv train by
-``scripts/train_strategy_planner.py`` maps them to a distribution over the 8 strategies.
+``scripts/train_strategy_planner.py`` maps them to a distribution over the 8 strategies. When the head's
+``encoder_weight`` is set, the planner mixes in the distribution of the strategy encoder
+(``fusion.strategy_encoder``, all-MiniLM-L6-v2 fine-tuned to read the dialogue's words) by that weight.
 
 ``StrategyPlanner`` is a ``fusion.tree.Planner``: given the dialogue (``with_context``) it plans from the tree, the
 dialogue and the affect state. Choices: the most likely strategy, then up to two more whose probability is at
@@ -40,6 +42,7 @@ from affectlens.labels import CANONICAL_EMOTIONS, ESCONV_STRATEGIES
 
 if TYPE_CHECKING:
     from affectlens.tree import AffectTree
+    from fusion.strategy_encoder import StrategyEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +251,8 @@ class StrategyConfig:
     combine_ratio: float = 0.6
     max_strategies: int = 2
     members: int = 1
+    #: share of the strategy encoder's distribution in the planner's (``fusion.strategy_encoder``; 0: MLP alone)
+    encoder_weight: float = 0.0
     features: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -378,31 +383,47 @@ class StrategyPlanner:
         embed: Embedder,
         dialogue: Sequence[Message] = (),
         sentence_embed: SentenceEmbedder | None = None,
+        encoder: StrategyEncoder | None = None,
     ) -> None:
+        if head.config.encoder_weight > 0 and encoder is None:
+            raise ValueError(
+                f"this planner mixes in a strategy encoder (encoder_weight {head.config.encoder_weight}); pass one"
+            )
         self.head = head
         self.embed = embed
         self.dialogue = list(dialogue)
         self.sentence_embed = sentence_embed
+        self.encoder = encoder
 
     def with_context(self, dialogue: Sequence[Message]) -> StrategyPlanner:
         """The same planner reading ``dialogue`` (the messages so far, the seeker's latest last)."""
-        return StrategyPlanner(self.head, self.embed, dialogue, self.sentence_embed)
+        return StrategyPlanner(self.head, self.embed, dialogue, self.sentence_embed, self.encoder)
 
     def features(self, dialogues: Sequence[Sequence[Message]]) -> np.ndarray:
         """``context_features`` of ``dialogues`` with the head's feature blocks."""
         return context_features(dialogues, self.embed, self.head.config.spec, self.sentence_embed)
 
+    def probabilities(self, dialogues: Sequence[Sequence[Message]]) -> np.ndarray:
+        """(N, 8) strategy distributions: the MLP's, mixed with the encoder's by ``encoder_weight`` when set."""
+        probs = self.head.probabilities(self.features(dialogues))
+        weight = self.head.config.encoder_weight
+        if weight > 0 and self.encoder is not None:
+            probs = (1.0 - weight) * probs + weight * self.encoder.probabilities(dialogues)
+        return probs
+
+    def batched_probabilities(self, dialogues: Sequence[Sequence[Message]], batch_size: int = 512) -> np.ndarray:
+        """``probabilities`` computed ``batch_size`` dialogues at a time."""
+        parts = [self.probabilities(dialogues[k : k + batch_size]) for k in range(0, len(dialogues), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.head.config.strategies)), np.float32)
+
+    def decisions(self, probs: np.ndarray, dialogues: Sequence[Sequence[Message]]) -> list[list[tuple[str, float]]]:
+        """``decide`` for each dialogue-so-far from its row of ``probs`` (the previous supporter turn discounted)."""
+        return [decide(p, previous_supporter_turn(d), self.head.config) for p, d in zip(probs, dialogues, strict=True)]
+
     def choose(self, dialogues: Sequence[Sequence[Message]], batch_size: int = 512) -> list[list[tuple[str, float]]]:
         """``decide`` for each dialogue-so-far: (strategy, probability) pairs, the top one first; features are
         computed ``batch_size`` dialogues at a time."""
-        out: list[list[tuple[str, float]]] = []
-        for start in range(0, len(dialogues), batch_size):
-            batch = dialogues[start : start + batch_size]
-            probs = self.head.probabilities(self.features(batch))
-            out.extend(
-                decide(p, previous_supporter_turn(d), self.head.config) for p, d in zip(probs, batch, strict=True)
-            )
-        return out
+        return self.decisions(self.batched_probabilities(dialogues, batch_size), dialogues)
 
     def plan(self, dialogue: Sequence[Message]) -> list[tuple[str, str, float]]:
         previous = previous_supporter_turn(dialogue)
@@ -441,4 +462,9 @@ def load_strategy_planner(directory: str | Path | None = None, text_model: Any |
         from fusion.memory import sentence_embedder
 
         sentence_embed = sentence_embedder()
-    return StrategyPlanner(head, text_embedder(text_model), sentence_embed=sentence_embed)
+    encoder = None
+    if head.config.encoder_weight > 0:
+        from fusion.strategy_encoder import load_strategy_encoder
+
+        encoder = load_strategy_encoder(directory)
+    return StrategyPlanner(head, text_embedder(text_model), sentence_embed=sentence_embed, encoder=encoder)

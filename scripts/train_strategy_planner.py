@@ -9,13 +9,17 @@ Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-bucke
 1. ``StrategyHead`` (MLP) on train, AdamW, soft targets (``--targets``: ``mixed`` = each message's strategy, and for
    a turn's first message the turn's strategies shared equally; ``message``; ``turn`` = turn examples only); the
    epoch with the best valid turn-level top-1 kept; ``--members`` seeds averaged.
+   ``--encoder``: also the strategy encoder (``fusion.strategy_encoder``: all-MiniLM-L6-v2's top ``--encoder-layers``
+   layers fine-tuned on the dialogue's words, ``--encoder-epochs``, the best valid epoch kept, float16), mixed into
+   the MLP's distribution at the weight (0 to 1) with the best valid turn-level top-1.
 2. ``repetition_penalty``: the best valid turn-level top-1 whose cross-turn repetition (the first message of a
    supporter turn re-using a strategy of the previous supporter turn) stays at most 0.30.
 3. Test, scored once: per message (top-1 accuracy, macro-F1) and per turn (``turn_top1_accuracy``: the top strategy
    is one of the turn's), repetition (planner and the human references), against the majority class (from train)
    and SmolLM2 choosing alone (next-token scores over the strategy names, zero-shot, on ``--lm-limit`` test messages).
 
-    python scripts/train_strategy_planner.py   # writes weights/strategy-planner/ and its training_report.json
+    python scripts/train_strategy_planner.py --history --dropout 0.5 --lr 3e-4 --members 3 --encoder   # the shipped
+    # planner: weights/strategy-planner/ and its training_report.json (45 min on 2 cores, the encoder most of it)
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,9 @@ from fusion.strategy import (  # noqa: E402
     previous_supporter_turn,
     text_embedder,
 )
+from fusion.strategy_encoder import CONFIG_NAME as ENCODER_CONFIG  # noqa: E402
+from fusion.strategy_encoder import WEIGHTS_NAME as ENCODER_WEIGHTS  # noqa: E402
+from fusion.strategy_encoder import StrategyEncoder, StrategyEncoderConfig, StrategyEncoderDelta, pad  # noqa: E402
 
 logger = logging.getLogger("train_strategy_planner")
 DATA = REPO.parent / "shared" / "data" / "esconv"
@@ -129,6 +136,83 @@ def train_head(
     return head.eval()
 
 
+def train_encoder(
+    train_dialogues: list[tuple[Message, ...]],
+    targets: np.ndarray,
+    valid_dialogues: list[tuple[Message, ...]],
+    valid_turns: np.ndarray,
+    valid_sets: np.ndarray,
+    args: argparse.Namespace,
+) -> tuple[StrategyEncoder, list[dict[str, float]]]:
+    """The strategy encoder (``fusion.strategy_encoder``): the top ``--encoder-layers`` of all-MiniLM-L6-v2 and a
+    linear head, soft-target cross-entropy, AdamW (the head at 20x the learning rate), linear warm-up and decay,
+    bfloat16 autocast; the epoch with the best valid turn top-1 kept. Returns it and the per-epoch history."""
+    from affectlens import weights
+    from perception.text.emotion import BASE_GROUP, base_config_dict, load_base
+
+    torch.manual_seed(args.seed)
+    base, tokenizer = load_base(weights.locate_group(BASE_GROUP).path)
+    config = StrategyEncoderConfig(base_config=base_config_dict(base), num_trained_layers=args.encoder_layers)
+    model = StrategyEncoder(base, tokenizer, StrategyEncoderDelta.from_base(config, base))
+    ids, valid_ids = model.tokenize(train_dialogues), model.tokenize(valid_dialogues)
+    logger.info(
+        "encoder: %d train contexts, %.0f tokens on average, %.0f%% cut at %d",
+        len(ids), np.mean([len(i) for i in ids]), 100 * np.mean([len(i) == config.max_length for i in ids]),
+        config.max_length,
+    )  # fmt: skip
+    trained = [p for layer in model.delta.layers for p in layer.parameters()]
+    opt = torch.optim.AdamW(
+        [
+            {"params": trained, "lr": args.encoder_lr},
+            {"params": model.delta.head.parameters(), "lr": 20 * args.encoder_lr},
+        ],
+        weight_decay=0.01,
+    )
+    batch_size = 32
+    steps = args.encoder_epochs * -(-len(ids) // batch_size)
+    warm = max(1, int(0.06 * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / warm) * max(0.0, (steps - k) / max(1, steps - warm))
+    )
+    soft = torch.from_numpy(targets)
+    rng = np.random.default_rng(args.seed)
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
+    for epoch in range(1, args.encoder_epochs + 1):
+        model.train()
+        start, total = time.time(), 0.0
+        order = rng.permutation(len(ids))
+        for k in range(0, len(order), batch_size):
+            rows = order[k : k + batch_size]
+            x, mask = pad([ids[i] for i in rows])
+            loss = -(soft[rows] * torch.log_softmax(model(x, mask), 1)).sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([*trained, *model.delta.head.parameters()], 1.0)
+            opt.step()
+            schedule.step()
+            total += float(loss.detach()) * len(rows)
+        top = model.probabilities_of_ids([valid_ids[i] for i in valid_turns]).argmax(1)
+        acc = float(valid_sets[np.arange(len(top)), top].mean())
+        history.append({"epoch": epoch, "loss": round(total / len(ids), 4), "valid_turn_top1": round(acc, 4),
+                        "seconds": round(time.time() - start, 1)})  # fmt: skip
+        logger.info("encoder epoch %d: %s", epoch, history[-1])
+        if acc > best[0]:
+            best = (acc, {k: v.detach().clone() for k, v in model.delta.state_dict().items()})
+    model.delta.load_state_dict(best[1])
+    model.delta.config = replace(
+        config,
+        training={
+            "data": "ESConv train (soft targets as the MLP's); the epoch with the best ESConv valid turn top-1 kept",
+            "epochs": args.encoder_epochs,
+            "lr": args.encoder_lr,
+            "kept_epoch": max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
+            "history": history,
+        },
+    )
+    return model.eval(), history
+
+
 def lm_alone(examples: list[StrategyExample], limit: int) -> tuple[list[list[str]], list[int]]:
     """SmolLM2 picks the strategy zero-shot: next-token scores over the strategy names after a description."""
     from affectlens.registry import create_language_model
@@ -172,6 +256,13 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1, help="ensemble members (seeds seed..seed+members-1)")
     parser.add_argument("--lm-limit", type=int, default=400, help="test messages the LM-alone baseline scores")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoder", action="store_true", help="also fine-tune the strategy encoder and mix it in")
+    parser.add_argument("--encoder-layers", type=int, default=4, help="top all-MiniLM layers the encoder trains")
+    parser.add_argument("--encoder-epochs", type=int, default=3)
+    parser.add_argument("--encoder-lr", type=float, default=5e-5)
+    parser.add_argument(
+        "--encoder-limit", type=int, default=None, help="train the encoder on this many contexts (smoke)"
+    )
     parser.add_argument(
         "--valid-only", action="store_true", help="an ablation: print the valid figures; no test, nothing written"
     )
@@ -227,6 +318,41 @@ def main() -> None:
     train_cpu = time.process_time() - train_cpu
 
     probs = {s: head.probabilities(x[s]) for s in (("valid",) if args.valid_only else ("valid", "test"))}
+    encoder, encoder_report = None, {}
+    if args.encoder:
+        encoder_cpu = time.process_time()
+        used = rows[: args.encoder_limit]
+        encoder, encoder_history = train_encoder(
+            [splits["train"][i].dialogue for i in used],
+            targets[used],
+            [e.dialogue for e in splits["valid"]],
+            first["valid"],
+            sets["valid"],
+            args,
+        )
+        for p in encoder.delta.parameters():  # as it ships (float16), so the figures below are the shipped model's
+            p.data = p.data.half().float()
+        encoder_probs = {s: encoder.probabilities([e.dialogue for e in splits[s]]) for s in probs}
+        weight_grid = []
+        for weight in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0):
+            top = ((1 - weight) * probs["valid"] + weight * encoder_probs["valid"])[first["valid"]].argmax(1)
+            acc = float(sets["valid"][np.arange(len(top)), top].mean())
+            weight_grid.append({"encoder_weight": weight, "turn_top1_accuracy": round(acc, 4)})
+        weight = max(weight_grid, key=lambda g: (g["turn_top1_accuracy"], -g["encoder_weight"]))["encoder_weight"]
+        logger.info("encoder weight grid on valid: %s -> %s", weight_grid, weight)
+        head.config.encoder_weight = weight
+        alone = {s: [[ESCONV_STRATEGIES[int(q.argmax())]] for q in p] for s, p in encoder_probs.items()}
+        encoder_report = {
+            "layers": args.encoder_layers,
+            "history": encoder_history,
+            "weight_grid_valid": weight_grid,
+            "encoder_weight": weight,
+            "encoder_alone_turns": {
+                s: score_turns([alone[s][i] for i in first[s]], turns[s])["turn_top1_accuracy"] for s in alone
+            },
+            "cpu_seconds": round(time.process_time() - encoder_cpu, 1),
+        }
+        probs = {s: (1 - weight) * probs[s] + weight * encoder_probs[s] for s in probs}
     valid_turns = [t.dialogue for t in turns["valid"]]
     grid = []
     for penalty in (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0):
@@ -261,6 +387,7 @@ def main() -> None:
             "penalty": head.config.repetition_penalty,
             "grid": grid,
             "head_training_cpu_seconds": round(train_cpu, 1),
+            "encoder": encoder_report,
         }
         print(json.dumps(ablation))
         return
@@ -332,7 +459,13 @@ def main() -> None:
         "wall_seconds": round(time.time() - t0, 1),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
+    report["encoder"] = encoder_report
     head.save_pretrained(args.out)
+    if encoder is not None and head.config.encoder_weight > 0:
+        encoder.delta.save_pretrained(args.out, dtype=torch.float16)
+    else:
+        for name in (ENCODER_CONFIG, ENCODER_WEIGHTS):
+            (args.out / name).unlink(missing_ok=True)
     (args.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k not in ("repetition_penalty_grid_valid",)}, indent=2)[:6000])
 

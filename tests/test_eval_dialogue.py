@@ -249,8 +249,26 @@ def test_evaluate_strategy_by_hand(tmp_path: Path) -> None:
     assert turns["majority_class"] == {
         "strategy": "Question", "turn_top1_accuracy": 0.5, "first_strategy_accuracy": 0.5,
     }  # fmt: skip
+    # the question planner's top strategy is what its rule chooses: the same scores before the rule
+    assert report["prediction"] == {"accuracy": 0.4, "macro_f1": report["macro_f1"], "repetition_rate": round(1 / 3, 4)}
+    assert turns["prediction"] == {"turn_top1_accuracy": 0.5, "repetition_rate": round(1 / 3, 4)}
     one = evaluation.evaluate_strategy(tmp_path / "d.jsonl", limit=1, planner=question_planner())
     assert one["n"] == 3 and one["dialogues"] == 1
+
+
+def test_evaluate_strategy_prediction_is_the_top_strategy_before_the_rule(tmp_path: Path) -> None:
+    planner = question_planner()
+    with torch.no_grad():  # Question 0.6, Reflection 0.4: the rule (penalty 2) answers a Question turn with Reflection
+        bias = planner.head.net[-1].bias
+        bias.fill_(-30.0)
+        bias[ESCONV_STRATEGIES.index("Question")] = float(np.log(0.6))
+        bias[ESCONV_STRATEGIES.index("Reflection of feelings")] = float(np.log(0.4))
+    planner.head.config.repetition_penalty, planner.head.config.combine_ratio = 2.0, 1.0
+    report = evaluation.evaluate_strategy(write_jsonl(tmp_path / "d.jsonl"), planner=planner)
+    assert report["prediction"]["accuracy"] == 0.4  # always Question: 2 of the 5 references
+    assert report["turns"]["prediction"]["turn_top1_accuracy"] == 0.5
+    assert report["predicted_distribution"]["Reflection of feelings"] > 0  # the rule moved some off Question
+    assert report["repetition_rate"] < report["prediction"]["repetition_rate"]
 
 
 def test_planner_choose_batches_like_plan() -> None:
@@ -270,6 +288,7 @@ def test_cli_eval_strategy_prints_and_json(
     assert "n=5 supporter messages (2 dialogues)" in out and "accuracy 0.4000" in out
     assert "repetition 0.3333 (references 0.3333)" in out and "'Question': accuracy 0.4000" in out
     assert "per supporter turn (n=4): top-1 in the turn's strategies 0.5000" in out
+    assert "most likely strategy alone (before the repetition rule): accuracy 0.4000" in out
     assert main(["eval", "strategy", "--data", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["accuracy"] == 0.4 and "seconds" in report

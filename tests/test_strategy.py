@@ -173,5 +173,9 @@ def test_shipped_planner_plans_from_a_real_dialogue():
     )
     assert report["planner"]["accuracy"] > report["majority_class"]["accuracy"] + 0.05
     assert report["planner"]["repetition_rate"] <= 0.30
+    # the encoder the config mixes in is loaded, and its weight is the one the training chose on valid
+    assert (planner.encoder is not None) == (planner.head.config.encoder_weight > 0)
+    if report.get("encoder"):
+        assert planner.head.config.encoder_weight == report["encoder"]["encoder_weight"]
     plan = planner.plan([Message("usr", "Hi, I have been feeling really anxious about losing my job.")])
     assert plan and all(s in ESCONV_STRATEGIES for s, _, _ in plan)

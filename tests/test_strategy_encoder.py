@@ -1,0 +1,143 @@
+"""The strategy encoder: its reading of the dialogue, the delta over a tiny random base, and the planner's mix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from affectlens.labels import ESCONV_STRATEGIES
+from fusion.strategy import Message, StrategyConfig, StrategyHead, StrategyPlanner, context_features
+from fusion.strategy_encoder import (
+    StrategyEncoder,
+    StrategyEncoderConfig,
+    StrategyEncoderDelta,
+    context_text,
+    load_strategy_encoder,
+    pad,
+)
+from perception.text.emotion import base_config_dict, tiny_base
+
+DIALOGUE = [
+    Message("usr", "hi"),
+    Message("sys", "Hello! How are you?", ("Question",)),
+    Message("sys", "I am here for you.", ()),
+    Message("usr", "I failed my exam"),
+]
+
+
+def fake_embed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    vecs = np.array([[t.count(c) for c in "aeiostnr"] for t in texts], np.float32) + 1e-3
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True), np.full((len(texts), 7), 1 / 7, np.float32)
+
+
+def tiny_encoder(seed: int = 0, layers: int = 1) -> StrategyEncoder:
+    base, tokenizer = tiny_base(seed)
+    config = StrategyEncoderConfig(base="tiny", base_config=base_config_dict(base), num_trained_layers=layers)
+    torch.manual_seed(seed)
+    delta = StrategyEncoderDelta.from_base(config, base)
+    torch.nn.init.normal_(delta.head.weight, std=1.0)  # a visible distribution, not the near-uniform start
+    return StrategyEncoder(base, tokenizer, delta)
+
+
+def test_context_text_counts_then_newest_first_with_strategy_tags():
+    assert context_text(DIALOGUE) == (
+        "2 seeker, 2 supporter messages [SEP] seeker: I failed my exam [SEP] supporter (none): I am here for you."
+        " [SEP] supporter (question): Hello! How are you? [SEP] seeker: hi"
+    )
+    assert context_text(DIALOGUE, max_messages=1) == (
+        "2 seeker, 2 supporter messages [SEP] seeker: I failed my exam"
+    )  # the counts still cover the whole dialogue
+    assert context_text([]) == "0 seeker, 0 supporter messages"
+
+
+def test_pad_right_pads_and_masks():
+    x, mask = pad([[5, 6, 7], [8]])
+    assert x.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_delta_starts_as_the_base_top_layer_and_only_it_trains():
+    base, tokenizer = tiny_base(0)
+    top = {k: v.clone() for k, v in base.encoder.layer[-1].state_dict().items()}
+    lower = {k: v.clone() for k, v in base.encoder.layer[0].state_dict().items()}
+    config = StrategyEncoderConfig(base="tiny", base_config=base_config_dict(base), num_trained_layers=1)
+    delta = StrategyEncoderDelta.from_base(config, base)
+    assert all(torch.equal(delta.layers[0].state_dict()[k], v) for k, v in top.items())
+    model = StrategyEncoder(base, tokenizer, delta).train()
+    assert not model.encoder.embeddings.training and model.delta.layers[0].training
+    x, mask = pad(model.tokenize([DIALOGUE, DIALOGUE[:1]]))
+    loss = torch.log_softmax(model(x, mask), 1)[:, 0].sum()
+    loss.backward()
+    assert all(p.grad is None for p in model.encoder.embeddings.parameters())
+    assert all(p.grad is None for p in model.encoder.encoder.layer[0].parameters())
+    assert delta.head.weight.grad is not None and delta.layers[0].attention.self.query.weight.grad is not None
+    torch.optim.SGD(delta.parameters(), lr=1.0).step()
+    assert all(torch.equal(model.encoder.encoder.layer[0].state_dict()[k], v) for k, v in lower.items())
+    assert not torch.equal(delta.layers[0].attention.self.query.weight, top["attention.self.query.weight"])
+
+
+def test_probabilities_are_distributions_independent_of_batch_order():
+    model = tiny_encoder()
+    dialogues = [DIALOGUE, DIALOGUE[:1], DIALOGUE[:2]]
+    probs = model.probabilities(dialogues)
+    assert probs.shape == (3, len(ESCONV_STRATEGIES)) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert np.allclose(model.probabilities(dialogues[::-1])[::-1], probs, atol=1e-5)  # padding is masked
+    assert np.allclose(model.probabilities([DIALOGUE]), probs[:1], atol=1e-5)
+    assert not np.allclose(probs[0], probs[1], atol=1e-3)  # it reads the dialogue
+
+
+def test_float16_save_round_trip_and_base_mismatch(tmp_path):
+    model = tiny_encoder()
+    before = model.probabilities([DIALOGUE, DIALOGUE[:1]])
+    model.delta.save_pretrained(tmp_path, dtype=torch.float16)
+    again = StrategyEncoderDelta.from_pretrained(tmp_path)
+    assert again.head.weight.dtype == torch.float32 and again.config == model.config
+    base, tokenizer = tiny_base(0)
+    assert np.allclose(
+        StrategyEncoder(base, tokenizer, again).probabilities([DIALOGUE, DIALOGUE[:1]]), before, atol=2e-3
+    )
+    other, _ = tiny_base(0)
+    other.config.hidden_size = 48
+    with pytest.raises(ValueError, match="another base"):
+        StrategyEncoder(other, tokenizer, StrategyEncoderDelta.from_pretrained(tmp_path))
+    with pytest.raises(ValueError, match="unknown strategy encoder settings"):
+        StrategyEncoderConfig.from_dict({"colour": "blue"})
+
+
+def test_planner_mixes_the_encoder_by_its_weight(tmp_path):
+    encoder = tiny_encoder()
+    x = context_features([DIALOGUE], fake_embed)
+    head = StrategyHead(StrategyConfig(input_dim=x.shape[1], hidden=8, encoder_weight=0.25))
+    head.save_pretrained(tmp_path)
+    head = StrategyHead.from_pretrained(tmp_path)
+    assert head.config.encoder_weight == 0.25
+    with pytest.raises(ValueError, match="pass one"):
+        StrategyPlanner(head, fake_embed)
+    planner = StrategyPlanner(head, fake_embed, encoder=encoder).with_context(DIALOGUE)
+    assert planner.encoder is encoder
+    expected = 0.75 * head.probabilities(x) + 0.25 * encoder.probabilities([DIALOGUE])
+    assert np.allclose(planner.probabilities([DIALOGUE]), expected, atol=1e-6)
+    chosen = planner.choose([DIALOGUE])[0]
+    assert chosen[0][0] == ESCONV_STRATEGIES[int(expected[0].argmax())]
+
+
+@pytest.mark.weights
+@pytest.mark.slow
+def test_shipped_strategy_encoder_reads_a_real_dialogue():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "weights" / "strategy-planner"
+    config = StrategyConfig.from_dict(__import__("json").loads((folder / "config.json").read_text()))
+    if config.encoder_weight == 0:
+        pytest.skip("the shipped planner mixes in no encoder")
+    encoder = load_strategy_encoder(folder)
+    probs = encoder.probabilities(
+        [
+            [Message("usr", "Hi, how are you?")],
+            [*DIALOGUE, Message("sys", "What could you do differently next time?", ("Question",)),
+             Message("usr", "Thank you so much, this really helped. Bye!")],
+        ]
+    )  # fmt: skip
+    others = ESCONV_STRATEGIES.index("Others")
+    # a greeting and a goodbye are small talk: "Others" is ESConv's label for both
+    assert probs[:, others].min() > 1 / len(ESCONV_STRATEGIES)
