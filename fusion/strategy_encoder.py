@@ -111,24 +111,18 @@ class StrategyEncoderDelta(nn.Module):
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write ``encoder.json`` and ``encoder.safetensors`` (cast to ``dtype`` if given) into ``directory``."""
-        from safetensors.torch import save_file
+        from perception.text.emotion import save_delta
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "base": self.config.base})
-        (out / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        return out
+        return save_delta(self, self.config, directory, CONFIG_NAME, WEIGHTS_NAME, dtype)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> StrategyEncoderDelta:
         """A delta written by ``save_pretrained`` (float32 in memory whatever the stored dtype)."""
-        from safetensors.torch import load_file
+        from perception.text.emotion import load_delta_state
 
         folder = Path(directory)
         delta = cls(StrategyEncoderConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text())))
-        state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_NAME)).items()}
-        delta.load_state_dict(state, strict=True)
+        delta.load_state_dict(load_delta_state(folder / WEIGHTS_NAME), strict=True)
         return delta.eval()
 
 
@@ -140,19 +134,9 @@ class StrategyEncoder(nn.Module):
 
     def __init__(self, encoder: BertModel, tokenizer: PreTrainedTokenizerBase, delta: StrategyEncoderDelta) -> None:
         super().__init__()
-        from perception.text.emotion import base_config_dict
+        from perception.text.emotion import swap_top_layers
 
-        expected = base_config_dict(encoder)
-        mismatched = {k: (v, expected.get(k)) for k, v in delta.config.base_config.items() if expected.get(k) != v}
-        if mismatched:
-            raise ValueError(
-                f"the strategy encoder was trained over another base: (delta, base) differ in {mismatched}"
-            )
-        encoder.requires_grad_(False)
-        layers = encoder.encoder.layer
-        first = len(layers) - len(delta.layers)
-        for i, layer in enumerate(delta.layers):
-            layers[first + i] = layer
+        swap_top_layers(encoder, delta.layers, delta.config.base_config, "the strategy encoder")
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.delta = delta

@@ -183,25 +183,51 @@ class TextEmotionDelta(nn.Module):
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (cast to ``dtype`` if given) into ``directory``."""
-        from safetensors.torch import save_file
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "base": self.config.base})
-        (out / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        return out
+        return save_delta(self, self.config, directory, CONFIG_NAME, WEIGHTS_NAME, dtype)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> TextEmotionDelta:
         """Load a delta written by ``save_pretrained`` (float32 in memory whatever the stored dtype)."""
-        from safetensors.torch import load_file
-
         folder = Path(directory)
-        config = TextEmotionConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
-        delta = cls(config)
-        delta.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
+        delta = cls(TextEmotionConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text())))
+        delta.load_state_dict(load_delta_state(folder / WEIGHTS_NAME), strict=True)
         return delta.eval()
+
+
+def save_delta(
+    delta: nn.Module, config: Any, directory: str | Path, config_name: str, weights_name: str, dtype: torch.dtype | None
+) -> Path:
+    """Write a delta over the MiniLM base: ``config.to_dict()`` as ``config_name`` and its state (cast to ``dtype``
+    if given; the base's name in the metadata) as ``weights_name``, in ``directory``."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in delta.state_dict().items()}
+    save_file(state, str(out / weights_name), metadata={"format": "pt", "base": config.base})
+    (out / config_name).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return out
+
+
+def load_delta_state(path: Path) -> dict[str, torch.Tensor]:
+    """A delta's state written by ``save_delta``, as float32 whatever the stored dtype."""
+    from safetensors.torch import load_file
+
+    return {k: v.float() for k, v in load_file(str(path)).items()}
+
+
+def swap_top_layers(encoder: BertModel, layers: nn.ModuleList, base_config: dict[str, Any], what: str) -> None:
+    """Freeze ``encoder`` and put ``layers`` in place of its top ones, once the delta they come from (which recorded
+    its base's ``base_config``; ``what`` names it in the error) is known to fit this base."""
+    expected = base_config_dict(encoder)
+    mismatched = {k: (v, expected.get(k)) for k, v in base_config.items() if expected.get(k) != v}
+    if mismatched:
+        raise ValueError(f"{what} was trained over another base: (delta, base) differ in {mismatched}")
+    encoder.requires_grad_(False)
+    top = encoder.encoder.layer
+    first = len(top) - len(layers)
+    for i, layer in enumerate(layers):
+        top[first + i] = layer
 
 
 def load_base(folder: str | Path) -> tuple[BertModel, PreTrainedTokenizerBase]:
@@ -245,15 +271,7 @@ class TextEmotionNetwork(nn.Module):
 
     def __init__(self, encoder: BertModel, delta: TextEmotionDelta) -> None:
         super().__init__()
-        expected = base_config_dict(encoder)
-        mismatched = {k: (v, expected.get(k)) for k, v in delta.config.base_config.items() if expected.get(k) != v}
-        if mismatched:
-            raise ValueError(f"the delta was trained over another base: (delta, base) differ in {mismatched}")
-        encoder.requires_grad_(False)
-        layers = encoder.encoder.layer
-        first = len(layers) - len(delta.layers)
-        for i, layer in enumerate(delta.layers):
-            layers[first + i] = layer
+        swap_top_layers(encoder, delta.layers, delta.config.base_config, "the delta")
         self.encoder = encoder
         self.delta = delta
         self.eval()
