@@ -9,7 +9,11 @@ Features of a dialogue so far (``context_features``), a base block and the block
 * ``sentence``: general all-MiniLM-L6-v2 sentence embeddings of the seeker's last message, the supporter's last
   message and the last few messages joined (``fusion.memory.sentence_embedder``, a shipped weight group);
 * ``history``: the strategy history and the shape of the dialogue (``history_features``);
-* ``hash_buckets``: hashed words and bigrams of the seeker's and the supporter's last messages (``hashed_ngrams``).
+* ``hash_buckets``: hashed words and bigrams of the seeker's and the supporter's last messages (``hashed_ngrams``);
+* ``affect``: the seeker's affect state (``affect_features``: valence, arousal, dominance and their last step, from
+  ``fusion.affect_state.AffectTracker`` run over the emotion of each seeker message). In a conversation the planner
+  reads the tree: its fused emotion (face and voice included) stands for the seeker's last message, in this block
+  and in the base block's emotion distribution.
 
 A small MLP (``StrategyHead``, optionally an average of a few seeds) trained on ESConv train by
 ``scripts/train_strategy_planner.py`` maps them to a distribution over the 8 strategies. When the head's
@@ -38,7 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from affectlens.labels import CANONICAL_EMOTIONS, ESCONV_STRATEGIES
+from affectlens.labels import CANONICAL_EMOTIONS, ESCONV_STRATEGIES, valence_arousal
+from fusion.affect_state import AffectTracker, observation_from
 
 if TYPE_CHECKING:
     from affectlens.tree import AffectTree
@@ -113,11 +118,13 @@ class FeatureSpec:
     ``hash_buckets``: binary hashed bag of words and bigrams of the seeker's last message and of the supporter's last
     message (``hash_buckets`` columns each; CRC32, so stable across processes). ``sentence``: general sentence
     embeddings (all-MiniLM-L6-v2) of those two messages and of the last ``CONTEXT_MESSAGES`` messages joined.
-    ``history``: the strategy history and the shape of the dialogue (``history_features``)."""
+    ``history``: the strategy history and the shape of the dialogue (``history_features``). ``affect``: the
+    seeker's affect state over the dialogue (``affect_features``)."""
 
     hash_buckets: int = 0
     sentence: bool = False
     history: bool = False
+    affect: bool = False
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FeatureSpec:
@@ -176,6 +183,32 @@ def history_features(dialogue: Sequence[Message]) -> np.ndarray:
     return np.concatenate([share, previous, _one_hot(third), shape])
 
 
+def affect_features(readings: Sequence[np.ndarray]) -> np.ndarray:
+    """``(6,)``: the seeker's affect state after their messages' emotion ``readings`` (canonical distributions in
+    ``CANONICAL_EMOTIONS`` order, oldest first) as valence, arousal, dominance and the last step of each; zeros
+    before any reading. ``AffectTracker`` with its default dynamics, the conversation's own; each reading's valence
+    and arousal are its circumplex position (``affectlens.labels.valence_arousal``), its dominance
+    ``dominance_of``'s, its confidence its top probability."""
+    tracker = AffectTracker()
+    state = None
+    for turn, reading in enumerate(readings):
+        probs = {e: float(p) for e, p in zip(CANONICAL_EMOTIONS, reading, strict=True)}
+        valence, arousal = valence_arousal(probs)
+        state = tracker.update("seeker", observation_from(valence, arousal, probs, max(probs.values()), turn))
+    if state is None:
+        return np.zeros(6, np.float32)
+    return np.array([state.valence, state.arousal, state.dominance, *state.velocity], np.float32)
+
+
+def tree_reading(tree: AffectTree) -> np.ndarray | None:
+    """The tree's fused emotion distribution in ``CANONICAL_EMOTIONS`` order (``None`` when it has none)."""
+    value = tree.emotion.value if isinstance(tree.emotion.value, dict) else {}
+    probs = value.get("probabilities") or {}
+    reading = np.array([float(probs.get(e, 0.0)) for e in CANONICAL_EMOTIONS], np.float32)
+    total = float(reading.sum())
+    return reading / total if total > 0 else None
+
+
 def _context_text(dialogue: Sequence[Message]) -> str:
     return " ".join(
         f"{'Seeker' if m.speaker == 'usr' else 'Supporter'}: {m.text}" for m in dialogue[-CONTEXT_MESSAGES:]
@@ -187,15 +220,19 @@ def context_features(
     embed: Embedder,
     spec: FeatureSpec | None = None,
     sentence_embed: SentenceEmbedder | None = None,
+    readings: Sequence[np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """``(N, d)`` features of each dialogue-so-far (see the module docstring), embeddings batched: the base block,
-    then the blocks ``spec`` turns on (``sentence`` needs ``sentence_embed``)."""
+    then the blocks ``spec`` turns on (``sentence`` needs ``sentence_embed``). With the ``affect`` block,
+    ``readings[k]`` (a canonical distribution, e.g. the tree's fused emotion) replaces the text's emotion of
+    dialogue ``k``'s last seeker message, in the base block and the affect block."""
     spec = spec or FeatureSpec()
     seeker, supporter = [], []
     for dialogue in dialogues:
         seeker.append(next((m.text for m in reversed(dialogue) if m.speaker == "usr"), ""))
         supporter.append(next((m.text for m in reversed(dialogue) if m.speaker == "sys"), ""))
-    texts = sorted({t for t in seeker + supporter if t})
+    every_seeker = [m.text for d in dialogues for m in d if m.speaker == "usr" and m.text] if spec.affect else []
+    texts = sorted({t for t in seeker + supporter + every_seeker if t})
     vectors, probs = embed(texts)
     index = {t: i for i, t in enumerate(texts)}
     dim = vectors.shape[1] if len(texts) else 0
@@ -215,6 +252,9 @@ def context_features(
     for k, (dialogue, s_text, p_text) in enumerate(zip(dialogues, seeker, supporter, strict=True)):
         s_vec = vectors[index[s_text]] if s_text else np.zeros(dim, np.float32)
         s_emo = probs[index[s_text]] if s_text else np.zeros(len(CANONICAL_EMOTIONS), np.float32)
+        override = readings[k] if spec.affect and readings is not None else None
+        if override is not None and s_text:
+            s_emo = np.asarray(override, np.float32)
         p_vec = vectors[index[p_text]] if p_text else np.zeros(dim, np.float32)
         sys_msgs = [m for m in dialogue if m.speaker == "sys"]
         prev = sys_msgs[-1].strategies[0] if sys_msgs and sys_msgs[-1].strategies else None
@@ -235,6 +275,11 @@ def context_features(
             blocks.append(history_features(dialogue))
         if spec.hash_buckets:
             blocks += [hashed_ngrams(s_text, spec.hash_buckets), hashed_ngrams(p_text, spec.hash_buckets)]
+        if spec.affect:
+            said = [probs[index[m.text]] for m in dialogue if m.speaker == "usr" and m.text]
+            if override is not None and said:
+                said[-1] = s_emo
+            blocks.append(affect_features(said))
         rows.append(np.concatenate(blocks))
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
 
@@ -399,13 +444,17 @@ class StrategyPlanner:
         """The same planner reading ``dialogue`` (the messages so far, the seeker's latest last)."""
         return StrategyPlanner(self.head, self.embed, dialogue, self.sentence_embed, self.encoder)
 
-    def features(self, dialogues: Sequence[Sequence[Message]]) -> np.ndarray:
-        """``context_features`` of ``dialogues`` with the head's feature blocks."""
-        return context_features(dialogues, self.embed, self.head.config.spec, self.sentence_embed)
+    def features(
+        self, dialogues: Sequence[Sequence[Message]], readings: Sequence[np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        """``context_features`` of ``dialogues`` with the head's feature blocks (``readings``: see there)."""
+        return context_features(dialogues, self.embed, self.head.config.spec, self.sentence_embed, readings)
 
-    def probabilities(self, dialogues: Sequence[Sequence[Message]]) -> np.ndarray:
+    def probabilities(
+        self, dialogues: Sequence[Sequence[Message]], readings: Sequence[np.ndarray | None] | None = None
+    ) -> np.ndarray:
         """(N, 8) strategy distributions: the MLP's, mixed with the encoder's by ``encoder_weight`` when set."""
-        probs = self.head.probabilities(self.features(dialogues))
+        probs = self.head.probabilities(self.features(dialogues, readings))
         weight = self.head.config.encoder_weight
         if weight > 0 and self.encoder is not None:
             probs = (1.0 - weight) * probs + weight * self.encoder.probabilities(dialogues)
@@ -425,10 +474,13 @@ class StrategyPlanner:
         computed ``batch_size`` dialogues at a time."""
         return self.decisions(self.batched_probabilities(dialogues, batch_size), dialogues)
 
-    def plan(self, dialogue: Sequence[Message]) -> list[tuple[str, str, float]]:
+    def plan(self, dialogue: Sequence[Message], reading: np.ndarray | None = None) -> list[tuple[str, str, float]]:
+        """(strategy, why, probability) for the next supporter turn after ``dialogue``; ``reading`` (the tree's
+        fused emotion) stands for the emotion of its last seeker message when the head reads the affect state."""
         previous = previous_supporter_turn(dialogue)
         out = []
-        for strategy, p in self.choose([dialogue])[0]:
+        chosen = self.decisions(self.probabilities([dialogue], [reading]), [dialogue])[0]
+        for strategy, p in chosen:
             why = WHY[strategy] + (
                 " (used last turn: chosen again only because it clearly fits)" if strategy in previous else ""
             )
@@ -442,7 +494,7 @@ class StrategyPlanner:
             dialogue = [*dialogue, Message("usr", words)] if words else dialogue
         if not dialogue:
             return [("Question", WHY["Question"], 1.0)]
-        return self.plan(dialogue)
+        return self.plan(dialogue, tree_reading(tree))
 
 
 def load_strategy_planner(directory: str | Path | None = None, text_model: Any | None = None) -> StrategyPlanner:

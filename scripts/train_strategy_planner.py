@@ -64,7 +64,13 @@ from fusion.strategy import (  # noqa: E402
 )
 from fusion.strategy_encoder import CONFIG_NAME as ENCODER_CONFIG  # noqa: E402
 from fusion.strategy_encoder import WEIGHTS_NAME as ENCODER_WEIGHTS  # noqa: E402
-from fusion.strategy_encoder import StrategyEncoder, StrategyEncoderConfig, StrategyEncoderDelta, pad  # noqa: E402
+from fusion.strategy_encoder import (  # noqa: E402
+    StrategyEncoder,
+    StrategyEncoderConfig,
+    StrategyEncoderDelta,
+    load_strategy_encoder,
+    pad,
+)
 
 logger = logging.getLogger("train_strategy_planner")
 DATA = REPO.parent / "shared" / "data" / "esconv"
@@ -134,6 +140,10 @@ def train_head(
     head.load_state_dict(best[2])
     head.config.metrics["kept_epoch"] = best[1]
     return head.eval()
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def train_encoder(
@@ -252,6 +262,7 @@ def main() -> None:
     parser.add_argument("--hash-buckets", type=int, default=0, help="hashed n-gram columns per message (0: none)")
     parser.add_argument("--sentence", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--history", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--affect", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--targets", choices=["mixed", "message", "turn"], default="mixed")
     parser.add_argument("--members", type=int, default=1, help="ensemble members (seeds seed..seed+members-1)")
     parser.add_argument("--lm-limit", type=int, default=400, help="test messages the LM-alone baseline scores")
@@ -262,6 +273,12 @@ def main() -> None:
     parser.add_argument("--encoder-lr", type=float, default=5e-5)
     parser.add_argument(
         "--encoder-limit", type=int, default=None, help="train the encoder on this many contexts (smoke)"
+    )
+    parser.add_argument(
+        "--encoder-from",
+        type=Path,
+        default=None,
+        help="with --encoder: mix in the encoder saved in this folder, untrained",
     )
     parser.add_argument(
         "--valid-only", action="store_true", help="an ablation: print the valid figures; no test, nothing written"
@@ -286,7 +303,7 @@ def main() -> None:
         from fusion.memory import sentence_embedder
 
         sentence = cached(sentence_embedder(), args.cache / f"sentence-{key(BASE_GROUP)}.npz")
-    spec = FeatureSpec(hash_buckets=args.hash_buckets, sentence=args.sentence, history=args.history)
+    spec = FeatureSpec(hash_buckets=args.hash_buckets, sentence=args.sentence, history=args.history, affect=args.affect)
     features = {k: v for k, v in asdict(spec).items() if v}
     dialogues = {s: read_dialogues(DATA / f"{s}.jsonl") for s in ("train", "valid", "test")}
     splits = {s: strategy_examples(d) for s, d in dialogues.items()}
@@ -321,17 +338,23 @@ def main() -> None:
     encoder, encoder_report = None, {}
     if args.encoder:
         encoder_cpu = time.process_time()
-        used = rows[: args.encoder_limit]
-        encoder, encoder_history = train_encoder(
-            [splits["train"][i].dialogue for i in used],
-            targets[used],
-            [e.dialogue for e in splits["valid"]],
-            first["valid"],
-            sets["valid"],
-            args,
-        )
-        for p in encoder.delta.parameters():  # as it ships (float16), so the figures below are the shipped model's
-            p.data = p.data.half().float()
+        if args.encoder_from:
+            source = args.encoder_from / ENCODER_WEIGHTS
+            encoder = load_strategy_encoder(args.encoder_from)
+            encoder_history = encoder.config.training.get("history", [])
+            logger.info("encoder from %s (sha256 %s), not trained again", source, sha256_file(source))
+        else:
+            used = rows[: args.encoder_limit]
+            encoder, encoder_history = train_encoder(
+                [splits["train"][i].dialogue for i in used],
+                targets[used],
+                [e.dialogue for e in splits["valid"]],
+                first["valid"],
+                sets["valid"],
+                args,
+            )
+            for p in encoder.delta.parameters():  # as it ships (float16), so the figures below are the shipped model's
+                p.data = p.data.half().float()
         encoder_probs = {s: encoder.probabilities([e.dialogue for e in splits[s]]) for s in probs}
         weight_grid = []
         for weight in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0):
@@ -343,7 +366,10 @@ def main() -> None:
         head.config.encoder_weight = weight
         alone = {s: [[ESCONV_STRATEGIES[int(q.argmax())]] for q in p] for s, p in encoder_probs.items()}
         encoder_report = {
-            "layers": args.encoder_layers,
+            "from": None
+            if args.encoder_from is None
+            else {"folder": str(args.encoder_from), "sha256": sha256_file(args.encoder_from / ENCODER_WEIGHTS)},
+            "layers": encoder.config.num_trained_layers,
             "history": encoder_history,
             "weight_grid_valid": weight_grid,
             "encoder_weight": weight,
@@ -462,7 +488,8 @@ def main() -> None:
     report["encoder"] = encoder_report
     head.save_pretrained(args.out)
     if encoder is not None and head.config.encoder_weight > 0:
-        encoder.delta.save_pretrained(args.out, dtype=torch.float16)
+        if args.encoder_from is None or args.encoder_from.resolve() != args.out.resolve():
+            encoder.delta.save_pretrained(args.out, dtype=torch.float16)
     else:
         for name in (ENCODER_CONFIG, ENCODER_WEIGHTS):
             (args.out / name).unlink(missing_ok=True)

@@ -6,18 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from affectlens.labels import ESCONV_STRATEGIES
+from affectlens.labels import CANONICAL_EMOTIONS, ESCONV_STRATEGIES
+from fusion.affect_state import DOMINANCE, AffectObservation, AffectTracker
 from fusion.strategy import (
     FeatureSpec,
     Message,
     StrategyConfig,
     StrategyHead,
     StrategyPlanner,
+    affect_features,
     context_features,
     decide,
     hashed_ngrams,
     history_features,
     previous_supporter_turn,
+    tree_reading,
 )
 
 
@@ -179,3 +182,70 @@ def test_shipped_planner_plans_from_a_real_dialogue():
         assert planner.head.config.encoder_weight == report["encoder"]["encoder_weight"]
     plan = planner.plan([Message("usr", "Hi, I have been feeling really anxious about losing my job.")])
     assert plan and all(s in ESCONV_STRATEGIES for s, _, _ in plan)
+
+
+def emotion_embed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``fake_embed``'s vectors; the emotion: sadness for "exam" or "study", else neutral."""
+    vecs, _ = fake_embed(texts)
+    probs = np.zeros((len(texts), len(CANONICAL_EMOTIONS)), np.float32)
+    for i, t in enumerate(texts):
+        probs[i, CANONICAL_EMOTIONS.index("sadness" if "exam" in t or "study" in t else "neutral")] = 1.0
+    return vecs, probs
+
+
+def test_affect_features_follow_the_tracker_by_hand():
+    assert not affect_features([]).any()
+    sad = np.eye(len(CANONICAL_EMOTIONS), dtype=np.float32)[CANONICAL_EMOTIONS.index("sadness")]
+    one = affect_features([sad])
+    # the first reading sets the state: sadness's circumplex position, its dominance, no step yet
+    assert np.allclose(one, [-0.7, -0.4, DOMINANCE["sadness"], 0, 0, 0], atol=1e-6)
+    neutral = np.eye(len(CANONICAL_EMOTIONS), dtype=np.float32)[0]
+    two = affect_features([sad, neutral])
+    tracker = AffectTracker()
+    tracker.update("u", AffectObservation(-0.7, -0.4, DOMINANCE["sadness"], 1.0, 0))
+    state = tracker.update("u", AffectObservation(0.0, 0.0, 0.0, 1.0, 1))
+    assert np.allclose(two, [state.valence, state.arousal, state.dominance, *state.velocity], atol=1e-6)
+    assert -0.7 < two[0] < 0.0 and two[3] > 0  # inertia: part way back towards neutral, moving up
+
+
+def test_affect_block_reads_every_seeker_message_and_the_tree_reading():
+    spec = FeatureSpec(affect=True)
+    base = context_features([DIALOGUE], emotion_embed)
+    x = context_features([DIALOGUE], emotion_embed, spec)
+    assert x.shape == (1, base.shape[1] + 6) and np.allclose(x[0, : base.shape[1]], base[0])
+    sad = np.eye(len(CANONICAL_EMOTIONS), dtype=np.float32)[CANONICAL_EMOTIONS.index("sadness")]
+    assert np.allclose(x[0, -6:], affect_features([sad, sad]))  # both seeker messages are about the exam
+    happy = np.eye(len(CANONICAL_EMOTIONS), dtype=np.float32)[CANONICAL_EMOTIONS.index("happiness")]
+    y = context_features([DIALOGUE], emotion_embed, spec, readings=[happy])
+    assert np.allclose(y[0, -6:], affect_features([sad, happy]))  # the tree's reading replaces the last message's
+    emotion = slice(8, 8 + len(CANONICAL_EMOTIONS))  # after the seeker's 8-wide embedding: their emotion
+    assert np.allclose(y[0, emotion], happy) and np.allclose(x[0, emotion], sad)
+    # without the affect block the reading is ignored: the head was not trained to read it
+    assert np.allclose(context_features([DIALOGUE], emotion_embed, readings=[happy]), base)
+
+
+def test_planner_plans_from_the_tree_reading():
+    from affectlens.tree import TreeNode
+
+    x = context_features([DIALOGUE], emotion_embed, FeatureSpec(affect=True))
+    head = StrategyHead(StrategyConfig(input_dim=x.shape[1], hidden=8, features={"affect": True}))
+    planner = StrategyPlanner(head, emotion_embed).with_context(DIALOGUE)
+
+    class Tree:  # the one part of an AffectTree the planner reads when it has a dialogue
+        emotion = TreeNode("emotion", {"probabilities": {"happiness": 0.5, "neutral": 0.5}}, 0.5)
+
+    reading = tree_reading(Tree())  # type: ignore[arg-type]
+    assert reading is not None and np.allclose(reading[[0, 1]], [0.5, 0.5])
+    expected = head.probabilities(context_features([DIALOGUE], emotion_embed, head.config.spec, readings=[reading]))
+    assert planner(Tree())[0][2] == pytest.approx(float(expected[0].max()))  # type: ignore[arg-type]
+    plain = head.probabilities(x)
+    assert not np.allclose(plain, expected)  # the reading changed the plan's inputs
+
+
+def test_tree_reading_without_an_emotion_is_none():
+    from affectlens.tree import TreeNode
+
+    class Tree:
+        emotion = TreeNode("emotion", {"probabilities": None}, 0.0)
+
+    assert tree_reading(Tree()) is None  # type: ignore[arg-type]
