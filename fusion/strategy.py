@@ -188,7 +188,9 @@ def affect_features(readings: Sequence[np.ndarray]) -> np.ndarray:
     ``CANONICAL_EMOTIONS`` order, oldest first) as valence, arousal, dominance and the last step of each; zeros
     before any reading. ``AffectTracker`` with its default dynamics, the conversation's own; each reading's valence
     and arousal are its circumplex position (``affectlens.labels.valence_arousal``), its dominance
-    ``dominance_of``'s, its confidence its top probability."""
+    ``dominance_of``'s, its confidence its top probability. The planner rebuilds this state from the dialogue
+    rather than reading the conversation's own tracker (which also weighs face and voice, turn by turn) so that it
+    is computed the same way as on ESConv, where the head learned it from words alone."""
     tracker = AffectTracker()
     state = None
     for turn, reading in enumerate(readings):
