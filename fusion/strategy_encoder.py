@@ -29,6 +29,7 @@ from torch import nn
 
 from affectlens.labels import ESCONV_STRATEGIES
 from fusion.strategy import Message
+from perception.text.emotion import pad_ids as pad
 
 if TYPE_CHECKING:
     from transformers import BertModel, PreTrainedTokenizerBase
@@ -182,17 +183,6 @@ class StrategyEncoder(nn.Module):
     def probabilities(self, dialogues: Sequence[Sequence[Message]]) -> np.ndarray:
         """(N, 8) strategy distributions of the dialogues so far."""
         return self.probabilities_of_ids(self.tokenize(dialogues))
-
-
-def pad(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists -> (BxT ids right-padded with ``pad_id``, BxT attention mask)."""
-    length = max((len(s) for s in ids), default=0)
-    x = torch.full((len(ids), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), length), dtype=torch.long)
-    for i, s in enumerate(ids):
-        x[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return x, mask
 
 
 def load_strategy_encoder(directory: str | Path, base_path: str | Path | None = None) -> StrategyEncoder:

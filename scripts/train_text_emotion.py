@@ -48,6 +48,7 @@ from perception.text.emotion import (
     base_config_dict,
     load_base,
     mean_pool,
+    pad_ids,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,13 +246,7 @@ def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> l
 
 
 def collate(ids: list[list[int]], idx: np.ndarray, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids[i]) for i in idx)
-    input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(idx), width), dtype=torch.long)
-    for row, i in enumerate(idx):
-        input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-        mask[row, : len(ids[i])] = 1
-    return input_ids, mask
+    return pad_ids([ids[i] for i in idx], pad)
 
 
 @torch.inference_mode()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -254,6 +255,17 @@ def base_config_dict(encoder: BertModel) -> dict[str, Any]:
         "type_vocab_size", "layer_norm_eps", "pad_token_id",
     )  # fmt: skip
     return {k: getattr(cfg, k) for k in keys}
+
+
+def pad_ids(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (BxT ids right-padded with ``pad_id``, BxT attention mask)."""
+    length = max((len(s) for s in ids), default=0)
+    x = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), length), dtype=torch.long)
+    for i, s in enumerate(ids):
+        x[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return x, mask
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
