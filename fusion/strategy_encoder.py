@@ -29,6 +29,13 @@ from torch import nn
 
 from affectlens.labels import ESCONV_STRATEGIES
 from fusion.strategy import Message
+from perception.text.emotion import (
+    load_base,
+    load_delta_state,
+    mean_pool,
+    save_delta,
+    swap_top_layers,
+)
 from perception.text.emotion import pad_ids as pad
 
 if TYPE_CHECKING:
@@ -112,15 +119,11 @@ class StrategyEncoderDelta(nn.Module):
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write ``encoder.json`` and ``encoder.safetensors`` (cast to ``dtype`` if given) into ``directory``."""
-        from perception.text.emotion import save_delta
-
         return save_delta(self, self.config, directory, CONFIG_NAME, WEIGHTS_NAME, dtype)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> StrategyEncoderDelta:
         """A delta written by ``save_pretrained`` (float32 in memory whatever the stored dtype)."""
-        from perception.text.emotion import load_delta_state
-
         folder = Path(directory)
         delta = cls(StrategyEncoderConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text())))
         delta.load_state_dict(load_delta_state(folder / WEIGHTS_NAME), strict=True)
@@ -135,8 +138,6 @@ class StrategyEncoder(nn.Module):
 
     def __init__(self, encoder: BertModel, tokenizer: PreTrainedTokenizerBase, delta: StrategyEncoderDelta) -> None:
         super().__init__()
-        from perception.text.emotion import swap_top_layers
-
         swap_top_layers(encoder, delta.layers, delta.config.base_config, "the strategy encoder")
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -162,8 +163,6 @@ class StrategyEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """BxT token ids -> Bx8 strategy logits."""
-        from perception.text.emotion import mean_pool
-
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.training):
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.delta.head(self.delta.dropout(mean_pool(hidden.float(), attention_mask)))
@@ -188,7 +187,6 @@ class StrategyEncoder(nn.Module):
 def load_strategy_encoder(directory: str | Path, base_path: str | Path | None = None) -> StrategyEncoder:
     """The encoder saved in ``directory`` over the shipped ``all-MiniLM-L6-v2`` base (or the folder ``base_path``)."""
     from affectlens import weights
-    from perception.text.emotion import load_base
 
     delta = StrategyEncoderDelta.from_pretrained(directory)
     encoder, tokenizer = load_base(
