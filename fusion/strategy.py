@@ -18,13 +18,15 @@ Features of a dialogue so far (``context_features``), a base block and the block
 A small MLP (``StrategyHead``, optionally an average of a few seeds) trained on ESConv train by
 ``scripts/train_strategy_planner.py`` maps them to a distribution over the 8 strategies. When the head's
 ``encoder_weight`` is set, the planner mixes in the distribution of the strategy encoder
-(``fusion.strategy_encoder``, all-MiniLM-L6-v2 fine-tuned to read the dialogue's words) by that weight.
+(``fusion.strategy_encoder``, all-MiniLM-L6-v2 fine-tuned to read the dialogue's words; with ``encoder_members``
+> 1 the mean of several such encoders) by that weight.
 
 ``StrategyPlanner`` is a ``fusion.tree.Planner``: given the dialogue (``with_context``) it plans from the tree, the
-dialogue and the affect state. Choices: the most likely strategy, then up to two more whose probability is at
-least ``combine_ratio`` of the first (a turn may combine strategies); the strategies of the previous supporter
-turn are discounted by ``repetition_penalty`` (people repeat the previous tactic about 22% of the time; language
-models about 50%), fitted on ESConv valid so that repetition stays under 0.30 at the least accuracy cost.
+dialogue and the affect state. Choices: the most likely strategy, then others whose probability is at least
+``combine_ratio`` of the first, up to ``max_strategies`` in all (a turn may combine strategies); the strategies of
+the previous supporter turn are discounted by ``repetition_penalty`` (people repeat the previous tactic about 22% of
+the time; language models about 50%) and, with ``fresh_secondary``, never added beside the first; both fitted on
+ESConv valid so that repetition stays under 0.30 at the least accuracy cost.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from fusion.affect_state import AffectTracker, observation_from
 
 if TYPE_CHECKING:
     from affectlens.tree import AffectTree
-    from fusion.strategy_encoder import StrategyEncoder
+    from fusion.strategy_encoder import StrategyEncoder, StrategyEncoderEnsemble
 
 logger = logging.getLogger(__name__)
 
@@ -295,11 +297,15 @@ class StrategyConfig:
     dropout: float = 0.3
     strategies: tuple[str, ...] = ESCONV_STRATEGIES
     repetition_penalty: float = 1.0
+    #: a strategy of the previous supporter turn may be the first choice (when it clearly fits), never a second one
+    fresh_secondary: bool = False
     combine_ratio: float = 0.6
     max_strategies: int = 2
     members: int = 1
     #: share of the strategy encoder's distribution in the planner's (``fusion.strategy_encoder``; 0: MLP alone)
     encoder_weight: float = 0.0
+    #: strategy encoders averaged before the mix (``fusion.strategy_encoder.StrategyEncoderEnsemble``; saved beside)
+    encoder_members: int = 1
     features: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -393,14 +399,16 @@ class StrategyHead(nn.Module):
 
 def decide(probs: np.ndarray, previous: Sequence[str], config: StrategyConfig) -> list[tuple[str, float]]:
     """Strategies for one turn from the head's ``probs``: the previous turn's strategies discounted
-    (``probs / repetition_penalty``), the top one, then others within ``combine_ratio`` of it."""
+    (``probs / repetition_penalty``), the top one, then others within ``combine_ratio`` of it (with
+    ``fresh_secondary``, none of the previous turn's), up to ``max_strategies`` in all."""
+    repeated = {config.strategies.index(s) for s in previous if s in config.strategies}
     scores = np.asarray(probs, np.float64).copy()
-    for s in previous:
-        if s in config.strategies:
-            scores[config.strategies.index(s)] /= config.repetition_penalty
+    for k in repeated:
+        scores[k] /= config.repetition_penalty
     order = np.argsort(-scores)
     chosen = [order[0]]
-    for k in order[1 : config.max_strategies]:
+    others = [k for k in order[1:] if not (config.fresh_secondary and k in repeated)]
+    for k in others[: config.max_strategies - 1]:
         if scores[k] >= config.combine_ratio * scores[order[0]]:
             chosen.append(k)
     return [(config.strategies[k], float(probs[k])) for k in chosen]
@@ -430,7 +438,7 @@ class StrategyPlanner:
         embed: Embedder,
         dialogue: Sequence[Message] = (),
         sentence_embed: SentenceEmbedder | None = None,
-        encoder: StrategyEncoder | None = None,
+        encoder: StrategyEncoder | StrategyEncoderEnsemble | None = None,
     ) -> None:
         if head.config.encoder_weight > 0 and encoder is None:
             raise ValueError(
@@ -520,5 +528,5 @@ def load_strategy_planner(directory: str | Path | None = None, text_model: Any |
     if head.config.encoder_weight > 0:
         from fusion.strategy_encoder import load_strategy_encoder
 
-        encoder = load_strategy_encoder(directory)
+        encoder = load_strategy_encoder(directory, members=head.config.encoder_members)
     return StrategyPlanner(head, text_embedder(text_model), sentence_embed=sentence_embed, encoder=encoder)

@@ -12,10 +12,13 @@ transformer layers and a linear head over the mean-pooled tokens (the base's emb
 the shipped ``all-MiniLM-L6-v2`` weight group, unchanged). ``StrategyEncoder`` puts the two together:
 dialogues -> (N, 8) strategy distributions. ``scripts/train_strategy_planner.py --encoder`` trains it on ESConv
 train; the planner mixes its distribution with the MLP's by ``StrategyConfig.encoder_weight`` (chosen on valid).
+Several encoders trained from different seeds can be averaged (``StrategyEncoderEnsemble``; member ``k`` is saved as
+``member_files(k)``); they share one base's embeddings and lower layers in memory.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Sequence
@@ -47,6 +50,24 @@ CONFIG_NAME: Final = "encoder.json"
 WEIGHTS_NAME: Final = "encoder.safetensors"
 #: Messages of the dialogue so far that ``context_text`` writes (newest first; the tokenizer may cut more).
 CONTEXT_MESSAGES: Final = 12
+
+
+def member_files(member: int) -> tuple[str, str]:
+    """(config, weights) file names of ensemble member ``member`` (0-based): ``encoder.json`` and
+    ``encoder.safetensors`` for the first, ``encoder-2.json`` and ``encoder-2.safetensors`` for the second, ..."""
+    if member < 0:
+        raise ValueError(f"member must be >= 0, got {member}")
+    if member == 0:
+        return CONFIG_NAME, WEIGHTS_NAME
+    return f"encoder-{member + 1}.json", f"encoder-{member + 1}.safetensors"
+
+
+def saved_members(directory: str | Path) -> int:
+    """How many encoder members ``directory`` holds (consecutive ``member_files`` with both files present)."""
+    count = 0
+    while all((Path(directory) / name).is_file() for name in member_files(count)):
+        count += 1
+    return count
 
 
 def context_text(dialogue: Sequence[Message], max_messages: int = CONTEXT_MESSAGES) -> str:
@@ -117,16 +138,18 @@ class StrategyEncoderDelta(nn.Module):
         nn.init.zeros_(delta.head.bias)
         return delta
 
-    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write ``encoder.json`` and ``encoder.safetensors`` (cast to ``dtype`` if given) into ``directory``."""
-        return save_delta(self, self.config, directory, CONFIG_NAME, WEIGHTS_NAME, dtype)
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None, member: int = 0) -> Path:
+        """Write ``member_files(member)`` (``encoder.json`` and ``encoder.safetensors`` for the first member; cast to
+        ``dtype`` if given) into ``directory``."""
+        return save_delta(self, self.config, directory, *member_files(member), dtype)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> StrategyEncoderDelta:
+    def from_pretrained(cls, directory: str | Path, member: int = 0) -> StrategyEncoderDelta:
         """A delta written by ``save_pretrained`` (float32 in memory whatever the stored dtype)."""
+        config_name, weights_name = member_files(member)
         folder = Path(directory)
-        delta = cls(StrategyEncoderConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text())))
-        delta.load_state_dict(load_delta_state(folder / WEIGHTS_NAME), strict=True)
+        delta = cls(StrategyEncoderConfig.from_dict(json.loads((folder / config_name).read_text())))
+        delta.load_state_dict(load_delta_state(folder / weights_name), strict=True)
         return delta.eval()
 
 
@@ -184,12 +207,56 @@ class StrategyEncoder(nn.Module):
         return self.probabilities_of_ids(self.tokenize(dialogues))
 
 
-def load_strategy_encoder(directory: str | Path, base_path: str | Path | None = None) -> StrategyEncoder:
-    """The encoder saved in ``directory`` over the shipped ``all-MiniLM-L6-v2`` base (or the folder ``base_path``)."""
+class StrategyEncoderEnsemble:
+    """Strategy encoders trained from different seeds: the mean of their distributions."""
+
+    def __init__(self, members: Sequence[StrategyEncoder]) -> None:
+        if not members:
+            raise ValueError("a strategy encoder ensemble needs at least one member")
+        self.members = list(members)
+
+    @property
+    def config(self) -> StrategyEncoderConfig:
+        """The first member's settings."""
+        return self.members[0].config
+
+    def probabilities(self, dialogues: Sequence[Sequence[Message]]) -> np.ndarray:
+        """(N, 8) strategy distributions: the members' mean."""
+        return np.mean([m.probabilities(dialogues) for m in self.members], axis=0).astype(np.float32)
+
+
+def sharing_lower_layers(base: BertModel) -> BertModel:
+    """A copy of ``base`` that shares its embeddings, pooler and transformer layers but has a layer list of its own,
+    so ``swap_top_layers`` on the copy leaves ``base``'s top layers in place (the members of an ensemble hold one
+    base's embeddings and lower layers, not one copy each)."""
+    clone = copy.copy(base)
+    clone._modules = dict(base._modules)
+    stack = copy.copy(base.encoder)
+    stack._modules = dict(base.encoder._modules)
+    stack.layer = nn.ModuleList(list(base.encoder.layer))
+    clone.encoder = stack
+    return clone
+
+
+def load_strategy_encoder(
+    directory: str | Path, base_path: str | Path | None = None, members: int = 1
+) -> StrategyEncoder | StrategyEncoderEnsemble:
+    """The encoder saved in ``directory`` over the shipped ``all-MiniLM-L6-v2`` base (or the folder ``base_path``);
+    with ``members`` > 1, the ensemble of its first ``members`` saved members over one shared base."""
     from affectlens import weights
 
-    delta = StrategyEncoderDelta.from_pretrained(directory)
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    found = saved_members(directory)
+    if found < members:
+        raise FileNotFoundError(
+            f"{directory}: the planner mixes {members} strategy encoders but the folder holds {found} "
+            f"(expected {', '.join(n for k in range(members) for n in member_files(k))})"
+        )
+    deltas = [StrategyEncoderDelta.from_pretrained(directory, k) for k in range(members)]
     encoder, tokenizer = load_base(
-        weights.locate_group(delta.config.base, None if base_path is None else str(base_path)).path
+        weights.locate_group(deltas[0].config.base, None if base_path is None else str(base_path)).path
     )
-    return StrategyEncoder(encoder, tokenizer, delta)
+    if members == 1:
+        return StrategyEncoder(encoder, tokenizer, deltas[0])
+    return StrategyEncoderEnsemble([StrategyEncoder(sharing_lower_layers(encoder), tokenizer, d) for d in deltas])

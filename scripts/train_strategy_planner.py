@@ -11,16 +11,18 @@ Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-bucke
    epoch with the best valid turn-level top-1 kept; ``--members`` seeds averaged.
    ``--encoder``: also the strategy encoder (``fusion.strategy_encoder``: all-MiniLM-L6-v2's top ``--encoder-layers``
    layers fine-tuned on the dialogue's words, ``--encoder-epochs``, the best valid epoch kept, float16), mixed into
-   the MLP's distribution at the weight (0 to 1) with the best valid turn-level top-1.
-2. ``repetition_penalty``: the best valid turn-level top-1 whose cross-turn repetition (the first message of a
+   the MLP's distribution at the weight (0 to 1) with the best valid turn-level top-1; ``--encoder-members K``
+   trains K encoders (seeds seed..seed+K-1, ``--encoder-epochs`` one value or one per member) and averages them.
+2. ``repetition_penalty`` and ``fresh_secondary``: the best valid turn-level top-1 whose cross-turn repetition (the first message of a
    supporter turn re-using a strategy of the previous supporter turn) stays at most 0.30.
 3. Test, scored once: per message (top-1 accuracy, macro-F1) and per turn (``turn_top1_accuracy``: the top strategy
    is one of the turn's), repetition (planner and the human references), against the majority class (from train)
    and SmolLM2 choosing alone (next-token scores over the strategy names, zero-shot, on ``--lm-limit`` test messages).
 
-    python scripts/train_strategy_planner.py --history --dropout 0.5 --lr 3e-4 --members 3 --affect --encoder
-    # the shipped planner: weights/strategy-planner/ and its training_report.json (45 min on 2 cores, the encoder
-    # most of it; ``--encoder-from DIR`` mixes in an encoder trained before instead: 11 min)
+    python scripts/train_strategy_planner.py --history --dropout 0.5 --lr 3e-4 --members 3 --affect --encoder \
+        --encoder-members 2 --encoder-epochs 3 5
+    # the shipped planner: weights/strategy-planner/ and its training_report.json (about 2 h on 2 cores, the two
+    # encoders most of it; ``--encoder-from DIR [DIR ...]`` mixes in the encoders saved there instead: 11 min)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import hashlib
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -63,19 +66,22 @@ from fusion.strategy import (  # noqa: E402
     previous_supporter_turn,
     text_embedder,
 )
-from fusion.strategy_encoder import CONFIG_NAME as ENCODER_CONFIG  # noqa: E402
-from fusion.strategy_encoder import WEIGHTS_NAME as ENCODER_WEIGHTS  # noqa: E402
 from fusion.strategy_encoder import (  # noqa: E402
     StrategyEncoder,
     StrategyEncoderConfig,
     StrategyEncoderDelta,
+    StrategyEncoderEnsemble,
     load_strategy_encoder,
+    member_files,
     pad,
+    saved_members,
 )
 
 logger = logging.getLogger("train_strategy_planner")
 DATA = REPO.parent / "shared" / "data" / "esconv"
 FEATURE_VERSION = "strategy-features v2"
+#: the repetition penalties tried on valid (each with and without ``fresh_secondary``)
+PENALTIES = (1.0, 1.1, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.75, 2.0, 2.5, 3.0, 5.0)
 
 
 def cached(embed: Callable[[list[str]], Any], path: Path) -> Callable[[list[str]], Any]:
@@ -153,6 +159,8 @@ def train_encoder(
     valid_dialogues: list[tuple[Message, ...]],
     valid_turns: np.ndarray,
     valid_sets: np.ndarray,
+    seed: int,
+    epochs: int,
     args: argparse.Namespace,
 ) -> tuple[StrategyEncoder, list[dict[str, float]]]:
     """The strategy encoder (``fusion.strategy_encoder``): the top ``--encoder-layers`` of all-MiniLM-L6-v2 and a
@@ -161,9 +169,11 @@ def train_encoder(
     from affectlens import weights
     from perception.text.emotion import BASE_GROUP, base_config_dict, load_base
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     base, tokenizer = load_base(weights.locate_group(BASE_GROUP).path)
-    config = StrategyEncoderConfig(base_config=base_config_dict(base), num_trained_layers=args.encoder_layers)
+    config = StrategyEncoderConfig(
+        base_config=base_config_dict(base), num_trained_layers=args.encoder_layers, max_length=args.encoder_max_length
+    )
     model = StrategyEncoder(base, tokenizer, StrategyEncoderDelta.from_base(config, base))
     ids, valid_ids = model.tokenize(train_dialogues), model.tokenize(valid_dialogues)
     logger.info(
@@ -180,16 +190,16 @@ def train_encoder(
         weight_decay=0.01,
     )
     batch_size = 32
-    steps = args.encoder_epochs * -(-len(ids) // batch_size)
+    steps = epochs * -(-len(ids) // batch_size)
     warm = max(1, int(0.06 * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / warm) * max(0.0, (steps - k) / max(1, steps - warm))
     )
     soft = torch.from_numpy(targets)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
     best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
-    for epoch in range(1, args.encoder_epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         start, total = time.time(), 0.0
         order = rng.permutation(len(ids))
@@ -207,7 +217,7 @@ def train_encoder(
         acc = float(valid_sets[np.arange(len(top)), top].mean())
         history.append({"epoch": epoch, "loss": round(total / len(ids), 4), "valid_turn_top1": round(acc, 4),
                         "seconds": round(time.time() - start, 1)})  # fmt: skip
-        logger.info("encoder epoch %d: %s", epoch, history[-1])
+        logger.info("encoder (seed %d) epoch %d: %s", seed, epoch, history[-1])
         if acc > best[0]:
             best = (acc, {k: v.detach().clone() for k, v in model.delta.state_dict().items()})
     model.delta.load_state_dict(best[1])
@@ -215,7 +225,8 @@ def train_encoder(
         config,
         training={
             "data": "ESConv train (soft targets as the MLP's); the epoch with the best ESConv valid turn top-1 kept",
-            "epochs": args.encoder_epochs,
+            "epochs": epochs,
+            "seed": seed,
             "lr": args.encoder_lr,
             "kept_epoch": max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
             "history": history,
@@ -270,7 +281,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encoder", action="store_true", help="also fine-tune the strategy encoder and mix it in")
     parser.add_argument("--encoder-layers", type=int, default=4, help="top all-MiniLM layers the encoder trains")
-    parser.add_argument("--encoder-epochs", type=int, default=3)
+    parser.add_argument("--encoder-max-length", type=int, default=160, help="tokens of context the encoder reads")
+    parser.add_argument("--encoder-members", type=int, default=1, help="encoders trained (seeds seed, seed+1, ...)")
+    parser.add_argument(
+        "--encoder-epochs", type=int, nargs="+", default=[3], help="epochs: one value, or one per encoder member"
+    )
     parser.add_argument("--encoder-lr", type=float, default=5e-5)
     parser.add_argument(
         "--encoder-limit", type=int, default=None, help="train the encoder on this many contexts (smoke)"
@@ -278,13 +293,21 @@ def main() -> None:
     parser.add_argument(
         "--encoder-from",
         type=Path,
+        nargs="+",
         default=None,
-        help="with --encoder: mix in the encoder saved in this folder, untrained",
+        help="with --encoder: mix in the encoders saved in these folders (every member of each), untrained",
     )
     parser.add_argument(
         "--valid-only", action="store_true", help="an ablation: print the valid figures; no test, nothing written"
     )
     args = parser.parse_args()
+    encoder_epochs = (
+        args.encoder_epochs * args.encoder_members if len(args.encoder_epochs) == 1 else args.encoder_epochs
+    )
+    if len(encoder_epochs) != args.encoder_members:
+        parser.error(
+            f"--encoder-epochs: one value or {args.encoder_members} (one per member), got {args.encoder_epochs}"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0, cpu0 = time.time(), time.process_time()
 
@@ -336,28 +359,42 @@ def main() -> None:
     train_cpu = time.process_time() - train_cpu
 
     probs = {s: head.probabilities(x[s]) for s in (("valid",) if args.valid_only else ("valid", "test"))}
-    encoder, encoder_report = None, {}
+    encoders: list[StrategyEncoder] = []
+    origins: list[dict[str, Any] | None] = []  # per encoder: the folder it was loaded from (None: trained here)
+    encoder_report: dict[str, Any] = {}
     if args.encoder:
         encoder_cpu = time.process_time()
-        origin = None
         if args.encoder_from:
-            origin = {"folder": str(args.encoder_from), "sha256": sha256_file(args.encoder_from / ENCODER_WEIGHTS)}
-            encoder = load_strategy_encoder(args.encoder_from)
-            encoder_history = encoder.config.training.get("history", [])
-            logger.info("encoder from %s (sha256 %s), not trained again", origin["folder"], origin["sha256"])
+            for folder in args.encoder_from:
+                count = saved_members(folder)
+                if count == 0:
+                    parser.error(f"--encoder-from {folder}: no saved strategy encoder there")
+                loaded = load_strategy_encoder(folder, members=count)
+                encoders += loaded.members if isinstance(loaded, StrategyEncoderEnsemble) else [loaded]
+                for k in range(count):
+                    origins.append(
+                        {"folder": str(folder), "member": k, "sha256": sha256_file(folder / member_files(k)[1])}
+                    )
+                    logger.info("encoder from %s (sha256 %s), not trained again", folder, origins[-1]["sha256"])
         else:
             used = rows[: args.encoder_limit]
-            encoder, encoder_history = train_encoder(
-                [splits["train"][i].dialogue for i in used],
-                targets[used],
-                [e.dialogue for e in splits["valid"]],
-                first["valid"],
-                sets["valid"],
-                args,
-            )
-            for p in encoder.delta.parameters():  # as it ships (float16), so the figures below are the shipped model's
-                p.data = p.data.half().float()
-        encoder_probs = {s: encoder.probabilities([e.dialogue for e in splits[s]]) for s in probs}
+            for k, epochs in enumerate(encoder_epochs):
+                encoder, _ = train_encoder(
+                    [splits["train"][i].dialogue for i in used],
+                    targets[used],
+                    [e.dialogue for e in splits["valid"]],
+                    first["valid"],
+                    sets["valid"],
+                    args.seed + k,
+                    epochs,
+                    args,
+                )
+                for p in encoder.delta.parameters():  # as it ships (float16): the figures below are the shipped model's
+                    p.data = p.data.half().float()
+                encoders.append(encoder)
+                origins.append(None)
+        member_probs = [{s: e.probabilities([ex.dialogue for ex in splits[s]]) for s in probs} for e in encoders]
+        encoder_probs = {s: np.mean([m[s] for m in member_probs], axis=0) for s in probs}
         weight_grid = []
         for weight in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0):
             top = ((1 - weight) * probs["valid"] + weight * encoder_probs["valid"])[first["valid"]].argmax(1)
@@ -366,28 +403,39 @@ def main() -> None:
         weight = max(weight_grid, key=lambda g: (g["turn_top1_accuracy"], -g["encoder_weight"]))["encoder_weight"]
         logger.info("encoder weight grid on valid: %s -> %s", weight_grid, weight)
         head.config.encoder_weight = weight
-        alone = {s: [[ESCONV_STRATEGIES[int(q.argmax())]] for q in p] for s, p in encoder_probs.items()}
+        head.config.encoder_members = len(encoders) if weight > 0 else 1
+
+        def alone_turns(encoder_probs: dict[str, np.ndarray]) -> dict[str, float]:
+            alone = {s: [[ESCONV_STRATEGIES[int(q.argmax())]] for q in p] for s, p in encoder_probs.items()}
+            return {s: score_turns([alone[s][i] for i in first[s]], turns[s])["turn_top1_accuracy"] for s in alone}
+
         encoder_report = {
-            "from": origin,
-            "layers": encoder.config.num_trained_layers,
-            "history": encoder_history,
+            "members": [
+                {
+                    "from": origin,
+                    "seed": e.config.training.get("seed"),
+                    "layers": e.config.num_trained_layers,
+                    "history": e.config.training.get("history", []),
+                    "alone_turns": alone_turns(m),
+                }
+                for e, m, origin in zip(encoders, member_probs, origins, strict=True)
+            ],
             "weight_grid_valid": weight_grid,
             "encoder_weight": weight,
-            "encoder_alone_turns": {
-                s: score_turns([alone[s][i] for i in first[s]], turns[s])["turn_top1_accuracy"] for s in alone
-            },
+            "encoder_alone_turns": alone_turns(encoder_probs),
             "cpu_seconds": round(time.process_time() - encoder_cpu, 1),
         }
         probs = {s: (1 - weight) * probs[s] + weight * encoder_probs[s] for s in probs}
     valid_turns = [t.dialogue for t in turns["valid"]]
     grid = []
-    for penalty in (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0):
-        head.config.repetition_penalty = penalty
+    for fresh, penalty in [(f, p) for f in (False, True) for p in PENALTIES]:
+        head.config.repetition_penalty, head.config.fresh_secondary = penalty, fresh
         chosen = chosen_for(probs["valid"][first["valid"]], valid_turns, head.config)
         r = score_turns(chosen, turns["valid"])
         grid.append(
             {
                 "penalty": penalty,
+                "fresh_secondary": fresh,
                 "turn_top1_accuracy": r["turn_top1_accuracy"],
                 "repetition_rate": r["repetition_rate"],
                 "message_accuracy": score_strategies(
@@ -396,8 +444,9 @@ def main() -> None:
             }
         )
     ok = [g for g in grid if g["repetition_rate"] <= 0.30] or [min(grid, key=lambda g: g["repetition_rate"])]
-    head.config.repetition_penalty = max(ok, key=lambda g: (g["turn_top1_accuracy"], -g["penalty"]))["penalty"]
-    logger.info("repetition penalty grid on valid: %s -> %s", grid, head.config.repetition_penalty)
+    best = max(ok, key=lambda g: (g["turn_top1_accuracy"], -g["penalty"], not g["fresh_secondary"]))
+    head.config.repetition_penalty, head.config.fresh_secondary = best["penalty"], best["fresh_secondary"]
+    logger.info("repetition rule grid on valid: %s -> %s", grid, best)
 
     if args.valid_only:
         valid_plain = [[ESCONV_STRATEGIES[int(p.argmax())]] for p in probs["valid"]]
@@ -487,12 +536,20 @@ def main() -> None:
     }
     report["encoder"] = encoder_report
     head.save_pretrained(args.out)
-    if encoder is not None and head.config.encoder_weight > 0:
-        if args.encoder_from is None or args.encoder_from.resolve() != args.out.resolve():
-            encoder.delta.save_pretrained(args.out, dtype=torch.float16)
-    else:
-        for name in (ENCODER_CONFIG, ENCODER_WEIGHTS):
+    kept = len(encoders) if head.config.encoder_weight > 0 else 0
+    written = [member_files(k) for k in range(kept)]
+    for k, (encoder, origin) in enumerate(zip(encoders[:kept], origins, strict=False)):
+        if origin is None:
+            encoder.delta.save_pretrained(args.out, dtype=torch.float16, member=k)
+            continue
+        for name, target in zip(member_files(origin["member"]), member_files(k), strict=True):
+            source = Path(origin["folder"]) / name  # an encoder trained before: its files byte for byte
+            if source.resolve() != (args.out / target).resolve():
+                shutil.copyfile(source, args.out / target)
+    for k in range(kept, max(kept, saved_members(args.out)) + 1):  # no stale member of an earlier run stays
+        for name in member_files(k):
             (args.out / name).unlink(missing_ok=True)
+    logger.info("encoder files written: %s", written)
     (args.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k not in ("repetition_penalty_grid_valid",)}, indent=2)[:6000])
 

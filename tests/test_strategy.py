@@ -148,6 +148,21 @@ def test_decide_discounts_repetition_and_combines_close_strategies():
     assert [s for s, _ in decide(probs, (), StrategyConfig(input_dim=1, combine_ratio=0.9))] == ["Question"]
 
 
+def test_fresh_secondary_never_adds_a_strategy_of_the_previous_turn():
+    probs = np.zeros(len(ESCONV_STRATEGIES))
+    for name, p in (("Question", 0.40), ("Reflection of feelings", 0.35), ("Others", 0.25)):
+        probs[ESCONV_STRATEGIES.index(name)] = p
+    config = StrategyConfig(input_dim=1, repetition_penalty=1.0, combine_ratio=0.6, max_strategies=2)
+    previous = ("Reflection of feelings",)
+    assert [s for s, _ in decide(probs, previous, config)] == ["Question", "Reflection of feelings"]
+    config.fresh_secondary = True  # the repeat is skipped; the next one within the ratio (0.25 >= 0.6 * 0.40) comes in
+    assert [s for s, _ in decide(probs, previous, config)] == ["Question", "Others"]
+    config.combine_ratio = 0.7  # nothing fresh is close enough: one strategy
+    assert [s for s, _ in decide(probs, previous, config)] == ["Question"]
+    # the first choice may still repeat the previous turn when it clearly fits
+    assert decide(probs, ("Question",), config)[0][0] == "Question"
+
+
 def test_planner_is_a_tree_planner_and_round_trips(tmp_path):
     x = context_features([DIALOGUE], fake_embed)
     head = StrategyHead(StrategyConfig(input_dim=x.shape[1], hidden=8))

@@ -12,9 +12,13 @@ from fusion.strategy_encoder import (
     StrategyEncoder,
     StrategyEncoderConfig,
     StrategyEncoderDelta,
+    StrategyEncoderEnsemble,
     context_text,
     load_strategy_encoder,
+    member_files,
     pad,
+    saved_members,
+    sharing_lower_layers,
 )
 from perception.text.emotion import base_config_dict, tiny_base
 
@@ -121,6 +125,78 @@ def test_planner_mixes_the_encoder_by_its_weight(tmp_path):
     assert chosen[0][0] == ESCONV_STRATEGIES[int(expected[0].argmax())]
 
 
+def tiny_delta(seed: int) -> StrategyEncoderDelta:
+    return tiny_encoder(seed).delta
+
+
+def test_member_files_and_saved_members(tmp_path):
+    assert member_files(0) == ("encoder.json", "encoder.safetensors")
+    assert member_files(1) == ("encoder-2.json", "encoder-2.safetensors")
+    with pytest.raises(ValueError, match=">= 0"):
+        member_files(-1)
+    assert saved_members(tmp_path) == 0
+    tiny_delta(0).save_pretrained(tmp_path)
+    tiny_delta(1).save_pretrained(tmp_path, member=1)
+    assert saved_members(tmp_path) == 2
+    (tmp_path / "encoder-2.safetensors").unlink()  # a member needs both files
+    assert saved_members(tmp_path) == 1
+
+
+def test_ensemble_members_share_the_base_and_average(tmp_path):
+    deltas = [tiny_delta(0), tiny_delta(1)]
+    alone = []
+    for delta in deltas:  # each member on a base of its own, as reference
+        base, tokenizer = tiny_base(0)
+        alone.append(StrategyEncoder(base, tokenizer, delta).probabilities([DIALOGUE, DIALOGUE[:1]]))
+    assert not np.allclose(alone[0], alone[1], atol=1e-3)
+    base, tokenizer = tiny_base(0)
+    original_top = base.encoder.layer[-1]
+    members = [StrategyEncoder(sharing_lower_layers(base), tokenizer, d) for d in deltas]
+    ensemble = StrategyEncoderEnsemble(members)
+    assert base.encoder.layer[-1] is original_top  # the shared base keeps its own top layer
+    assert members[0].encoder.embeddings is members[1].encoder.embeddings is base.embeddings
+    assert members[0].encoder.encoder.layer[0] is members[1].encoder.encoder.layer[0]
+    assert members[0].encoder.encoder.layer[-1] is deltas[0].layers[-1]
+    assert members[1].encoder.encoder.layer[-1] is deltas[1].layers[-1]
+    assert ensemble.config == deltas[0].config
+    probs = ensemble.probabilities([DIALOGUE, DIALOGUE[:1]])
+    assert np.allclose(probs, (alone[0] + alone[1]) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="at least one"):
+        StrategyEncoderEnsemble([])
+
+
+def test_load_strategy_encoder_loads_the_members_it_is_asked_for(tmp_path, monkeypatch):
+    import fusion.strategy_encoder as module
+    from affectlens import weights
+
+    tiny_delta(0).save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="mixes 2 strategy encoders but the folder holds 1"):
+        load_strategy_encoder(tmp_path, members=2)
+    tiny_delta(1).save_pretrained(tmp_path, member=1)
+    monkeypatch.setattr(weights, "locate_group", lambda group, path=None: type("G", (), {"path": tmp_path})())
+    monkeypatch.setattr(module, "load_base", lambda folder: tiny_base(0))
+    single = load_strategy_encoder(tmp_path)
+    assert isinstance(single, StrategyEncoder)
+    pair = load_strategy_encoder(tmp_path, members=2)
+    assert isinstance(pair, StrategyEncoderEnsemble) and len(pair.members) == 2
+    expected = (single.probabilities([DIALOGUE]) + pair.members[1].probabilities([DIALOGUE])) / 2
+    assert np.allclose(pair.probabilities([DIALOGUE]), expected, atol=1e-5)
+    with pytest.raises(ValueError, match=">= 1"):
+        load_strategy_encoder(tmp_path, members=0)
+
+
+def test_planner_mixes_an_ensemble_like_one_encoder():
+    base, tokenizer = tiny_base(0)
+    ensemble = StrategyEncoderEnsemble(
+        [StrategyEncoder(sharing_lower_layers(base), tokenizer, tiny_delta(k)) for k in range(2)]
+    )
+    x = context_features([DIALOGUE], fake_embed)
+    head = StrategyHead(StrategyConfig(input_dim=x.shape[1], hidden=8, encoder_weight=0.5, encoder_members=2))
+    planner = StrategyPlanner(head, fake_embed, encoder=ensemble)
+    expected = 0.5 * head.probabilities(x) + 0.5 * ensemble.probabilities([DIALOGUE])
+    assert np.allclose(planner.probabilities([DIALOGUE]), expected, atol=1e-6)
+
+
 @pytest.mark.weights
 @pytest.mark.slow
 def test_shipped_strategy_encoder_reads_a_real_dialogue():
@@ -130,7 +206,8 @@ def test_shipped_strategy_encoder_reads_a_real_dialogue():
     config = StrategyConfig.from_dict(__import__("json").loads((folder / "config.json").read_text()))
     if config.encoder_weight == 0:
         pytest.skip("the shipped planner mixes in no encoder")
-    encoder = load_strategy_encoder(folder)
+    encoder = load_strategy_encoder(folder, members=config.encoder_members)
+    assert saved_members(folder) == config.encoder_members  # no stale member ships
     probs = encoder.probabilities(
         [
             [Message("usr", "Hi, how are you?")],
