@@ -13,16 +13,16 @@ Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-bucke
    layers fine-tuned on the dialogue's words, ``--encoder-epochs``, the best valid epoch kept, float16), mixed into
    the MLP's distribution at the weight (0 to 1) with the best valid turn-level top-1; ``--encoder-members K``
    trains K encoders (seeds seed..seed+K-1, ``--encoder-epochs`` one value or one per member) and averages them.
-2. ``repetition_penalty`` and ``fresh_secondary``: the best valid turn-level top-1 whose cross-turn repetition (the first message of a
-   supporter turn re-using a strategy of the previous supporter turn) stays at most 0.30.
+2. ``repetition_penalty`` and ``fresh_secondary``: the best valid turn-level top-1 whose cross-turn repetition (the
+   first message of a supporter turn re-using a strategy of the previous supporter turn) stays at most 0.30.
 3. Test, scored once: per message (top-1 accuracy, macro-F1) and per turn (``turn_top1_accuracy``: the top strategy
    is one of the turn's), repetition (planner and the human references), against the majority class (from train)
    and SmolLM2 choosing alone (next-token scores over the strategy names, zero-shot, on ``--lm-limit`` test messages).
 
-    python scripts/train_strategy_planner.py --history --dropout 0.5 --lr 3e-4 --members 3 --affect --encoder \
-        --encoder-members 2 --encoder-epochs 3 5
-    # the shipped planner: weights/strategy-planner/ and its training_report.json (about 2 h on 2 cores, the two
-    # encoders most of it; ``--encoder-from DIR [DIR ...]`` mixes in the encoders saved there instead: 11 min)
+    python scripts/train_strategy_planner.py --history --dropout 0.5 --lr 3e-4 --members 3 --affect --encoder
+    # the shipped planner: weights/strategy-planner/ and its training_report.json (45 min on 2 cores, the encoder
+    # most of it; ``--encoder-from DIR [DIR ...]`` mixes in the encoders saved there instead: 6 min)
+    ... --encoder --encoder-members 2 --encoder-epochs 3 5   # two encoders averaged (tried, not shipped)
 """
 
 from __future__ import annotations
