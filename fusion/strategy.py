@@ -19,7 +19,9 @@ A small MLP (``StrategyHead``, optionally an average of a few seeds) trained on 
 ``scripts/train_strategy_planner.py`` maps them to a distribution over the 8 strategies. When the head's
 ``encoder_weight`` is set, the planner mixes in the distribution of the strategy encoder
 (``fusion.strategy_encoder``, all-MiniLM-L6-v2 fine-tuned to read the dialogue's words; with ``encoder_members``
-> 1 the mean of several such encoders) by that weight.
+> 1 the mean of several such encoders) by that weight; with ``lm_reader_weight`` set, also the distribution of the
+strategy LM reader (``fusion.strategy_lm``: the compact LM's top layers fine-tuned to read the dialogue as a
+transcript). The MLP keeps the rest of the weight.
 
 ``StrategyPlanner`` is a ``fusion.tree.Planner``: given the dialogue (``with_context``) it plans from the tree, the
 dialogue and the affect state. Choices: the most likely strategy, then others whose probability is at least
@@ -49,7 +51,9 @@ from fusion.affect_state import AffectTracker, observation_from
 
 if TYPE_CHECKING:
     from affectlens.tree import AffectTree
+    from fusion.lm import CompactLM
     from fusion.strategy_encoder import StrategyEncoder, StrategyEncoderEnsemble
+    from fusion.strategy_lm import StrategyLMReader
 
 logger = logging.getLogger(__name__)
 
@@ -306,6 +310,9 @@ class StrategyConfig:
     encoder_weight: float = 0.0
     #: strategy encoders averaged before the mix (``fusion.strategy_encoder.StrategyEncoderEnsemble``; saved beside)
     encoder_members: int = 1
+    #: share of the strategy LM reader's distribution (``fusion.strategy_lm``; 0: none); the MLP keeps
+    #: ``1 - encoder_weight - lm_reader_weight``
+    lm_reader_weight: float = 0.0
     features: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -439,20 +446,27 @@ class StrategyPlanner:
         dialogue: Sequence[Message] = (),
         sentence_embed: SentenceEmbedder | None = None,
         encoder: StrategyEncoder | StrategyEncoderEnsemble | None = None,
+        lm_reader: StrategyLMReader | None = None,
     ) -> None:
         if head.config.encoder_weight > 0 and encoder is None:
             raise ValueError(
                 f"this planner mixes in a strategy encoder (encoder_weight {head.config.encoder_weight}); pass one"
+            )
+        if head.config.lm_reader_weight > 0 and lm_reader is None:
+            raise ValueError(
+                f"this planner mixes in a strategy LM reader (lm_reader_weight {head.config.lm_reader_weight}); "
+                "pass one"
             )
         self.head = head
         self.embed = embed
         self.dialogue = list(dialogue)
         self.sentence_embed = sentence_embed
         self.encoder = encoder
+        self.lm_reader = lm_reader
 
     def with_context(self, dialogue: Sequence[Message]) -> StrategyPlanner:
         """The same planner reading ``dialogue`` (the messages so far, the seeker's latest last)."""
-        return StrategyPlanner(self.head, self.embed, dialogue, self.sentence_embed, self.encoder)
+        return StrategyPlanner(self.head, self.embed, dialogue, self.sentence_embed, self.encoder, self.lm_reader)
 
     def features(
         self, dialogues: Sequence[Sequence[Message]], readings: Sequence[np.ndarray | None] | None = None
@@ -463,11 +477,16 @@ class StrategyPlanner:
     def probabilities(
         self, dialogues: Sequence[Sequence[Message]], readings: Sequence[np.ndarray | None] | None = None
     ) -> np.ndarray:
-        """(N, 8) strategy distributions: the MLP's, mixed with the encoder's by ``encoder_weight`` when set."""
+        """(N, 8) strategy distributions: the MLP's, mixed with the encoder's by ``encoder_weight`` and the LM
+        reader's by ``lm_reader_weight`` when set."""
         probs = self.head.probabilities(self.features(dialogues, readings))
-        weight = self.head.config.encoder_weight
-        if weight > 0 and self.encoder is not None:
-            probs = (1.0 - weight) * probs + weight * self.encoder.probabilities(dialogues)
+        parts = [(self.head.config.encoder_weight, self.encoder), (self.head.config.lm_reader_weight, self.lm_reader)]
+        used = [(w, model) for w, model in parts if w > 0 and model is not None]
+        if used:
+            mixed = (1.0 - sum(w for w, _ in used)) * probs
+            for w, model in used:
+                mixed = mixed + w * model.probabilities(dialogues)
+            probs = mixed
         return probs
 
     def batched_probabilities(self, dialogues: Sequence[Sequence[Message]], batch_size: int = 512) -> np.ndarray:
@@ -507,9 +526,13 @@ class StrategyPlanner:
         return self.plan(dialogue, tree_reading(tree))
 
 
-def load_strategy_planner(directory: str | Path | None = None, text_model: Any | None = None) -> StrategyPlanner:
+def load_strategy_planner(
+    directory: str | Path | None = None, text_model: Any | None = None, lm: CompactLM | None = None
+) -> StrategyPlanner:
     """The shipped planner (manifest group ``strategy-planner``) with the default text model as its embedder, and
-    all-MiniLM-L6-v2 (``fusion.memory.sentence_embedder``, a shipped weight group) when its features need it."""
+    all-MiniLM-L6-v2 (``fusion.memory.sentence_embedder``, a shipped weight group) when its features need it.
+    When it mixes in the strategy LM reader, that runs over ``lm`` (a clean instance of the LM the reader names;
+    default: its own, built by the registry)."""
     if directory is None:
         from affectlens.weights import locate_group
 
@@ -529,4 +552,11 @@ def load_strategy_planner(directory: str | Path | None = None, text_model: Any |
         from fusion.strategy_encoder import load_strategy_encoder
 
         encoder = load_strategy_encoder(directory, members=head.config.encoder_members)
-    return StrategyPlanner(head, text_embedder(text_model), sentence_embed=sentence_embed, encoder=encoder)
+    lm_reader = None
+    if head.config.lm_reader_weight > 0:
+        from fusion.strategy_lm import load_strategy_lm_reader
+
+        lm_reader = load_strategy_lm_reader(directory, lm)
+    return StrategyPlanner(
+        head, text_embedder(text_model), sentence_embed=sentence_embed, encoder=encoder, lm_reader=lm_reader
+    )

@@ -13,8 +13,14 @@ Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-bucke
    layers fine-tuned on the dialogue's words, ``--encoder-epochs``, the best valid epoch kept, float16), mixed into
    the MLP's distribution at the weight (0 to 1) with the best valid turn-level top-1; ``--encoder-members K``
    trains K encoders (seeds seed..seed+K-1, ``--encoder-epochs`` one value or one per member) and averages them.
+   ``--lm-reader``: also the strategy LM reader (``fusion.strategy_lm``: SmolLM2-135M's top ``--lm-reader-layers``
+   layers, norm and a linear head fine-tuned on the dialogue as a transcript, over the frozen lower layers' states,
+   which are computed once and cached under ``--cache``; ``--lm-reader-epochs``, the best valid epoch kept,
+   float16). The encoder's and the reader's weights in the mix (the MLP keeps the rest) are the pair with the best
+   valid turn-level top-1.
 2. ``repetition_penalty`` and ``fresh_secondary``: the best valid turn-level top-1 whose cross-turn repetition (the
-   first message of a supporter turn re-using a strategy of the previous supporter turn) stays at most 0.30.
+   first message of a supporter turn re-using a strategy of the previous supporter turn) stays at most 0.30 less two
+   standard errors of a 0.30 rate over the valid turns (0.280), so that it holds on unseen dialogues too.
 3. Test, scored once: per message (top-1 accuracy, macro-F1) and per turn (``turn_top1_accuracy``: the top strategy
    is one of the turn's), repetition (planner and the human references), against the majority class (from train)
    and SmolLM2 choosing alone (next-token scores over the strategy names, zero-shot, on ``--lm-limit`` test messages).
@@ -76,10 +82,24 @@ from fusion.strategy_encoder import (  # noqa: E402
     pad,
     saved_members,
 )
+from fusion.strategy_lm import CONFIG_NAME as LM_READER_CONFIG  # noqa: E402
+from fusion.strategy_lm import WEIGHTS_NAME as LM_READER_WEIGHTS  # noqa: E402
+from fusion.strategy_lm import (  # noqa: E402
+    StrategyLMConfig,
+    StrategyLMDelta,
+    StrategyLMReader,
+    lm_shape,
+    load_strategy_lm_reader,
+    stack_states,
+)
 
 logger = logging.getLogger("train_strategy_planner")
 DATA = REPO.parent / "shared" / "data" / "esconv"
 FEATURE_VERSION = "strategy-features v2"
+#: bump when ``fusion.strategy_lm`` changes the text or the states it caches
+LM_STATES_VERSION = "strategy-lm-states v1"
+#: the issue's bound on cross-turn strategy repetition
+MAX_REPETITION = 0.30
 #: the repetition penalties tried on valid (each with and without ``fresh_secondary``)
 PENALTIES = (1.0, 1.1, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.75, 2.0, 2.5, 3.0, 5.0)
 
@@ -235,6 +255,97 @@ def train_encoder(
     return model.eval(), history
 
 
+def cached_lower_states(reader: StrategyLMReader, dialogues: list[tuple[Message, ...]], path: Path) -> list[np.ndarray]:
+    """``reader.lower_states`` of every dialogue, kept in ``path`` (``.npz``: the states end to end and their
+    lengths); the LM pass is most of the reader's cost, and its states never change while the LM does not."""
+    if path.is_file():
+        z = np.load(path)
+        lengths, flat = z["lengths"], z["flat"]
+        if len(lengths) == len(dialogues):
+            ends = np.cumsum(lengths)
+            logger.info("LM states from %s", path)
+            return [flat[e - n : e] for n, e in zip(lengths, ends, strict=True)]
+    start = time.time()
+    states = reader.lower_states(reader.tokenize(dialogues))
+    logger.info("LM states of %d contexts: %.0f s", len(states), time.time() - start)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, flat=np.concatenate(states), lengths=np.array([len(x) for x in states]))
+    return states
+
+
+def train_lm_reader(
+    reader: StrategyLMReader,
+    states: list[np.ndarray],
+    targets: np.ndarray,
+    valid_states: list[np.ndarray],
+    valid_turns: np.ndarray,
+    valid_sets: np.ndarray,
+    seed: int,
+    args: argparse.Namespace,
+) -> list[dict[str, float]]:
+    """The strategy LM reader's delta (``fusion.strategy_lm``) on the cached lower states: soft-target cross-entropy,
+    AdamW (the head at 20x the learning rate), linear warm-up and decay, batches of similar length, bfloat16
+    autocast; the epoch with the best valid turn top-1 kept. Returns the per-epoch history."""
+    torch.manual_seed(seed)
+    delta = reader.delta
+    body = [*delta.layers.parameters(), *delta.norm.parameters()]
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": args.lm_reader_lr}, {"params": delta.head.parameters(), "lr": 20 * args.lm_reader_lr}],
+        weight_decay=0.01,
+    )
+    batch_size, epochs = 32, args.lm_reader_epochs
+    steps = epochs * -(-len(states) // batch_size)
+    warm = max(1, int(0.06 * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / warm) * max(0.0, (steps - k) / max(1, steps - warm))
+    )
+    soft = torch.from_numpy(targets)
+    lengths = np.array([len(x) for x in states])
+    rng = np.random.default_rng(seed)
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
+    for epoch in range(1, epochs + 1):
+        reader.train()
+        start, total = time.time(), 0.0
+        order = rng.permutation(len(states))
+        batches = []
+        for k in range(0, len(order), 20 * batch_size):  # similar lengths together, within chunks of 20 batches
+            chunk = order[k : k + 20 * batch_size]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+        for b in rng.permutation(len(batches)):
+            rows = batches[b]
+            h, mask = stack_states([states[i] for i in rows])
+            loss = -(soft[rows] * torch.log_softmax(reader(h, mask), 1)).sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(delta.parameters(), 1.0)
+            opt.step()
+            schedule.step()
+            total += float(loss.detach()) * len(rows)
+        top = reader.probabilities_of_states([valid_states[i] for i in valid_turns]).argmax(1)
+        acc = float(valid_sets[np.arange(len(top)), top].mean())
+        history.append({"epoch": epoch, "loss": round(total / len(states), 4), "valid_turn_top1": round(acc, 4),
+                        "seconds": round(time.time() - start, 1)})  # fmt: skip
+        logger.info("LM reader (seed %d) epoch %d: %s", seed, epoch, history[-1])
+        if acc > best[0]:
+            best = (acc, {k: v.detach().clone() for k, v in delta.state_dict().items()})
+    delta.load_state_dict(best[1])
+    delta.config = replace(
+        delta.config,
+        training={
+            "data": "ESConv train (soft targets as the MLP's); the epoch with the best ESConv valid turn top-1 kept",
+            "epochs": epochs,
+            "seed": seed,
+            "lr": args.lm_reader_lr,
+            "kept_epoch": max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
+            "history": history,
+        },
+    )
+    reader.eval()
+    return history
+
+
 def lm_alone(examples: list[StrategyExample], limit: int) -> tuple[list[list[str]], list[int]]:
     """SmolLM2 picks the strategy zero-shot: next-token scores over the strategy names after a description."""
     from affectlens.registry import create_language_model
@@ -296,6 +407,19 @@ def main() -> None:
         nargs="+",
         default=None,
         help="with --encoder: mix in the encoders saved in these folders (every member of each), untrained",
+    )
+    parser.add_argument(
+        "--lm-reader", action="store_true", help="also fine-tune the strategy LM reader (SmolLM2) and mix it in"
+    )
+    parser.add_argument("--lm-reader-layers", type=int, default=4, help="top LM layers the reader trains")
+    parser.add_argument("--lm-reader-max-length", type=int, default=192, help="tokens of context the reader reads")
+    parser.add_argument("--lm-reader-epochs", type=int, default=3)
+    parser.add_argument("--lm-reader-lr", type=float, default=5e-5)
+    parser.add_argument(
+        "--lm-reader-limit", type=int, default=None, help="train the LM reader on this many contexts (smoke)"
+    )
+    parser.add_argument(
+        "--lm-reader-from", type=Path, default=None, help="with --lm-reader: mix in the reader saved there, untrained"
     )
     parser.add_argument(
         "--valid-only", action="store_true", help="an ablation: print the valid figures; no test, nothing written"
@@ -362,6 +486,13 @@ def main() -> None:
     encoders: list[StrategyEncoder] = []
     origins: list[dict[str, Any] | None] = []  # per encoder: the folder it was loaded from (None: trained here)
     encoder_report: dict[str, Any] = {}
+    encoder_probs: dict[str, np.ndarray] = {}
+
+    def alone_turns(model_probs: dict[str, np.ndarray]) -> dict[str, float]:
+        """Turn top-1 of a model's top strategy alone, per split."""
+        alone = {s: [[ESCONV_STRATEGIES[int(q.argmax())]] for q in p] for s, p in model_probs.items()}
+        return {s: score_turns([alone[s][i] for i in first[s]], turns[s])["turn_top1_accuracy"] for s in alone}
+
     if args.encoder:
         encoder_cpu = time.process_time()
         if args.encoder_from:
@@ -395,19 +526,6 @@ def main() -> None:
                 origins.append(None)
         member_probs = [{s: e.probabilities([ex.dialogue for ex in splits[s]]) for s in probs} for e in encoders]
         encoder_probs = {s: np.mean([m[s] for m in member_probs], axis=0) for s in probs}
-        weight_grid = []
-        for weight in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0):
-            top = ((1 - weight) * probs["valid"] + weight * encoder_probs["valid"])[first["valid"]].argmax(1)
-            acc = float(sets["valid"][np.arange(len(top)), top].mean())
-            weight_grid.append({"encoder_weight": weight, "turn_top1_accuracy": round(acc, 4)})
-        weight = max(weight_grid, key=lambda g: (g["turn_top1_accuracy"], -g["encoder_weight"]))["encoder_weight"]
-        logger.info("encoder weight grid on valid: %s -> %s", weight_grid, weight)
-        head.config.encoder_weight = weight
-        head.config.encoder_members = len(encoders) if weight > 0 else 1
-
-        def alone_turns(encoder_probs: dict[str, np.ndarray]) -> dict[str, float]:
-            alone = {s: [[ESCONV_STRATEGIES[int(q.argmax())]] for q in p] for s, p in encoder_probs.items()}
-            return {s: score_turns([alone[s][i] for i in first[s]], turns[s])["turn_top1_accuracy"] for s in alone}
 
         encoder_report = {
             "members": [
@@ -420,12 +538,94 @@ def main() -> None:
                 }
                 for e, m, origin in zip(encoders, member_probs, origins, strict=True)
             ],
-            "weight_grid_valid": weight_grid,
-            "encoder_weight": weight,
             "encoder_alone_turns": alone_turns(encoder_probs),
             "cpu_seconds": round(time.process_time() - encoder_cpu, 1),
         }
-        probs = {s: (1 - weight) * probs[s] + weight * encoder_probs[s] for s in probs}
+    lm_reader: StrategyLMReader | None = None
+    lm_origin: dict[str, Any] | None = None  # the folder the reader was loaded from (None: trained here)
+    lm_probs: dict[str, np.ndarray] = {}
+    lm_report: dict[str, Any] = {}
+    if args.lm_reader:
+        lm_cpu = time.process_time()
+        from affectlens.registry import create_language_model
+        from fusion.lm import DEFAULT_LM
+
+        lm = create_language_model(DEFAULT_LM)
+        if args.lm_reader_from:
+            lm_reader = load_strategy_lm_reader(args.lm_reader_from, lm)
+            lm_origin = {
+                "folder": str(args.lm_reader_from),
+                "sha256": sha256_file(args.lm_reader_from / LM_READER_WEIGHTS),
+            }
+            logger.info("LM reader from %s (sha256 %s), not trained again", args.lm_reader_from, lm_origin["sha256"])
+        else:
+            lm_config = StrategyLMConfig(
+                lm=DEFAULT_LM,
+                lm_config=lm_shape(lm.model.config),
+                num_trained_layers=args.lm_reader_layers,
+                max_length=args.lm_reader_max_length,
+            )
+            lm_reader = StrategyLMReader(lm, StrategyLMDelta.from_lm(lm_config, lm))
+        c = lm_reader.config
+        fingerprint = [sorted(lm.weight_files.items()), LM_STATES_VERSION, c.max_length, c.max_messages]
+        state_key = hashlib.sha256(json.dumps([*fingerprint, c.first_trained_layer]).encode()).hexdigest()[:12]
+        states = {
+            s: cached_lower_states(
+                lm_reader, [e.dialogue for e in splits[s]], args.cache / f"lm-states-{state_key}-{s}.npz"
+            )
+            for s in (("train",) if lm_origin is None else ()) + tuple(probs)
+        }
+        if lm_origin is None:
+            used = rows[: args.lm_reader_limit]
+            train_lm_reader(
+                lm_reader,
+                [states["train"][i] for i in used],
+                targets[used],
+                states["valid"],
+                first["valid"],
+                sets["valid"],
+                args.seed,
+                args,
+            )
+            for p in lm_reader.delta.parameters():  # as it ships (float16): the figures below are the shipped model's
+                p.data = p.data.half().float()
+        lm_probs = {s: lm_reader.probabilities_of_states(states[s]) for s in probs}
+        lm_report = {
+            "from": lm_origin,
+            "layers": lm_reader.config.num_trained_layers,
+            "max_length": lm_reader.config.max_length,
+            "history": lm_reader.config.training.get("history", []),
+            "alone_turns": alone_turns(lm_probs),
+            "cpu_seconds": round(time.process_time() - lm_cpu, 1),
+        }
+    # the mix: the weights of the encoder and the LM reader with the best valid turn top-1 (the smallest on ties)
+    weight_grid = []
+    for we in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0) if args.encoder else (0.0,):
+        for wl in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0) if args.lm_reader else (0.0,):
+            if we + wl > 1.0 + 1e-9:
+                continue
+            mixed = (1 - we - wl) * probs["valid"]
+            mixed = mixed + (we * encoder_probs["valid"] if we else 0) + (wl * lm_probs["valid"] if wl else 0)
+            top = mixed[first["valid"]].argmax(1)
+            acc = float(sets["valid"][np.arange(len(top)), top].mean())
+            weight_grid.append({"encoder_weight": we, "lm_reader_weight": wl, "turn_top1_accuracy": round(acc, 4)})
+    chosen_weights = max(
+        weight_grid,
+        key=lambda g: (g["turn_top1_accuracy"], -g["encoder_weight"] - g["lm_reader_weight"], -g["lm_reader_weight"]),
+    )
+    logger.info("mixing weight grid on valid: %s -> %s", weight_grid, chosen_weights)
+    we, wl = chosen_weights["encoder_weight"], chosen_weights["lm_reader_weight"]
+    if args.encoder:
+        head.config.encoder_weight = we
+        head.config.encoder_members = len(encoders) if we > 0 else 1
+        encoder_report |= {"weight_grid_valid": weight_grid, "encoder_weight": we}
+    if args.lm_reader:
+        head.config.lm_reader_weight = wl
+        lm_report |= {"weight_grid_valid": weight_grid, "lm_reader_weight": wl}
+    probs = {
+        s: (1 - we - wl) * probs[s] + (we * encoder_probs[s] if we else 0) + (wl * lm_probs[s] if wl else 0)
+        for s in probs
+    }
     valid_turns = [t.dialogue for t in turns["valid"]]
     grid = []
     for fresh, penalty in [(f, p) for f in (False, True) for p in PENALTIES]:
@@ -443,10 +643,12 @@ def main() -> None:
                 )["accuracy"],
             }
         )
-    ok = [g for g in grid if g["repetition_rate"] <= 0.30] or [min(grid, key=lambda g: g["repetition_rate"])]
+    # repetition must stay <= 0.30 on unseen dialogues too: on valid, below it by two standard errors of a 0.30 rate
+    limit = MAX_REPETITION - 2 * (MAX_REPETITION * (1 - MAX_REPETITION) / len(turns["valid"])) ** 0.5
+    ok = [g for g in grid if g["repetition_rate"] <= limit] or [min(grid, key=lambda g: g["repetition_rate"])]
     best = max(ok, key=lambda g: (g["turn_top1_accuracy"], -g["penalty"], not g["fresh_secondary"]))
     head.config.repetition_penalty, head.config.fresh_secondary = best["penalty"], best["fresh_secondary"]
-    logger.info("repetition rule grid on valid: %s -> %s", grid, best)
+    logger.info("repetition rule grid on valid (repetition at most %.4f): %s -> %s", limit, grid, best)
 
     if args.valid_only:
         valid_plain = [[ESCONV_STRATEGIES[int(p.argmax())]] for p in probs["valid"]]
@@ -463,6 +665,7 @@ def main() -> None:
             "grid": grid,
             "head_training_cpu_seconds": round(train_cpu, 1),
             "encoder": encoder_report,
+            "lm_reader": lm_report,
         }
         print(json.dumps(ablation))
         return
@@ -510,6 +713,7 @@ def main() -> None:
             "majority_class_turns": score_turns([[turn_majority]] * len(turns["valid"]), turns["valid"]),
         },
         "repetition_penalty_grid_valid": grid,
+        "repetition_limit_valid": round(limit, 4),
     }
     if args.lm_limit:
         lm_chosen, lm_rows = lm_alone(test, args.lm_limit)
@@ -535,6 +739,7 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     report["encoder"] = encoder_report
+    report["lm_reader"] = lm_report
     head.save_pretrained(args.out)
     kept = len(encoders) if head.config.encoder_weight > 0 else 0
     written = [member_files(k) for k in range(kept)]
@@ -550,6 +755,17 @@ def main() -> None:
         for name in member_files(k):
             (args.out / name).unlink(missing_ok=True)
     logger.info("encoder files written: %s", written)
+    if lm_reader is not None and head.config.lm_reader_weight > 0:
+        if lm_origin is None:
+            lm_reader.delta.save_pretrained(args.out, dtype=torch.float16)
+        else:
+            for name in (LM_READER_CONFIG, LM_READER_WEIGHTS):  # a reader trained before: its files byte for byte
+                source = Path(lm_origin["folder"]) / name
+                if source.resolve() != (args.out / name).resolve():
+                    shutil.copyfile(source, args.out / name)
+    else:
+        for name in (LM_READER_CONFIG, LM_READER_WEIGHTS):  # no stale reader of an earlier run stays
+            (args.out / name).unlink(missing_ok=True)
     (args.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k not in ("repetition_penalty_grid_valid",)}, indent=2)[:6000])
 
