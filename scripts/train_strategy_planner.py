@@ -173,6 +173,14 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def warmup_decay(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 6% of ``steps``, then linear decay to zero (both fine-tuned readers)."""
+    warm = max(1, int(0.06 * steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / warm) * max(0.0, (steps - k) / max(1, steps - warm))
+    )
+
+
 def train_encoder(
     train_dialogues: list[tuple[Message, ...]],
     targets: np.ndarray,
@@ -210,11 +218,7 @@ def train_encoder(
         weight_decay=0.01,
     )
     batch_size = 32
-    steps = epochs * -(-len(ids) // batch_size)
-    warm = max(1, int(0.06 * steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min(1.0, (k + 1) / warm) * max(0.0, (steps - k) / max(1, steps - warm))
-    )
+    schedule = warmup_decay(opt, epochs * -(-len(ids) // batch_size))
     soft = torch.from_numpy(targets)
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
@@ -294,11 +298,7 @@ def train_lm_reader(
         weight_decay=0.01,
     )
     batch_size, epochs = 32, args.lm_reader_epochs
-    steps = epochs * -(-len(states) // batch_size)
-    warm = max(1, int(0.06 * steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min(1.0, (k + 1) / warm) * max(0.0, (steps - k) / max(1, steps - warm))
-    )
+    schedule = warmup_decay(opt, epochs * -(-len(states) // batch_size))
     soft = torch.from_numpy(targets)
     lengths = np.array([len(x) for x in states])
     rng = np.random.default_rng(seed)

@@ -21,13 +21,7 @@ from fusion.strategy_lm import (
     load_strategy_lm_reader,
     stack_states,
 )
-
-DIALOGUE = [
-    Message("usr", "hi"),
-    Message("sys", "Hello! How are you?", ("Question",)),
-    Message("sys", "I am here for you.", ()),
-    Message("usr", "I failed my exam"),
-]
+from tests.test_strategy_encoder import DIALOGUE, fake_embed
 
 
 def tiny_reader(seed: int = 0, layers: int = 1) -> StrategyLMReader:
@@ -148,11 +142,6 @@ def test_a_delta_refuses_an_lm_of_another_shape(tmp_path):
     (tmp_path / WEIGHTS_NAME).write_bytes(b"")
     with pytest.raises(Exception):  # noqa: B017 - an empty weights file is no safetensors file
         load_strategy_lm_reader(tmp_path, lm=tiny_language_model(0))
-
-
-def fake_embed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    vecs = np.array([[t.count(c) for c in "aeiostnr"] for t in texts], np.float32) + 1e-3
-    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True), np.full((len(texts), 7), 1 / 7, np.float32)
 
 
 def test_the_planner_mixes_the_reader_by_its_weight():
