@@ -21,7 +21,8 @@ A small MLP (``StrategyHead``, optionally an average of a few seeds) trained on 
 (``fusion.strategy_encoder``, all-MiniLM-L6-v2 fine-tuned to read the dialogue's words; with ``encoder_members``
 > 1 the mean of several such encoders) by that weight; with ``lm_reader_weight`` set, also the distribution of the
 strategy LM reader (``fusion.strategy_lm``: the compact LM's top layers fine-tuned to read the dialogue as a
-transcript). The MLP keeps the rest of the weight.
+transcript; with ``lm_reader_members`` > 1 the mean of several such readers over one LM pass). The MLP keeps the
+rest of the weight.
 
 ``StrategyPlanner`` is a ``fusion.tree.Planner``: given the dialogue (``with_context``) it plans from the tree, the
 dialogue and the affect state. Choices: the most likely strategy, then others whose probability is at least
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from affectlens.tree import AffectTree
     from fusion.lm import CompactLM
     from fusion.strategy_encoder import StrategyEncoder, StrategyEncoderEnsemble
-    from fusion.strategy_lm import StrategyLMReader
+    from fusion.strategy_lm import StrategyLMReader, StrategyLMReaderEnsemble
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +314,8 @@ class StrategyConfig:
     #: share of the strategy LM reader's distribution (``fusion.strategy_lm``; 0: none); the MLP keeps
     #: ``1 - encoder_weight - lm_reader_weight``
     lm_reader_weight: float = 0.0
+    #: strategy LM readers averaged before the mix (``fusion.strategy_lm.StrategyLMReaderEnsemble``; saved beside)
+    lm_reader_members: int = 1
     features: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -446,7 +449,7 @@ class StrategyPlanner:
         dialogue: Sequence[Message] = (),
         sentence_embed: SentenceEmbedder | None = None,
         encoder: StrategyEncoder | StrategyEncoderEnsemble | None = None,
-        lm_reader: StrategyLMReader | None = None,
+        lm_reader: StrategyLMReader | StrategyLMReaderEnsemble | None = None,
     ) -> None:
         if head.config.encoder_weight > 0 and encoder is None:
             raise ValueError(
@@ -556,7 +559,7 @@ def load_strategy_planner(
     if head.config.lm_reader_weight > 0:
         from fusion.strategy_lm import load_strategy_lm_reader
 
-        lm_reader = load_strategy_lm_reader(directory, lm)
+        lm_reader = load_strategy_lm_reader(directory, lm, members=head.config.lm_reader_members)
     return StrategyPlanner(
         head, text_embedder(text_model), sentence_embed=sentence_embed, encoder=encoder, lm_reader=lm_reader
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -52,20 +52,31 @@ WEIGHTS_NAME: Final = "encoder.safetensors"
 CONTEXT_MESSAGES: Final = 12
 
 
-def member_files(member: int) -> tuple[str, str]:
-    """(config, weights) file names of ensemble member ``member`` (0-based): ``encoder.json`` and
-    ``encoder.safetensors`` for the first, ``encoder-2.json`` and ``encoder-2.safetensors`` for the second, ..."""
+def numbered_files(config_name: str, weights_name: str, member: int) -> tuple[str, str]:
+    """(config, weights) file names of ensemble member ``member`` (0-based): the names themselves for the first,
+    the stems numbered from 2 for the others (``encoder.json`` -> ``encoder-2.json``, ``encoder-3.json``, ...)."""
     if member < 0:
         raise ValueError(f"member must be >= 0, got {member}")
     if member == 0:
-        return CONFIG_NAME, WEIGHTS_NAME
-    return f"encoder-{member + 1}.json", f"encoder-{member + 1}.safetensors"
+        return config_name, weights_name
+
+    def numbered(name: str) -> str:
+        stem, _, suffix = name.partition(".")
+        return f"{stem}-{member + 1}.{suffix}"
+
+    return numbered(config_name), numbered(weights_name)
 
 
-def saved_members(directory: str | Path) -> int:
-    """How many encoder members ``directory`` holds (consecutive ``member_files`` with both files present)."""
+def member_files(member: int) -> tuple[str, str]:
+    """(config, weights) file names of encoder member ``member`` (0-based): ``encoder.json`` and
+    ``encoder.safetensors`` for the first, ``encoder-2.json`` and ``encoder-2.safetensors`` for the second, ..."""
+    return numbered_files(CONFIG_NAME, WEIGHTS_NAME, member)
+
+
+def saved_members(directory: str | Path, files: Callable[[int], tuple[str, str]] = member_files) -> int:
+    """How many members ``directory`` holds: consecutive ``files(k)`` (default: the encoder's) with both present."""
     count = 0
-    while all((Path(directory) / name).is_file() for name in member_files(count)):
+    while all((Path(directory) / name).is_file() for name in files(count)):
         count += 1
     return count
 

@@ -35,6 +35,8 @@ from torch import nn
 
 from affectlens.labels import ESCONV_STRATEGIES
 from fusion.strategy import Message
+from fusion.strategy_encoder import numbered_files
+from fusion.strategy_encoder import saved_members as saved_files
 from perception.text.emotion import load_delta_state
 
 if TYPE_CHECKING:
@@ -63,6 +65,17 @@ SHAPE_KEYS: Final = (
     "mlp_bias",
     "vocab_size",
 )
+
+
+def member_files(member: int) -> tuple[str, str]:
+    """(config, weights) file names of reader member ``member`` (0-based): ``lm-reader.json`` and
+    ``lm-reader.safetensors`` for the first, ``lm-reader-2.json`` and ``lm-reader-2.safetensors`` for the second, ..."""
+    return numbered_files(CONFIG_NAME, WEIGHTS_NAME, member)
+
+
+def saved_members(directory: str | Path) -> int:
+    """How many reader members ``directory`` holds (consecutive ``member_files`` with both files present)."""
+    return saved_files(directory, member_files)
 
 
 def lm_context_text(dialogue: Sequence[Message], max_messages: int = LM_CONTEXT_MESSAGES) -> str:
@@ -166,31 +179,35 @@ class StrategyLMDelta(nn.Module):
         mean = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         return self.head(self.dropout(torch.cat([hidden[:, -1], mean], 1)))
 
-    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write ``lm-reader.json`` and ``lm-reader.safetensors`` (cast to ``dtype`` if given) into ``directory``."""
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None, member: int = 0) -> Path:
+        """Write member ``member``'s ``member_files`` (``lm-reader.json`` and ``lm-reader.safetensors`` for the
+        first; cast to ``dtype`` if given) into ``directory``."""
         from safetensors.torch import save_file
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
+        config_name, weights_name = member_files(member)
         state = {
             k: v.detach().to("cpu", dtype or v.dtype).contiguous()
             for k, v in self.state_dict().items()
             if not k.startswith("rotary.")  # computed from the config, not learned
         }
-        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "lm": self.config.lm})
-        (out / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        save_file(state, str(out / weights_name), metadata={"format": "pt", "lm": self.config.lm})
+        (out / config_name).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> StrategyLMDelta:
-        """A delta written by ``save_pretrained`` (float32 in memory whatever the stored dtype)."""
+    def from_pretrained(cls, directory: str | Path, member: int = 0) -> StrategyLMDelta:
+        """Member ``member`` of the deltas written by ``save_pretrained`` (float32 in memory whatever the stored
+        dtype)."""
         folder = Path(directory)
-        delta = cls(StrategyLMConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text())))
-        missing, unexpected = delta.load_state_dict(load_delta_state(folder / WEIGHTS_NAME), strict=False)
+        config_name, weights_name = member_files(member)
+        delta = cls(StrategyLMConfig.from_dict(json.loads((folder / config_name).read_text())))
+        missing, unexpected = delta.load_state_dict(load_delta_state(folder / weights_name), strict=False)
         missing = [k for k in missing if not k.startswith("rotary.")]
         if missing or unexpected:
             raise ValueError(
-                f"{folder / WEIGHTS_NAME}: not a strategy LM reader (missing {missing}, extra {unexpected})"
+                f"{folder / weights_name}: not a strategy LM reader (missing {missing}, extra {unexpected})"
             )
         return delta.eval()
 
@@ -311,12 +328,64 @@ def stack_states(states: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tens
     return h, mask
 
 
-def load_strategy_lm_reader(directory: str | Path, lm: CompactLM | None = None) -> StrategyLMReader:
+class StrategyLMReaderEnsemble:
+    """Several readers over one LM (different seeds): the LM's lower states are computed once and each member's
+    delta reads them; the distribution is the members' mean."""
+
+    def __init__(self, members: Sequence[StrategyLMReader]) -> None:
+        if not members:
+            raise ValueError("a strategy LM reader ensemble needs at least one member")
+        first = members[0]
+        for m in members[1:]:
+            if m.lm is not first.lm:
+                raise ValueError("the members of a strategy LM reader ensemble must run over one LM instance")
+            ours, theirs = first.config, m.config
+            if (ours.first_trained_layer, ours.max_length, ours.max_messages) != (
+                theirs.first_trained_layer,
+                theirs.max_length,
+                theirs.max_messages,
+            ):
+                raise ValueError(
+                    "the members of a strategy LM reader ensemble must read the same lower states: (first trained "
+                    f"layer, max_length, max_messages) {(ours.first_trained_layer, ours.max_length, ours.max_messages)}"
+                    f" vs {(theirs.first_trained_layer, theirs.max_length, theirs.max_messages)}"
+                )
+        self.members = list(members)
+
+    @property
+    def config(self) -> StrategyLMConfig:
+        """The first member's settings (the members share their context settings)."""
+        return self.members[0].config
+
+    def probabilities_of_states(self, states: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 8): the members' mean over the same lower states."""
+        return np.mean([m.probabilities_of_states(states) for m in self.members], axis=0).astype(np.float32)
+
+    def probabilities(self, dialogues: Sequence[Sequence[Message]]) -> np.ndarray:
+        """(N, 8) strategy distributions of the dialogues so far: the LM runs once, every delta reads its states."""
+        if not dialogues:
+            return np.zeros((0, len(self.config.strategies)), np.float32)
+        first = self.members[0]
+        return self.probabilities_of_states(first.lower_states(first.tokenize(dialogues)))
+
+
+def load_strategy_lm_reader(
+    directory: str | Path, lm: CompactLM | None = None, members: int = 1
+) -> StrategyLMReader | StrategyLMReaderEnsemble:
     """The reader saved in ``directory`` over ``lm`` (a clean instance of the LM it names; default: a new one built
-    by the registry)."""
-    delta = StrategyLMDelta.from_pretrained(directory)
+    by the registry); with ``members`` > 1, the ensemble of its first ``members`` saved readers over that one LM."""
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    found = saved_members(directory)
+    if found < members:
+        raise FileNotFoundError(
+            f"{directory}: the planner mixes {members} strategy LM readers but the folder holds {found} "
+            f"(expected {', '.join(n for k in range(members) for n in member_files(k))})"
+        )
+    deltas = [StrategyLMDelta.from_pretrained(directory, k) for k in range(members)]
     if lm is None:
         from affectlens.registry import create_language_model
 
-        lm = create_language_model(delta.config.lm)
-    return StrategyLMReader(lm, delta)
+        lm = create_language_model(deltas[0].config.lm)
+    readers = [StrategyLMReader(lm, delta) for delta in deltas]
+    return readers[0] if members == 1 else StrategyLMReaderEnsemble(readers)

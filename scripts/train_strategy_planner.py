@@ -16,7 +16,8 @@ Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-bucke
    ``--lm-reader``: also the strategy LM reader (``fusion.strategy_lm``: SmolLM2-135M's top ``--lm-reader-layers``
    layers, norm and a linear head fine-tuned on the dialogue as a transcript, over the frozen lower layers' states,
    which are computed once and cached under ``--cache``; ``--lm-reader-epochs``, the best valid epoch kept,
-   float16). The encoder's and the reader's weights in the mix (the MLP keeps the rest) are the pair with the best
+   float16); ``--lm-reader-members K`` averages K readers (member k trained with seed seed+k; ``--lm-reader-from``
+   supplies the first members already trained, so a run can add a member to a shipped reader). The encoder's and the reader's weights in the mix (the MLP keeps the rest) are the pair with the best
    valid turn-level top-1.
 2. ``repetition_penalty`` and ``fresh_secondary``: the best valid turn-level top-1 whose cross-turn repetition (the
    first message of a supporter turn re-using a strategy of the previous supporter turn) stays at most 0.30 less two
@@ -82,16 +83,16 @@ from fusion.strategy_encoder import (  # noqa: E402
     pad,
     saved_members,
 )
-from fusion.strategy_lm import CONFIG_NAME as LM_READER_CONFIG  # noqa: E402
-from fusion.strategy_lm import WEIGHTS_NAME as LM_READER_WEIGHTS  # noqa: E402
 from fusion.strategy_lm import (  # noqa: E402
     StrategyLMConfig,
     StrategyLMDelta,
     StrategyLMReader,
+    StrategyLMReaderEnsemble,
     lm_shape,
-    load_strategy_lm_reader,
     stack_states,
 )
+from fusion.strategy_lm import member_files as lm_reader_files  # noqa: E402
+from fusion.strategy_lm import saved_members as saved_lm_readers  # noqa: E402
 
 logger = logging.getLogger("train_strategy_planner")
 DATA = REPO.parent / "shared" / "data" / "esconv"
@@ -259,6 +260,29 @@ def train_encoder(
     return model.eval(), history
 
 
+def write_members(
+    out: Path,
+    deltas: list[Any],
+    origins: list[dict[str, Any] | None],
+    files: Callable[[int], tuple[str, str]],
+    saved: Callable[[Path], int],
+) -> None:
+    """Write an ensemble's members into ``out`` as members 0, 1, ...: one trained here by its ``save_pretrained``
+    (float16), one loaded from a folder as its files byte for byte; no stale member of an earlier run stays."""
+    for k, (delta, origin) in enumerate(zip(deltas, origins, strict=False)):
+        if origin is None:
+            delta.save_pretrained(out, dtype=torch.float16, member=k)
+            continue
+        for name, target in zip(files(origin["member"]), files(k), strict=True):
+            source = Path(origin["folder"]) / name
+            if source.resolve() != (out / target).resolve():
+                shutil.copyfile(source, out / target)
+    for k in range(len(deltas), max(len(deltas), saved(out)) + 1):
+        for name in files(k):
+            (out / name).unlink(missing_ok=True)
+    logger.info("members written: %s", [files(k) for k in range(len(deltas))])
+
+
 def cached_lower_states(reader: StrategyLMReader, dialogues: list[tuple[Message, ...]], path: Path) -> list[np.ndarray]:
     """``reader.lower_states`` of every dialogue, kept in ``path`` (``.npz``: the states end to end and their
     lengths); the LM pass is most of the reader's cost, and its states never change while the LM does not."""
@@ -419,7 +443,15 @@ def main() -> None:
         "--lm-reader-limit", type=int, default=None, help="train the LM reader on this many contexts (smoke)"
     )
     parser.add_argument(
-        "--lm-reader-from", type=Path, default=None, help="with --lm-reader: mix in the reader saved there, untrained"
+        "--lm-reader-members", type=int, default=1, help="LM readers averaged (member k trained with seed seed+k)"
+    )
+    parser.add_argument(
+        "--lm-reader-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="with --lm-reader: the first members are the readers saved in these folders (every member of each), "
+        "untrained; the rest up to --lm-reader-members are trained",
     )
     parser.add_argument(
         "--valid-only", action="store_true", help="an ablation: print the valid figures; no test, nothing written"
@@ -541,8 +573,8 @@ def main() -> None:
             "encoder_alone_turns": alone_turns(encoder_probs),
             "cpu_seconds": round(time.process_time() - encoder_cpu, 1),
         }
-    lm_reader: StrategyLMReader | None = None
-    lm_origin: dict[str, Any] | None = None  # the folder the reader was loaded from (None: trained here)
+    readers: list[StrategyLMReader] = []
+    lm_origins: list[dict[str, Any] | None] = []  # per reader: the folder it was loaded from (None: trained here)
     lm_probs: dict[str, np.ndarray] = {}
     lm_report: dict[str, Any] = {}
     if args.lm_reader:
@@ -551,50 +583,64 @@ def main() -> None:
         from fusion.lm import DEFAULT_LM
 
         lm = create_language_model(DEFAULT_LM)
-        if args.lm_reader_from:
-            lm_reader = load_strategy_lm_reader(args.lm_reader_from, lm)
-            lm_origin = {
-                "folder": str(args.lm_reader_from),
-                "sha256": sha256_file(args.lm_reader_from / LM_READER_WEIGHTS),
-            }
-            logger.info("LM reader from %s (sha256 %s), not trained again", args.lm_reader_from, lm_origin["sha256"])
-        else:
+        for folder in args.lm_reader_from or []:
+            count = saved_lm_readers(folder)
+            if count == 0:
+                parser.error(f"--lm-reader-from {folder}: no saved strategy LM reader there")
+            for k in range(count):
+                readers.append(StrategyLMReader(lm, StrategyLMDelta.from_pretrained(folder, k)))
+                lm_origins.append(
+                    {"folder": str(folder), "member": k, "sha256": sha256_file(folder / lm_reader_files(k)[1])}
+                )
+                logger.info("LM reader from %s (sha256 %s), not trained again", folder, lm_origins[-1]["sha256"])
+        trained = range(len(readers), max(len(readers), args.lm_reader_members))  # the members still missing
+        for _ in trained:
             lm_config = StrategyLMConfig(
                 lm=DEFAULT_LM,
                 lm_config=lm_shape(lm.model.config),
                 num_trained_layers=args.lm_reader_layers,
                 max_length=args.lm_reader_max_length,
             )
-            lm_reader = StrategyLMReader(lm, StrategyLMDelta.from_lm(lm_config, lm))
-        c = lm_reader.config
+            readers.append(StrategyLMReader(lm, StrategyLMDelta.from_lm(lm_config, lm)))
+            lm_origins.append(None)
+        ensemble = StrategyLMReaderEnsemble(readers)  # checks that the members read the same lower states
+        c = ensemble.config
         fingerprint = [sorted(lm.weight_files.items()), LM_STATES_VERSION, c.max_length, c.max_messages]
         state_key = hashlib.sha256(json.dumps([*fingerprint, c.first_trained_layer]).encode()).hexdigest()[:12]
         states = {
             s: cached_lower_states(
-                lm_reader, [e.dialogue for e in splits[s]], args.cache / f"lm-states-{state_key}-{s}.npz"
+                readers[0], [e.dialogue for e in splits[s]], args.cache / f"lm-states-{state_key}-{s}.npz"
             )
-            for s in (("train",) if lm_origin is None else ()) + tuple(probs)
+            for s in (("train",) if len(trained) else ()) + tuple(probs)
         }
-        if lm_origin is None:
-            used = rows[: args.lm_reader_limit]
+        used = rows[: args.lm_reader_limit]
+        for k in trained:  # member k with seed seed + k, so a run that loads members 0..k-1 trains what one would
             train_lm_reader(
-                lm_reader,
+                readers[k],
                 [states["train"][i] for i in used],
                 targets[used],
                 states["valid"],
                 first["valid"],
                 sets["valid"],
-                args.seed,
+                args.seed + k,
                 args,
             )
-            for p in lm_reader.delta.parameters():  # as it ships (float16): the figures below are the shipped model's
+            for p in readers[k].delta.parameters():  # as it ships (float16): the figures below are the shipped model's
                 p.data = p.data.half().float()
-        lm_probs = {s: lm_reader.probabilities_of_states(states[s]) for s in probs}
+        member_lm_probs = [{s: r.probabilities_of_states(states[s]) for s in probs} for r in readers]
+        lm_probs = {s: np.mean([m[s] for m in member_lm_probs], axis=0) for s in probs}
         lm_report = {
-            "from": lm_origin,
-            "layers": lm_reader.config.num_trained_layers,
-            "max_length": lm_reader.config.max_length,
-            "history": lm_reader.config.training.get("history", []),
+            "members": [
+                {
+                    "from": origin,
+                    "seed": r.config.training.get("seed"),
+                    "layers": r.config.num_trained_layers,
+                    "max_length": r.config.max_length,
+                    "history": r.config.training.get("history", []),
+                    "alone_turns": alone_turns(m),
+                }
+                for r, m, origin in zip(readers, member_lm_probs, lm_origins, strict=True)
+            ],
             "alone_turns": alone_turns(lm_probs),
             "cpu_seconds": round(time.process_time() - lm_cpu, 1),
         }
@@ -621,6 +667,7 @@ def main() -> None:
         encoder_report |= {"weight_grid_valid": weight_grid, "encoder_weight": we}
     if args.lm_reader:
         head.config.lm_reader_weight = wl
+        head.config.lm_reader_members = len(readers) if wl > 0 else 1
         lm_report |= {"weight_grid_valid": weight_grid, "lm_reader_weight": wl}
     probs = {
         s: (1 - we - wl) * probs[s] + (we * encoder_probs[s] if we else 0) + (wl * lm_probs[s] if wl else 0)
@@ -742,30 +789,9 @@ def main() -> None:
     report["lm_reader"] = lm_report
     head.save_pretrained(args.out)
     kept = len(encoders) if head.config.encoder_weight > 0 else 0
-    written = [member_files(k) for k in range(kept)]
-    for k, (encoder, origin) in enumerate(zip(encoders[:kept], origins, strict=False)):
-        if origin is None:
-            encoder.delta.save_pretrained(args.out, dtype=torch.float16, member=k)
-            continue
-        for name, target in zip(member_files(origin["member"]), member_files(k), strict=True):
-            source = Path(origin["folder"]) / name  # an encoder trained before: its files byte for byte
-            if source.resolve() != (args.out / target).resolve():
-                shutil.copyfile(source, args.out / target)
-    for k in range(kept, max(kept, saved_members(args.out)) + 1):  # no stale member of an earlier run stays
-        for name in member_files(k):
-            (args.out / name).unlink(missing_ok=True)
-    logger.info("encoder files written: %s", written)
-    if lm_reader is not None and head.config.lm_reader_weight > 0:
-        if lm_origin is None:
-            lm_reader.delta.save_pretrained(args.out, dtype=torch.float16)
-        else:
-            for name in (LM_READER_CONFIG, LM_READER_WEIGHTS):  # a reader trained before: its files byte for byte
-                source = Path(lm_origin["folder"]) / name
-                if source.resolve() != (args.out / name).resolve():
-                    shutil.copyfile(source, args.out / name)
-    else:
-        for name in (LM_READER_CONFIG, LM_READER_WEIGHTS):  # no stale reader of an earlier run stays
-            (args.out / name).unlink(missing_ok=True)
+    write_members(args.out, [e.delta for e in encoders[:kept]], origins, member_files, saved_members)
+    kept = len(readers) if head.config.lm_reader_weight > 0 else 0
+    write_members(args.out, [r.delta for r in readers[:kept]], lm_origins, lm_reader_files, saved_lm_readers)
     (args.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k not in ("repetition_penalty_grid_valid",)}, indent=2)[:6000])
 

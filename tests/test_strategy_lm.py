@@ -15,10 +15,13 @@ from fusion.strategy_lm import (
     StrategyLMConfig,
     StrategyLMDelta,
     StrategyLMReader,
+    StrategyLMReaderEnsemble,
     left_pad,
     lm_context_text,
     lm_shape,
     load_strategy_lm_reader,
+    member_files,
+    saved_members,
     stack_states,
 )
 from tests.test_strategy_encoder import DIALOGUE, fake_embed
@@ -132,6 +135,43 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.probabilities([DIALOGUE]), reader.probabilities([DIALOGUE]), atol=0.02)
 
 
+def test_members_are_saved_beside_each_other_and_loaded_as_an_ensemble_over_one_lm(tmp_path):
+    assert member_files(0) == (CONFIG_NAME, WEIGHTS_NAME)
+    assert member_files(1) == ("lm-reader-2.json", "lm-reader-2.safetensors")
+    with pytest.raises(ValueError, match="member"):
+        member_files(-1)
+    first, second = tiny_reader(0), tiny_reader(1)
+    first.delta.save_pretrained(tmp_path, dtype=torch.float16)
+    assert saved_members(tmp_path) == 1
+    second.delta.save_pretrained(tmp_path, dtype=torch.float16, member=1)
+    assert saved_members(tmp_path) == 2
+    with pytest.raises(FileNotFoundError, match="3 strategy LM readers but the folder holds 2"):
+        load_strategy_lm_reader(tmp_path, lm=tiny_language_model(0), members=3)
+    lm = tiny_language_model(0)
+    ensemble = load_strategy_lm_reader(tmp_path, lm=lm, members=2)
+    assert isinstance(ensemble, StrategyLMReaderEnsemble) and all(m.lm is lm for m in ensemble.members)
+    dialogues = [DIALOGUE, DIALOGUE[:1]]
+    one, two = (StrategyLMReader(lm, m.delta).probabilities(dialogues) for m in ensemble.members)
+    assert not np.allclose(one, two)  # different members
+    np.testing.assert_allclose(ensemble.probabilities(dialogues), (one + two) / 2, atol=1e-5)
+    assert ensemble.probabilities([]).shape == (0, len(ESCONV_STRATEGIES))
+    # the second member was trained as seed 1 over its own LM: loaded over another LM instance it is the same delta
+    np.testing.assert_allclose(two, StrategyLMReader(lm, second.delta).probabilities(dialogues), atol=0.02)
+
+
+def test_an_ensemble_needs_members_that_read_the_same_lower_states():
+    with pytest.raises(ValueError, match="at least one"):
+        StrategyLMReaderEnsemble([])
+    first = tiny_reader(0)
+    with pytest.raises(ValueError, match="one LM instance"):
+        StrategyLMReaderEnsemble([first, tiny_reader(1)])
+    lm = first.lm
+    config = StrategyLMConfig(lm="tiny", lm_config=lm_shape(lm.model.config), num_trained_layers=2, max_length=24)
+    deeper = StrategyLMReader(lm, StrategyLMDelta.from_lm(config, lm))
+    with pytest.raises(ValueError, match="same lower states"):
+        StrategyLMReaderEnsemble([first, deeper])
+
+
 def test_a_delta_refuses_an_lm_of_another_shape(tmp_path):
     reader = tiny_reader()
     other = tiny_language_model(0)
@@ -159,6 +199,24 @@ def test_the_planner_mixes_the_reader_by_its_weight():
     assert planner.plan(DIALOGUE)[0][0] in ESCONV_STRATEGIES
 
 
+def test_load_strategy_planner_mixes_every_saved_reader_member(tmp_path):
+    from fusion.strategy import load_strategy_planner
+
+    lm = tiny_language_model(0)
+    dim = context_features([DIALOGUE], fake_embed).shape[1]
+    StrategyHead(StrategyConfig(input_dim=dim, lm_reader_weight=0.5, lm_reader_members=2)).save_pretrained(tmp_path)
+    readers = [tiny_reader(seed) for seed in (0, 1)]
+    for k, reader in enumerate(readers):
+        reader.delta.save_pretrained(tmp_path, member=k)
+    planner = load_strategy_planner(tmp_path, text_model=object(), lm=lm)  # the embedder is not called here
+    assert isinstance(planner.lm_reader, StrategyLMReaderEnsemble) and len(planner.lm_reader.members) == 2
+    expected = np.mean([StrategyLMReader(lm, r.delta).probabilities([DIALOGUE]) for r in readers], axis=0)
+    np.testing.assert_allclose(planner.lm_reader.probabilities([DIALOGUE]), expected, atol=1e-5)
+    (tmp_path / member_files(1)[1]).unlink()
+    with pytest.raises(FileNotFoundError, match=r"lm-reader-2\.safetensors"):
+        load_strategy_planner(tmp_path, text_model=object(), lm=lm)
+
+
 @pytest.mark.weights
 @pytest.mark.slow
 def test_shipped_strategy_lm_reader_reads_a_real_dialogue():
@@ -170,7 +228,8 @@ def test_shipped_strategy_lm_reader_reads_a_real_dialogue():
     if config.lm_reader_weight == 0:
         assert not (folder / CONFIG_NAME).exists() and not (folder / WEIGHTS_NAME).exists()  # no stale reader ships
         pytest.skip("the shipped planner mixes in no LM reader")
-    reader = load_strategy_lm_reader(folder)
+    assert saved_members(folder) == config.lm_reader_members  # every member it mixes ships, no stale one beside
+    reader = load_strategy_lm_reader(folder, members=config.lm_reader_members)
     probs = reader.probabilities(
         [
             [Message("usr", "Hi, how are you?")],
