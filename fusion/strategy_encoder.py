@@ -81,6 +81,20 @@ def saved_members(directory: str | Path, files: Callable[[int], tuple[str, str]]
     return count
 
 
+def require_members(
+    directory: str | Path, members: int, what: str, files: Callable[[int], tuple[str, str]] = member_files
+) -> None:
+    """Raise unless ``directory`` holds ``members`` (>= 1) members' ``files``; ``what`` names them in the error."""
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    found = saved_members(directory, files)
+    if found < members:
+        raise FileNotFoundError(
+            f"{directory}: the planner mixes {members} {what} but the folder holds {found} "
+            f"(expected {', '.join(n for k in range(members) for n in files(k))})"
+        )
+
+
 def context_text(dialogue: Sequence[Message], max_messages: int = CONTEXT_MESSAGES) -> str:
     """The dialogue so far as the encoder reads it: the message counts, then the last ``max_messages`` messages
     newest first, supporter messages tagged with their (first) strategy or ``none``, joined by ``[SEP]``."""
@@ -256,14 +270,7 @@ def load_strategy_encoder(
     with ``members`` > 1, the ensemble of its first ``members`` saved members over one shared base."""
     from affectlens import weights
 
-    if members < 1:
-        raise ValueError(f"members must be >= 1, got {members}")
-    found = saved_members(directory)
-    if found < members:
-        raise FileNotFoundError(
-            f"{directory}: the planner mixes {members} strategy encoders but the folder holds {found} "
-            f"(expected {', '.join(n for k in range(members) for n in member_files(k))})"
-        )
+    require_members(directory, members, "strategy encoders")
     deltas = [StrategyEncoderDelta.from_pretrained(directory, k) for k in range(members)]
     encoder, tokenizer = load_base(
         weights.locate_group(deltas[0].config.base, None if base_path is None else str(base_path)).path

@@ -35,7 +35,7 @@ from torch import nn
 
 from affectlens.labels import ESCONV_STRATEGIES
 from fusion.strategy import Message
-from fusion.strategy_encoder import numbered_files
+from fusion.strategy_encoder import numbered_files, require_members
 from fusion.strategy_encoder import saved_members as saved_files
 from perception.text.emotion import load_delta_state
 
@@ -374,14 +374,7 @@ def load_strategy_lm_reader(
 ) -> StrategyLMReader | StrategyLMReaderEnsemble:
     """The reader saved in ``directory`` over ``lm`` (a clean instance of the LM it names; default: a new one built
     by the registry); with ``members`` > 1, the ensemble of its first ``members`` saved readers over that one LM."""
-    if members < 1:
-        raise ValueError(f"members must be >= 1, got {members}")
-    found = saved_members(directory)
-    if found < members:
-        raise FileNotFoundError(
-            f"{directory}: the planner mixes {members} strategy LM readers but the folder holds {found} "
-            f"(expected {', '.join(n for k in range(members) for n in member_files(k))})"
-        )
+    require_members(directory, members, "strategy LM readers", member_files)
     deltas = [StrategyLMDelta.from_pretrained(directory, k) for k in range(members)]
     if lm is None:
         from affectlens.registry import create_language_model
