@@ -525,6 +525,21 @@ def main() -> None:
         alone = {s: [[ESCONV_STRATEGIES[int(q.argmax())]] for q in p] for s, p in model_probs.items()}
         return {s: score_turns([alone[s][i] for i in first[s]], turns[s])["turn_top1_accuracy"] for s in alone}
 
+    def members_report(
+        models: list[Any], member_probs: list[dict[str, np.ndarray]], origins: list[dict[str, Any] | None]
+    ) -> list[dict[str, Any]]:
+        """Per member of an ensemble: where it came from, its training and its turn top-1 alone."""
+        return [
+            {
+                "from": origin,
+                "seed": model.config.training.get("seed"),
+                "layers": model.config.num_trained_layers,
+                "history": model.config.training.get("history", []),
+                "alone_turns": alone_turns(m),
+            }
+            for model, m, origin in zip(models, member_probs, origins, strict=True)
+        ]
+
     if args.encoder:
         encoder_cpu = time.process_time()
         if args.encoder_from:
@@ -560,16 +575,7 @@ def main() -> None:
         encoder_probs = {s: np.mean([m[s] for m in member_probs], axis=0) for s in probs}
 
         encoder_report = {
-            "members": [
-                {
-                    "from": origin,
-                    "seed": e.config.training.get("seed"),
-                    "layers": e.config.num_trained_layers,
-                    "history": e.config.training.get("history", []),
-                    "alone_turns": alone_turns(m),
-                }
-                for e, m, origin in zip(encoders, member_probs, origins, strict=True)
-            ],
+            "members": members_report(encoders, member_probs, origins),
             "encoder_alone_turns": alone_turns(encoder_probs),
             "cpu_seconds": round(time.process_time() - encoder_cpu, 1),
         }
@@ -630,17 +636,8 @@ def main() -> None:
         member_lm_probs = [{s: r.probabilities_of_states(states[s]) for s in probs} for r in readers]
         lm_probs = {s: np.mean([m[s] for m in member_lm_probs], axis=0) for s in probs}
         lm_report = {
-            "members": [
-                {
-                    "from": origin,
-                    "seed": r.config.training.get("seed"),
-                    "layers": r.config.num_trained_layers,
-                    "max_length": r.config.max_length,
-                    "history": r.config.training.get("history", []),
-                    "alone_turns": alone_turns(m),
-                }
-                for r, m, origin in zip(readers, member_lm_probs, lm_origins, strict=True)
-            ],
+            "members": members_report(readers, member_lm_probs, lm_origins),
+            "max_length": c.max_length,
             "alone_turns": alone_turns(lm_probs),
             "cpu_seconds": round(time.process_time() - lm_cpu, 1),
         }
