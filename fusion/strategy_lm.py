@@ -335,20 +335,18 @@ class StrategyLMReaderEnsemble:
     def __init__(self, members: Sequence[StrategyLMReader]) -> None:
         if not members:
             raise ValueError("a strategy LM reader ensemble needs at least one member")
+
+        def reads(c: StrategyLMConfig) -> tuple[int, int, int]:
+            return c.first_trained_layer, c.max_length, c.max_messages
+
         first = members[0]
         for m in members[1:]:
             if m.lm is not first.lm:
                 raise ValueError("the members of a strategy LM reader ensemble must run over one LM instance")
-            ours, theirs = first.config, m.config
-            if (ours.first_trained_layer, ours.max_length, ours.max_messages) != (
-                theirs.first_trained_layer,
-                theirs.max_length,
-                theirs.max_messages,
-            ):
+            if reads(m.config) != reads(first.config):
                 raise ValueError(
                     "the members of a strategy LM reader ensemble must read the same lower states: (first trained "
-                    f"layer, max_length, max_messages) {(ours.first_trained_layer, ours.max_length, ours.max_messages)}"
-                    f" vs {(theirs.first_trained_layer, theirs.max_length, theirs.max_messages)}"
+                    f"layer, max_length, max_messages) {reads(first.config)} vs {reads(m.config)}"
                 )
         self.members = list(members)
 
