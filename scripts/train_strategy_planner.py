@@ -41,7 +41,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,49 @@ def warmup_decay(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_sched
     )
 
 
+def soft_target_step(
+    opt: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LambdaLR,
+    params: Iterable[torch.nn.Parameter],
+    logits: torch.Tensor,
+    soft: torch.Tensor,
+) -> float:
+    """One step on soft-target cross-entropy, gradients clipped to norm 1 over ``params``; returns the batch loss."""
+    loss = -(soft * torch.log_softmax(logits, 1)).sum(1).mean()
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    schedule.step()
+    return float(loss.detach())
+
+
+Best = tuple[float, dict[str, torch.Tensor]]
+
+
+def end_epoch(
+    name: str,
+    seed: int,
+    epoch: int,
+    top: np.ndarray,
+    valid_sets: np.ndarray,
+    loss: float,
+    start: float,
+    history: list[dict[str, float]],
+    best: Best,
+    model: torch.nn.Module,
+) -> Best:
+    """Score an epoch (``top``: each valid turn's top strategy), log it into ``history``, and return ``best`` or,
+    when this epoch's valid turn top-1 beats it, this epoch's score and a copy of ``model``'s state."""
+    acc = float(valid_sets[np.arange(len(top)), top].mean())
+    history.append({"epoch": epoch, "loss": round(loss, 4), "valid_turn_top1": round(acc, 4),
+                    "seconds": round(time.time() - start, 1)})  # fmt: skip
+    logger.info("%s (seed %d) epoch %d: %s", name, seed, epoch, history[-1])
+    if acc > best[0]:
+        return acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return best
+
+
 def train_encoder(
     train_dialogues: list[tuple[Message, ...]],
     targets: np.ndarray,
@@ -223,7 +266,7 @@ def train_encoder(
     soft = torch.from_numpy(targets)
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
-    best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
+    best: Best = (-1.0, {})
     for epoch in range(1, epochs + 1):
         model.train()
         start, total = time.time(), 0.0
@@ -231,20 +274,10 @@ def train_encoder(
         for k in range(0, len(order), batch_size):
             rows = order[k : k + batch_size]
             x, mask = pad([ids[i] for i in rows])
-            loss = -(soft[rows] * torch.log_softmax(model(x, mask), 1)).sum(1).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([*trained, *model.delta.head.parameters()], 1.0)
-            opt.step()
-            schedule.step()
-            total += float(loss.detach()) * len(rows)
+            params = [*trained, *model.delta.head.parameters()]
+            total += soft_target_step(opt, schedule, params, model(x, mask), soft[rows]) * len(rows)
         top = model.probabilities_of_ids([valid_ids[i] for i in valid_turns]).argmax(1)
-        acc = float(valid_sets[np.arange(len(top)), top].mean())
-        history.append({"epoch": epoch, "loss": round(total / len(ids), 4), "valid_turn_top1": round(acc, 4),
-                        "seconds": round(time.time() - start, 1)})  # fmt: skip
-        logger.info("encoder (seed %d) epoch %d: %s", seed, epoch, history[-1])
-        if acc > best[0]:
-            best = (acc, {k: v.detach().clone() for k, v in model.delta.state_dict().items()})
+        best = end_epoch("encoder", seed, epoch, top, valid_sets, total / len(ids), start, history, best, model.delta)
     model.delta.load_state_dict(best[1])
     model.delta.config = replace(
         config,
@@ -327,7 +360,7 @@ def train_lm_reader(
     lengths = np.array([len(x) for x in states])
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
-    best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
+    best: Best = (-1.0, {})
     for epoch in range(1, epochs + 1):
         reader.train()
         start, total = time.time(), 0.0
@@ -340,20 +373,9 @@ def train_lm_reader(
         for b in rng.permutation(len(batches)):
             rows = batches[b]
             h, mask = stack_states([states[i] for i in rows])
-            loss = -(soft[rows] * torch.log_softmax(reader(h, mask), 1)).sum(1).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(delta.parameters(), 1.0)
-            opt.step()
-            schedule.step()
-            total += float(loss.detach()) * len(rows)
+            total += soft_target_step(opt, schedule, delta.parameters(), reader(h, mask), soft[rows]) * len(rows)
         top = reader.probabilities_of_states([valid_states[i] for i in valid_turns]).argmax(1)
-        acc = float(valid_sets[np.arange(len(top)), top].mean())
-        history.append({"epoch": epoch, "loss": round(total / len(states), 4), "valid_turn_top1": round(acc, 4),
-                        "seconds": round(time.time() - start, 1)})  # fmt: skip
-        logger.info("LM reader (seed %d) epoch %d: %s", seed, epoch, history[-1])
-        if acc > best[0]:
-            best = (acc, {k: v.detach().clone() for k, v in delta.state_dict().items()})
+        best = end_epoch("LM reader", seed, epoch, top, valid_sets, total / len(states), start, history, best, delta)
     delta.load_state_dict(best[1])
     delta.config = replace(
         delta.config,

@@ -24,7 +24,7 @@ from fusion.strategy_lm import (
     saved_members,
     stack_states,
 )
-from tests.test_strategy_encoder import DIALOGUE, fake_embed
+from tests.test_strategy_encoder import DIALOGUE, assert_reads_small_talk_as_others, fake_embed
 
 
 def tiny_reader(seed: int = 0, layers: int = 1) -> StrategyLMReader:
@@ -230,13 +230,4 @@ def test_shipped_strategy_lm_reader_reads_a_real_dialogue():
         pytest.skip("the shipped planner mixes in no LM reader")
     assert saved_members(folder) == config.lm_reader_members  # every member it mixes ships, no stale one beside
     reader = load_strategy_lm_reader(folder, members=config.lm_reader_members)
-    probs = reader.probabilities(
-        [
-            [Message("usr", "Hi, how are you?")],
-            [*DIALOGUE, Message("sys", "What could you do differently next time?", ("Question",)),
-             Message("usr", "Thank you so much, this really helped. Bye!")],
-        ]
-    )  # fmt: skip
-    others = ESCONV_STRATEGIES.index("Others")
-    # a greeting and a goodbye are small talk: "Others" is ESConv's label for both
-    assert probs[:, others].min() > 1 / len(ESCONV_STRATEGIES)
+    assert_reads_small_talk_as_others(reader.probabilities)
