@@ -30,12 +30,16 @@ Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-bucke
     # the shipped planner: weights/strategy-planner/ and its training_report.json (45 min on 2 cores, the encoder
     # most of it; ``--encoder-from DIR [DIR ...]`` mixes in the encoders saved there instead: 6 min)
     ... --encoder --encoder-members 2 --encoder-epochs 3 5   # two encoders averaged (tried, not shipped)
+    ... --valid-only --combiner-cv   # also cross-validate the mix on valid: the weight grid and a learned combiner
+    ... --lm-reader --lm-reader-limit N --valid-only   # a reader trained on the first N train contexts; their LM
+    # states come from the whole split's cache when there is one, else only theirs are computed (and cached)
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import logging
 import shutil
@@ -392,6 +396,76 @@ def train_lm_reader(
     return history
 
 
+def softmax_regression(x: np.ndarray, targets: np.ndarray, l2: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Multinomial logistic regression on standardised ``x`` against soft ``targets`` (L-BFGS, L2 strength ``l2``
+    on the weights); returns the fitted model's logits as a function of new rows."""
+    xt, target = torch.from_numpy(x).double(), torch.from_numpy(targets).double()
+    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    w = torch.zeros(x.shape[1], targets.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(targets.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = -(target * torch.log_softmax(((xt - mu) / sd) @ w + b, 1)).sum(1).mean() + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def logits(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return (((torch.from_numpy(rows).double() - mu) / sd) @ w + b).numpy()
+
+    return logits
+
+
+def combiner_cv(
+    model_probs: dict[str, np.ndarray], sets: np.ndarray, groups: np.ndarray, folds: int = 5
+) -> dict[str, Any]:
+    """How well the mixing would do on dialogues it was not chosen on: ``folds``-fold cross-validation over the
+    valid turns, grouped by dialogue, of (a) the weight grid (the best cell on the other folds, weights in steps of
+    0.1) and (b) a learned combiner, multinomial logistic regression over every model's log-probabilities (targets:
+    the turn's strategies shared equally; L2 strength ``l2`` per feature, standardised inputs), a top-1 per turn
+    either way. ``model_probs``: per model, its distribution per valid turn; ``sets``: the turns' strategy sets."""
+    names = list(model_probs)
+    fold = groups % folds
+    everything = np.ones(len(sets), dtype=bool)
+
+    def top1(p: np.ndarray, at: np.ndarray) -> np.ndarray:
+        return sets[at][np.arange(at.sum()), p[at].argmax(1)]
+
+    steps = [k / 10 for k in range(11)]
+    cells = [np.array([1 - sum(w), *w]) for w in itertools.product(steps, repeat=len(names) - 1) if sum(w) <= 1 + 1e-9]
+    stacked = np.stack([model_probs[n] for n in names])  # models x turns x strategies
+
+    def mix(w: np.ndarray) -> np.ndarray:
+        return np.tensordot(w, stacked, axes=1)
+
+    grid_hits = np.zeros(len(sets))
+    for k in range(folds):
+        fit, held = fold != k, fold == k
+        best = max(cells, key=lambda w: top1(mix(w), fit).mean())
+        grid_hits[held] = top1(mix(best), held)
+    x = np.concatenate([np.log(model_probs[n] + 1e-6) for n in names], 1)
+    shares = sets / sets.sum(1, keepdims=True)
+    learned: dict[str, float] = {}
+    for l2 in (0.003, 0.01, 0.03, 0.1, 0.3):
+        hits = np.zeros(len(sets))
+        for k in range(folds):
+            fit, held = fold != k, fold == k
+            hits[held] = top1(softmax_regression(x[fit], shares[fit], l2)(x), held)
+        learned[str(l2)] = round(float(hits.mean()), 4)
+    in_sample = max(top1(mix(w), everything).mean() for w in cells)
+    return {
+        "models": names,
+        "folds": folds,
+        "grid_best_in_sample": round(float(in_sample), 4),
+        "grid_cross_validated": round(float(grid_hits.mean()), 4),
+        "learned_cross_validated_by_l2": learned,
+    }
+
+
 def lm_alone(examples: list[StrategyExample], limit: int) -> tuple[list[list[str]], list[int]]:
     """SmolLM2 picks the strategy zero-shot: next-token scores over the strategy names after a description."""
     from affectlens.registry import create_language_model
@@ -474,6 +548,11 @@ def main() -> None:
         default=None,
         help="with --lm-reader: the first members are the readers saved in these folders (every member of each), "
         "untrained; the rest up to --lm-reader-members are trained",
+    )
+    parser.add_argument(
+        "--combiner-cv",
+        action="store_true",
+        help="with --valid-only: cross-validate the mixing on valid (the weight grid and a learned combiner)",
     )
     parser.add_argument(
         "--valid-only", action="store_true", help="an ablation: print the valid figures; no test, nothing written"
@@ -635,17 +714,24 @@ def main() -> None:
         c = ensemble.config
         fingerprint = [sorted(lm.weight_files.items()), LM_STATES_VERSION, c.max_length, c.max_messages]
         state_key = hashlib.sha256(json.dumps([*fingerprint, c.first_trained_layer]).encode()).hexdigest()[:12]
-        states = {
-            s: cached_lower_states(
-                readers[0], [e.dialogue for e in splits[s]], args.cache / f"lm-states-{state_key}-{s}.npz"
-            )
-            for s in (("train",) if len(trained) else ()) + tuple(probs)
-        }
         used = rows[: args.lm_reader_limit]
+
+        def split_states(split: str, at: np.ndarray | None = None) -> list[np.ndarray]:
+            """The split's lower states, or those of its examples ``at`` (taken from the whole split's cache when
+            there is one, else computed for those examples alone and cached under their own name)."""
+            whole = args.cache / f"lm-states-{state_key}-{split}.npz"
+            if at is None or len(at) == len(splits[split]) or whole.is_file():
+                states = cached_lower_states(readers[0], [e.dialogue for e in splits[split]], whole)
+                return states if at is None else [states[i] for i in at]
+            part = whole.with_name(f"{whole.stem}-{hashlib.sha256(at.tobytes()).hexdigest()[:8]}.npz")
+            return cached_lower_states(readers[0], [splits[split][i].dialogue for i in at], part)
+
+        states = {s: split_states(s) for s in probs}
+        train_states = split_states("train", used) if len(trained) else []
         for k in trained:  # member k with seed seed + k, so a run that loads members 0..k-1 trains what one would
             train_lm_reader(
                 readers[k],
-                [states["train"][i] for i in used],
+                train_states,
                 targets[used],
                 states["valid"],
                 first["valid"],
@@ -688,6 +774,7 @@ def main() -> None:
         head.config.lm_reader_weight = wl
         head.config.lm_reader_members = len(readers) if wl > 0 else 1
         lm_report |= {"weight_grid_valid": weight_grid, "lm_reader_weight": wl}
+    mlp_probs = probs
     probs = {
         s: (1 - we - wl) * probs[s] + (we * encoder_probs[s] if we else 0) + (wl * lm_probs[s] if wl else 0)
         for s in probs
@@ -733,6 +820,13 @@ def main() -> None:
             "encoder": encoder_report,
             "lm_reader": lm_report,
         }
+        if args.combiner_cv:
+            groups = np.array([k for k, d in enumerate(dialogues["valid"]) for _ in turn_examples([d])])
+            at = first["valid"]
+            model_probs = {"mlp": mlp_probs["valid"][at]}
+            model_probs |= {"encoder": encoder_probs["valid"][at]} if encoder_probs else {}
+            model_probs |= {"lm_reader": lm_probs["valid"][at]} if lm_probs else {}
+            ablation["combiner_cv"] = combiner_cv(model_probs, sets["valid"], groups)
         print(json.dumps(ablation))
         return
     test, test_turns = splits["test"], turns["test"]

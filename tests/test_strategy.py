@@ -264,3 +264,28 @@ def test_tree_reading_without_an_emotion_is_none():
         emotion = TreeNode("emotion", {"probabilities": None}, 0.0)
 
     assert tree_reading(Tree()) is None  # type: ignore[arg-type]
+
+
+def test_combiner_cross_validation_finds_the_model_that_knows():
+    """``scripts/train_strategy_planner.py --combiner-cv``: with one model that always ranks a strategy of the turn
+    first and one that guesses, both the cross-validated weight grid and the learned combiner follow the first."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from train_strategy_planner import combiner_cv, softmax_regression
+
+    rng = np.random.default_rng(0)
+    n, k = 400, len(ESCONV_STRATEGIES)
+    truth = rng.integers(0, k, n)
+    sets = np.eye(k, dtype=bool)[truth] | (rng.random((n, k)) < 0.1)
+    knows = np.full((n, k), 0.5 / (k - 1))
+    knows[np.arange(n), truth] = 0.5
+    guesses = rng.dirichlet(np.ones(k), n)
+    report = combiner_cv({"guesses": guesses, "knows": knows}, sets, groups=np.arange(n) // 8)
+    assert report["grid_best_in_sample"] == 1.0
+    assert report["grid_cross_validated"] == 1.0
+    assert min(report["learned_cross_validated_by_l2"].values()) > 0.95
+    shares = sets / sets.sum(1, keepdims=True)
+    logits = softmax_regression(np.log(knows), shares, 0.01)(np.log(knows))
+    assert (logits.argmax(1) == truth).mean() == 1.0
