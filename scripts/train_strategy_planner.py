@@ -561,6 +561,8 @@ def main() -> None:
     encoder_epochs = (
         args.encoder_epochs * args.encoder_members if len(args.encoder_epochs) == 1 else args.encoder_epochs
     )
+    if args.combiner_cv and not args.valid_only:
+        parser.error("--combiner-cv reports with --valid-only")
     if len(encoder_epochs) != args.encoder_members:
         parser.error(
             f"--encoder-epochs: one value or {args.encoder_members} (one per member), got {args.encoder_epochs}"
@@ -721,8 +723,8 @@ def main() -> None:
             there is one, else computed for those examples alone and cached under their own name)."""
             whole = args.cache / f"lm-states-{state_key}-{split}.npz"
             if at is None or len(at) == len(splits[split]) or whole.is_file():
-                states = cached_lower_states(readers[0], [e.dialogue for e in splits[split]], whole)
-                return states if at is None else [states[i] for i in at]
+                every = cached_lower_states(readers[0], [e.dialogue for e in splits[split]], whole)
+                return every if at is None else [every[i] for i in at]
             part = whole.with_name(f"{whole.stem}-{hashlib.sha256(at.tobytes()).hexdigest()[:8]}.npz")
             return cached_lower_states(readers[0], [splits[split][i].dialogue for i in at], part)
 
