@@ -137,6 +137,11 @@ def cached(embed: Callable[[list[str]], Any], path: Path) -> Callable[[list[str]
     return run
 
 
+def hits(sets: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Per turn: whether its chosen strategy (``top``, an index per turn) is one of the turn's (``sets``)."""
+    return sets[np.arange(len(top)), top]
+
+
 def train_head(
     x: np.ndarray,
     targets: np.ndarray,
@@ -165,7 +170,7 @@ def train_head(
             loss.backward()
             opt.step()
         top = head.probabilities(xv[valid_turns]).argmax(1)
-        acc = float(valid_sets[np.arange(len(top)), top].mean())
+        acc = float(hits(valid_sets, top).mean())
         logger.info("seed %d epoch %d: valid turn top-1 %.4f", seed, epoch + 1, acc)
         if acc > best[0]:
             best = (acc, epoch + 1, {k: v.clone() for k, v in head.state_dict().items()})
@@ -220,7 +225,7 @@ def end_epoch(
 ) -> Best:
     """Score an epoch (``top``: each valid turn's top strategy), log it into ``history``, and return ``best`` or,
     when this epoch's valid turn top-1 beats it, this epoch's score and a copy of ``model``'s state."""
-    acc = float(valid_sets[np.arange(len(top)), top].mean())
+    acc = float(hits(valid_sets, top).mean())
     history.append({"epoch": epoch, "loss": round(loss, 4), "valid_turn_top1": round(acc, 4),
                     "seconds": round(time.time() - start, 1)})  # fmt: skip
     logger.info("%s (seed %d) epoch %d: %s", name, seed, epoch, history[-1])
@@ -433,7 +438,7 @@ def combiner_cv(
     everything = np.ones(len(sets), dtype=bool)
 
     def top1(p: np.ndarray, at: np.ndarray) -> np.ndarray:
-        return sets[at][np.arange(at.sum()), p[at].argmax(1)]
+        return hits(sets[at], p[at].argmax(1))
 
     steps = [k / 10 for k in range(11)]
     cells = [np.array([1 - sum(w), *w]) for w in itertools.product(steps, repeat=len(names) - 1) if sum(w) <= 1 + 1e-9]
@@ -451,11 +456,11 @@ def combiner_cv(
     shares = sets / sets.sum(1, keepdims=True)
     learned: dict[str, float] = {}
     for l2 in (0.003, 0.01, 0.03, 0.1, 0.3):
-        hits = np.zeros(len(sets))
+        learned_hits = np.zeros(len(sets))
         for k in range(folds):
             fit, held = fold != k, fold == k
-            hits[held] = top1(softmax_regression(x[fit], shares[fit], l2)(x), held)
-        learned[str(l2)] = round(float(hits.mean()), 4)
+            learned_hits[held] = top1(softmax_regression(x[fit], shares[fit], l2)(x), held)
+        learned[str(l2)] = round(float(learned_hits.mean()), 4)
     in_sample = max(top1(mix(w), everything).mean() for w in cells)
     return {
         "models": names,
@@ -760,7 +765,7 @@ def main() -> None:
             mixed = (1 - we - wl) * probs["valid"]
             mixed = mixed + (we * encoder_probs["valid"] if we else 0) + (wl * lm_probs["valid"] if wl else 0)
             top = mixed[first["valid"]].argmax(1)
-            acc = float(sets["valid"][np.arange(len(top)), top].mean())
+            acc = float(hits(sets["valid"], top).mean())
             weight_grid.append({"encoder_weight": we, "lm_reader_weight": wl, "turn_top1_accuracy": round(acc, 4)})
     chosen_weights = max(
         weight_grid,
