@@ -33,6 +33,8 @@ Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-bucke
     ... --valid-only --combiner-cv   # also cross-validate the mix on valid: the weight grid and a learned combiner
     ... --lm-reader --lm-reader-limit N --valid-only   # a reader trained on the first N train contexts; their LM
     # states come from the whole split's cache when there is one, else only theirs are computed (and cached)
+    ... --encoder --lm-reader --refit weights/strategy-planner --out DIR   # every model again on train + valid with
+    # the choices that planner made on valid (each model's kept epoch, the mix, the repetition rule); test once
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,48 @@ MAX_REPETITION = 0.30
 PENALTIES = (1.0, 1.1, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.75, 2.0, 2.5, 3.0, 5.0)
 
 
+@dataclass(frozen=True)
+class Refit:
+    """The choices a trained planner made on valid, for training the same recipe again on train + valid (where valid
+    can no longer choose anything): each model's epochs (schedule, kept), the mix and the repetition rule."""
+
+    folder: Path
+    mlp_epochs: tuple[int, ...]
+    encoder_epochs: tuple[int, int] | None
+    reader_epochs: tuple[int, int] | None
+    encoder_weight: float
+    lm_reader_weight: float
+    repetition_penalty: float
+    fresh_secondary: bool
+
+    @classmethod
+    def read(cls, folder: Path) -> Refit:
+        config = json.loads((folder / "config.json").read_text())
+
+        def epochs(name: str, weight: float) -> tuple[int, int] | None:
+            if weight <= 0:
+                return None
+            training = json.loads((folder / name).read_text()).get("training", {})
+            return int(training["epochs"]), int(training["kept_epoch"])
+
+        return cls(
+            folder=folder,
+            mlp_epochs=tuple(int(k) for k in config["metrics"]["kept_epochs"]),
+            encoder_epochs=epochs(member_files(0)[0], config.get("encoder_weight", 0.0)),
+            reader_epochs=epochs(lm_reader_files(0)[0], config.get("lm_reader_weight", 0.0)),
+            encoder_weight=float(config.get("encoder_weight", 0.0)),
+            lm_reader_weight=float(config.get("lm_reader_weight", 0.0)),
+            repetition_penalty=float(config["repetition_penalty"]),
+            fresh_secondary=bool(config.get("fresh_secondary", False)),
+        )
+
+    def training_note(self, epochs: tuple[int, int]) -> str:
+        return (
+            f"ESConv train + valid (soft targets as the MLP's); {epochs[0]} epochs scheduled, epoch {epochs[1]} kept, "
+            f"as {self.folder} chose on valid"
+        )
+
+
 def cached(embed: Callable[[list[str]], Any], path: Path) -> Callable[[list[str]], Any]:
     """``embed`` with its outputs per text kept in ``path`` (``.npz``: texts and one or two arrays)."""
     store: dict[str, tuple[np.ndarray, ...]] = {}
@@ -151,8 +195,10 @@ def train_head(
     features: dict[str, Any],
     seed: int,
     args: argparse.Namespace,
+    fixed_epochs: int | None = None,
 ) -> StrategyHead:
-    """One member: soft-target cross-entropy (label smoothing 0.1), the epoch with the best valid turn top-1 kept."""
+    """One member: soft-target cross-entropy (label smoothing 0.1), the epoch with the best valid turn top-1 kept
+    (``fixed_epochs``: that many epochs and the last kept, valid unused)."""
     torch.manual_seed(seed)
     config = StrategyConfig(input_dim=x.shape[1], hidden=args.hidden, dropout=args.dropout, features=features)
     head = StrategyHead(config)
@@ -162,13 +208,16 @@ def train_head(
     tt = torch.from_numpy(targets) * 0.9 + 0.1 / targets.shape[1]
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
     gen = torch.Generator().manual_seed(seed)
-    for epoch in range(args.epochs):
+    for epoch in range(fixed_epochs or args.epochs):
         head.train()
         for idx in torch.randperm(len(xt), generator=gen).split(128):
             loss = -(torch.log_softmax(head(xt[idx]), 1) * tt[idx]).sum(1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if fixed_epochs:
+            best = (-1.0, epoch + 1, head.state_dict())
+            continue
         top = head.probabilities(xv[valid_turns]).argmax(1)
         acc = float(hits(valid_sets, top).mean())
         logger.info("seed %d epoch %d: valid turn top-1 %.4f", seed, epoch + 1, acc)
@@ -215,7 +264,7 @@ def end_epoch(
     name: str,
     seed: int,
     epoch: int,
-    top: np.ndarray,
+    top: np.ndarray | None,
     valid_sets: np.ndarray,
     loss: float,
     start: float,
@@ -224,14 +273,19 @@ def end_epoch(
     model: torch.nn.Module,
 ) -> Best:
     """Score an epoch (``top``: each valid turn's top strategy), log it into ``history``, and return ``best`` or,
-    when this epoch's valid turn top-1 beats it, this epoch's score and a copy of ``model``'s state."""
-    acc = float(hits(valid_sets, top).mean())
-    history.append({"epoch": epoch, "loss": round(loss, 4), "valid_turn_top1": round(acc, 4),
-                    "seconds": round(time.time() - start, 1)})  # fmt: skip
+    when this epoch's valid turn top-1 beats it, this epoch's score and a copy of ``model``'s state (``top`` None:
+    valid is not scored and this epoch is kept)."""
+    acc = -1.0 if top is None else float(hits(valid_sets, top).mean())
+    history.append({"epoch": epoch, "loss": round(loss, 4), "seconds": round(time.time() - start, 1)})
+    if top is not None:
+        history[-1]["valid_turn_top1"] = round(acc, 4)
     logger.info("%s (seed %d) epoch %d: %s", name, seed, epoch, history[-1])
-    if acc > best[0]:
+    if top is None or acc > best[0]:
         return acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
     return best
+
+
+TRAINED_ON = "ESConv train (soft targets as the MLP's); the epoch with the best ESConv valid turn top-1 kept"
 
 
 def train_encoder(
@@ -243,10 +297,14 @@ def train_encoder(
     seed: int,
     epochs: int,
     args: argparse.Namespace,
+    refit: Refit | None = None,
 ) -> tuple[StrategyEncoder, list[dict[str, float]]]:
     """The strategy encoder (``fusion.strategy_encoder``): the top ``--encoder-layers`` of all-MiniLM-L6-v2 and a
     linear head, soft-target cross-entropy, AdamW (the head at 20x the learning rate), linear warm-up and decay,
-    bfloat16 autocast; the epoch with the best valid turn top-1 kept. Returns it and the per-epoch history."""
+    bfloat16 autocast; the epoch with the best valid turn top-1 kept (``refit``: its schedule and kept epoch, valid
+    unused). Returns it and the per-epoch history."""
+    fixed = refit.encoder_epochs if refit else None
+    epochs = fixed[0] if fixed else epochs
     from affectlens import weights
     from perception.text.emotion import BASE_GROUP, base_config_dict, load_base
 
@@ -276,7 +334,7 @@ def train_encoder(
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
     best: Best = (-1.0, {})
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, (fixed[1] if fixed else epochs) + 1):
         model.train()
         start, total = time.time(), 0.0
         order = rng.permutation(len(ids))
@@ -285,17 +343,17 @@ def train_encoder(
             x, mask = pad([ids[i] for i in rows])
             params = [*trained, *model.delta.head.parameters()]
             total += soft_target_step(opt, schedule, params, model(x, mask), soft[rows]) * len(rows)
-        top = model.probabilities_of_ids([valid_ids[i] for i in valid_turns]).argmax(1)
+        top = None if fixed else model.probabilities_of_ids([valid_ids[i] for i in valid_turns]).argmax(1)
         best = end_epoch("encoder", seed, epoch, top, valid_sets, total / len(ids), start, history, best, model.delta)
     model.delta.load_state_dict(best[1])
     model.delta.config = replace(
         config,
         training={
-            "data": "ESConv train (soft targets as the MLP's); the epoch with the best ESConv valid turn top-1 kept",
+            "data": refit.training_note(fixed) if refit and fixed else TRAINED_ON,
             "epochs": epochs,
             "seed": seed,
             "lr": args.encoder_lr,
-            "kept_epoch": max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
+            "kept_epoch": fixed[1] if fixed else max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
             "history": history,
         },
     )
@@ -352,10 +410,13 @@ def train_lm_reader(
     valid_sets: np.ndarray,
     seed: int,
     args: argparse.Namespace,
+    refit: Refit | None = None,
 ) -> list[dict[str, float]]:
     """The strategy LM reader's delta (``fusion.strategy_lm``) on the cached lower states: soft-target cross-entropy,
     AdamW (the head at 20x the learning rate), linear warm-up and decay, batches of similar length, bfloat16
-    autocast; the epoch with the best valid turn top-1 kept. Returns the per-epoch history."""
+    autocast; the epoch with the best valid turn top-1 kept (``refit``: its schedule and kept epoch, valid unused).
+    Returns the per-epoch history."""
+    fixed = refit.reader_epochs if refit else None
     torch.manual_seed(seed)
     delta = reader.delta
     body = [*delta.layers.parameters(), *delta.norm.parameters()]
@@ -363,14 +424,14 @@ def train_lm_reader(
         [{"params": body, "lr": args.lm_reader_lr}, {"params": delta.head.parameters(), "lr": 20 * args.lm_reader_lr}],
         weight_decay=0.01,
     )
-    batch_size, epochs = 32, args.lm_reader_epochs
+    batch_size, epochs = 32, fixed[0] if fixed else args.lm_reader_epochs
     schedule = warmup_decay(opt, epochs * -(-len(states) // batch_size))
     soft = torch.from_numpy(targets)
     lengths = np.array([len(x) for x in states])
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
     best: Best = (-1.0, {})
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, (fixed[1] if fixed else epochs) + 1):
         reader.train()
         start, total = time.time(), 0.0
         order = rng.permutation(len(states))
@@ -383,17 +444,17 @@ def train_lm_reader(
             rows = batches[b]
             h, mask = stack_states([states[i] for i in rows])
             total += soft_target_step(opt, schedule, delta.parameters(), reader(h, mask), soft[rows]) * len(rows)
-        top = reader.probabilities_of_states([valid_states[i] for i in valid_turns]).argmax(1)
+        top = None if fixed else reader.probabilities_of_states([valid_states[i] for i in valid_turns]).argmax(1)
         best = end_epoch("LM reader", seed, epoch, top, valid_sets, total / len(states), start, history, best, delta)
     delta.load_state_dict(best[1])
     delta.config = replace(
         delta.config,
         training={
-            "data": "ESConv train (soft targets as the MLP's); the epoch with the best ESConv valid turn top-1 kept",
+            "data": refit.training_note(fixed) if refit and fixed else TRAINED_ON,
             "epochs": epochs,
             "seed": seed,
             "lr": args.lm_reader_lr,
-            "kept_epoch": max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
+            "kept_epoch": fixed[1] if fixed else max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
             "history": history,
         },
     )
@@ -562,12 +623,27 @@ def main() -> None:
     parser.add_argument(
         "--valid-only", action="store_true", help="an ablation: print the valid figures; no test, nothing written"
     )
+    parser.add_argument(
+        "--refit",
+        type=Path,
+        default=None,
+        help="train every model again on train + valid with the choices the planner in this folder made on valid "
+        "(each model's kept epoch, the mixing weights, the repetition rule); its valid figures are in-sample",
+    )
     args = parser.parse_args()
     encoder_epochs = (
         args.encoder_epochs * args.encoder_members if len(args.encoder_epochs) == 1 else args.encoder_epochs
     )
     if args.combiner_cv and not args.valid_only:
         parser.error("--combiner-cv reports with --valid-only")
+    refit = Refit.read(args.refit) if args.refit else None
+    if refit:
+        if args.valid_only or args.encoder_from or args.lm_reader_from:
+            parser.error("--refit trains every model on train + valid: not with --valid-only or --*-from")
+        if args.members != len(refit.mlp_epochs) or args.encoder_members != 1 or args.lm_reader_members != 1:
+            parser.error(f"--refit {args.refit}: --members {len(refit.mlp_epochs)}, one encoder and one reader")
+        if args.encoder != (refit.encoder_epochs is not None) or args.lm_reader != (refit.reader_epochs is not None):
+            parser.error(f"--refit {args.refit}: --encoder and --lm-reader as that planner mixes them")
     if len(encoder_epochs) != args.encoder_members:
         parser.error(
             f"--encoder-epochs: one value or {args.encoder_members} (one per member), got {args.encoder_epochs}"
@@ -607,14 +683,28 @@ def main() -> None:
     n = len(ESCONV_STRATEGIES)
     y = {s: np.array([ESCONV_STRATEGIES.index(e.strategy) for e in ex]) for s, ex in splits.items()}
     sets = {s: np.array([[c in t.strategies for c in ESCONV_STRATEGIES] for t in ts]) for s, ts in turns.items()}
-    targets = np.eye(n, dtype=np.float32)[y["train"]]
-    if args.targets != "message":
-        targets[first["train"]] = sets["train"] / sets["train"].sum(1, keepdims=True)
-    rows = first["train"] if args.targets == "turn" else np.arange(len(targets))
+    split_targets = {s: np.eye(n, dtype=np.float32)[y[s]] for s in ("train", "valid")}
+    for s, t in split_targets.items():
+        if args.targets != "message":
+            t[first[s]] = sets[s] / sets[s].sum(1, keepdims=True)
+    # the rows trained on, per split: train's, and with --refit valid's too
+    fit = {
+        s: first[s] if args.targets == "turn" else np.arange(len(y[s])) for s in ("train", "valid")[: 1 + bool(refit)]
+    }
+    targets = np.concatenate([split_targets[s][r] for s, r in fit.items()])
+    fit_dialogues = [splits[s][i].dialogue for s, r in fit.items() for i in r]
     train_cpu = time.process_time()
     members = [
         train_head(
-            x["train"][rows], targets[rows], x["valid"], first["valid"], sets["valid"], features, args.seed + k, args
+            np.concatenate([x[s][r] for s, r in fit.items()]),
+            targets,
+            x["valid"],
+            first["valid"],
+            sets["valid"],
+            features,
+            args.seed + k,
+            args,
+            refit.mlp_epochs[k] if refit else None,
         )
         for k in range(args.members)
     ]
@@ -663,17 +753,17 @@ def main() -> None:
                     )
                     logger.info("encoder from %s (sha256 %s), not trained again", folder, origins[-1]["sha256"])
         else:
-            used = rows[: args.encoder_limit]
             for k, epochs in enumerate(encoder_epochs):
                 encoder, _ = train_encoder(
-                    [splits["train"][i].dialogue for i in used],
-                    targets[used],
+                    fit_dialogues[: args.encoder_limit],
+                    targets[: args.encoder_limit],
                     [e.dialogue for e in splits["valid"]],
                     first["valid"],
                     sets["valid"],
                     args.seed + k,
                     epochs,
                     args,
+                    refit,
                 )
                 for p in encoder.delta.parameters():  # as it ships (float16): the figures below are the shipped model's
                     p.data = p.data.half().float()
@@ -721,7 +811,6 @@ def main() -> None:
         c = ensemble.config
         fingerprint = [sorted(lm.weight_files.items()), LM_STATES_VERSION, c.max_length, c.max_messages]
         state_key = hashlib.sha256(json.dumps([*fingerprint, c.first_trained_layer]).encode()).hexdigest()[:12]
-        used = rows[: args.lm_reader_limit]
 
         def split_states(split: str, at: np.ndarray | None = None) -> list[np.ndarray]:
             """The split's lower states, or those of its examples ``at`` (taken from the whole split's cache when
@@ -734,17 +823,24 @@ def main() -> None:
             return cached_lower_states(readers[0], [splits[split][i].dialogue for i in at], part)
 
         states = {s: split_states(s) for s in probs}
-        train_states = split_states("train", used) if len(trained) else []
+        train_states: list[np.ndarray] = []
+        if len(trained):  # the first --lm-reader-limit fitted rows: train's, then (--refit) valid's
+            limit = len(targets) if args.lm_reader_limit is None else args.lm_reader_limit
+            used = fit["train"][:limit]
+            train_states = split_states("train", used)
+            if "valid" in fit:
+                train_states += [states["valid"][i] for i in fit["valid"][: limit - len(used)]]
         for k in trained:  # member k with seed seed + k, so a run that loads members 0..k-1 trains what one would
             train_lm_reader(
                 readers[k],
                 train_states,
-                targets[used],
+                targets[: len(train_states)],
                 states["valid"],
                 first["valid"],
                 sets["valid"],
                 args.seed + k,
                 args,
+                refit,
             )
             for p in readers[k].delta.parameters():  # as it ships (float16): the figures below are the shipped model's
                 p.data = p.data.half().float()
@@ -773,6 +869,9 @@ def main() -> None:
     )
     logger.info("mixing weight grid on valid: %s -> %s", weight_grid, chosen_weights)
     we, wl = chosen_weights["encoder_weight"], chosen_weights["lm_reader_weight"]
+    if refit:  # valid is in-sample now: the grid above is for the record only
+        we, wl = refit.encoder_weight, refit.lm_reader_weight
+        logger.info("mixing weights of %s: encoder %.2f, LM reader %.2f", refit.folder, we, wl)
     if args.encoder:
         head.config.encoder_weight = we
         head.config.encoder_members = len(encoders) if we > 0 else 1
@@ -807,6 +906,12 @@ def main() -> None:
     limit = MAX_REPETITION - 2 * (MAX_REPETITION * (1 - MAX_REPETITION) / len(turns["valid"])) ** 0.5
     ok = [g for g in grid if g["repetition_rate"] <= limit] or [min(grid, key=lambda g: g["repetition_rate"])]
     best = max(ok, key=lambda g: (g["turn_top1_accuracy"], -g["penalty"], not g["fresh_secondary"]))
+    if refit:
+        best = {
+            "penalty": refit.repetition_penalty,
+            "fresh_secondary": refit.fresh_secondary,
+            "from": str(refit.folder),
+        }
     head.config.repetition_penalty, head.config.fresh_secondary = best["penalty"], best["fresh_secondary"]
     logger.info("repetition rule grid on valid (repetition at most %.4f): %s -> %s", limit, grid, best)
 
@@ -882,6 +987,13 @@ def main() -> None:
         "repetition_penalty_grid_valid": grid,
         "repetition_limit_valid": round(limit, 4),
     }
+    if refit:  # trained on valid too: its figures above are in-sample, and every choice was the earlier planner's
+        report["valid_in_sample"] = report.pop("valid")
+        report["refit"] = {
+            "from": str(refit.folder),
+            "fit_data": {s: len(r) for s, r in fit.items()},
+            "choices": {k: v for k, v in asdict(refit).items() if k != "folder"},
+        }
     if args.lm_limit:
         lm_chosen, lm_rows = lm_alone(test, args.lm_limit)
         report["lm_alone"] = {

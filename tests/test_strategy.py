@@ -289,3 +289,39 @@ def test_combiner_cross_validation_finds_the_model_that_knows():
     shares = sets / sets.sum(1, keepdims=True)
     logits = softmax_regression(np.log(knows), shares, 0.01)(np.log(knows))
     assert (logits.argmax(1) == truth).mean() == 1.0
+
+
+def test_refit_takes_the_planners_choices_and_never_reads_valid(tmp_path):
+    """``scripts/train_strategy_planner.py --refit FOLDER``: the choices come from FOLDER's planner (each MLP member's
+    kept epoch, the encoder's schedule and kept epoch, the mix, the repetition rule), and a fixed-epoch member trains
+    exactly that many epochs, keeps the last and never scores valid (here an index valid does not have)."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from train_strategy_planner import Refit, end_epoch, train_head
+
+    config = StrategyConfig(input_dim=6, hidden=8, repetition_penalty=1.4, fresh_secondary=True, encoder_weight=0.5)
+    config.metrics = {"kept_epochs": [2, 5]}
+    StrategyHead(config).save_pretrained(tmp_path)
+    (tmp_path / "encoder.json").write_text(json.dumps({"training": {"epochs": 3, "kept_epoch": 3}}))
+    refit = Refit.read(tmp_path)
+    assert refit.mlp_epochs == (2, 5) and refit.encoder_epochs == (3, 3) and refit.reader_epochs is None
+    assert (refit.encoder_weight, refit.lm_reader_weight) == (0.5, 0.0)
+    assert (refit.repetition_penalty, refit.fresh_secondary) == (1.4, True)
+    assert "train + valid" in refit.training_note((3, 2)) and "epoch 2 kept" in refit.training_note((3, 2))
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    targets = np.eye(len(ESCONV_STRATEGIES), dtype=np.float32)[rng.integers(0, len(ESCONV_STRATEGIES), 64)]
+    args = argparse.Namespace(epochs=12, hidden=8, dropout=0.1, lr=1e-2, weight_decay=0.0)
+    never = np.array([10**6])  # a valid row that does not exist: scoring valid would raise
+    head = train_head(x, targets, x[:0], never, np.zeros((1, len(ESCONV_STRATEGIES)), bool), {}, 0, args, 2)
+    assert head.config.metrics["kept_epoch"] == 2
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    history: list[dict[str, float]] = []
+    best = end_epoch("m", 0, 1, None, np.zeros((0, 2), bool), 0.5, 0.0, history, (0.9, {}), model)
+    assert "valid_turn_top1" not in history[0] and torch.equal(best[1]["weight"], model.weight)
