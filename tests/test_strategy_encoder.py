@@ -214,8 +214,9 @@ def test_shipped_strategy_encoder_reads_a_real_dialogue():
 
 
 def assert_reads_small_talk_as_others(probabilities: Callable[[list[list[Message]]], np.ndarray]) -> None:
-    """A greeting and a goodbye are small talk: "Others" is ESConv's label for both, so a trained reader gives it
-    more than a uniform share."""
+    """Small talk, as ESConv's supporters answer it (train + valid): after a bare opening (a seeker message of up to
+    six words) they ask (Question, 221 of 330) or greet back (Others, 86), so a trained reader's top two are those
+    two; after a thank-you-and-goodbye they answer with "Others" (31 of 48), so it gets more than a uniform share."""
     probs = probabilities(
         [
             [Message("usr", "Hi, how are you?")],
@@ -223,4 +224,6 @@ def assert_reads_small_talk_as_others(probabilities: Callable[[list[list[Message
              Message("usr", "Thank you so much, this really helped. Bye!")],
         ]
     )  # fmt: skip
-    assert probs[:, ESCONV_STRATEGIES.index("Others")].min() > 1 / len(ESCONV_STRATEGIES)
+    greeting, goodbye = probs
+    assert {ESCONV_STRATEGIES[i] for i in np.argsort(greeting)[-2:]} == {"Question", "Others"}
+    assert goodbye[ESCONV_STRATEGIES.index("Others")] > 1 / len(ESCONV_STRATEGIES)
