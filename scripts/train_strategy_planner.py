@@ -285,7 +285,25 @@ def end_epoch(
     return best
 
 
-TRAINED_ON = "ESConv train (soft targets as the MLP's); the epoch with the best ESConv valid turn top-1 kept"
+def training_record(
+    epochs: int,
+    seed: int,
+    lr: float,
+    history: list[dict[str, float]],
+    refit: Refit | None,
+    fixed: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """A fine-tuned reader's provenance: its data, schedule and kept epoch (``fixed``: the refit's, else the best
+    valid epoch of ``history``)."""
+    trained_on = "ESConv train (soft targets as the MLP's); the epoch with the best ESConv valid turn top-1 kept"
+    return {
+        "data": refit.training_note(fixed) if refit and fixed else trained_on,
+        "epochs": epochs,
+        "seed": seed,
+        "lr": lr,
+        "kept_epoch": fixed[1] if fixed else max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
+        "history": history,
+    }
 
 
 def train_encoder(
@@ -304,7 +322,7 @@ def train_encoder(
     bfloat16 autocast; the epoch with the best valid turn top-1 kept (``refit``: its schedule and kept epoch, valid
     unused). Returns it and the per-epoch history."""
     fixed = refit.encoder_epochs if refit else None
-    epochs = fixed[0] if fixed else epochs
+    epochs, stop = fixed or (epochs, epochs)  # the schedule's length, and the epoch training stops after
     from affectlens import weights
     from perception.text.emotion import BASE_GROUP, base_config_dict, load_base
 
@@ -334,7 +352,7 @@ def train_encoder(
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
     best: Best = (-1.0, {})
-    for epoch in range(1, (fixed[1] if fixed else epochs) + 1):
+    for epoch in range(1, stop + 1):
         model.train()
         start, total = time.time(), 0.0
         order = rng.permutation(len(ids))
@@ -348,14 +366,7 @@ def train_encoder(
     model.delta.load_state_dict(best[1])
     model.delta.config = replace(
         config,
-        training={
-            "data": refit.training_note(fixed) if refit and fixed else TRAINED_ON,
-            "epochs": epochs,
-            "seed": seed,
-            "lr": args.encoder_lr,
-            "kept_epoch": fixed[1] if fixed else max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
-            "history": history,
-        },
+        training=training_record(epochs, seed, args.encoder_lr, history, refit, fixed),
     )
     return model.eval(), history
 
@@ -424,14 +435,15 @@ def train_lm_reader(
         [{"params": body, "lr": args.lm_reader_lr}, {"params": delta.head.parameters(), "lr": 20 * args.lm_reader_lr}],
         weight_decay=0.01,
     )
-    batch_size, epochs = 32, fixed[0] if fixed else args.lm_reader_epochs
+    batch_size = 32
+    epochs, stop = fixed or (args.lm_reader_epochs, args.lm_reader_epochs)
     schedule = warmup_decay(opt, epochs * -(-len(states) // batch_size))
     soft = torch.from_numpy(targets)
     lengths = np.array([len(x) for x in states])
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
     best: Best = (-1.0, {})
-    for epoch in range(1, (fixed[1] if fixed else epochs) + 1):
+    for epoch in range(1, stop + 1):
         reader.train()
         start, total = time.time(), 0.0
         order = rng.permutation(len(states))
@@ -449,14 +461,7 @@ def train_lm_reader(
     delta.load_state_dict(best[1])
     delta.config = replace(
         delta.config,
-        training={
-            "data": refit.training_note(fixed) if refit and fixed else TRAINED_ON,
-            "epochs": epochs,
-            "seed": seed,
-            "lr": args.lm_reader_lr,
-            "kept_epoch": fixed[1] if fixed else max(history, key=lambda h: h["valid_turn_top1"])["epoch"],
-            "history": history,
-        },
+        training=training_record(epochs, seed, args.lm_reader_lr, history, refit, fixed),
     )
     reader.eval()
     return history
