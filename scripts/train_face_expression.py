@@ -17,6 +17,8 @@ Output: ``weights/face-expression/affectlens-expression.safetensors`` (float32 s
 
     python scripts/train_face_expression.py                    # full run (2-core CPU: ~1 min per epoch)
     python scripts/train_face_expression.py --epochs 1 --limit 2000 --out /tmp/expr   # smoke run
+    python scripts/train_face_expression.py --device cuda --members-only --work DIR ...  # members on a GPU,
+    python scripts/train_face_expression.py --work DIR ...                          # then finalize anywhere
 """
 
 from __future__ import annotations
@@ -218,6 +220,8 @@ def train_member(args: argparse.Namespace, seed: int, data: dict[str, tuple[np.n
         "best_epoch": best["epoch"],
         "val_accuracy": best["val_accuracy"],
         "seconds": round(time.time() - started),
+        "command": "python scripts/train_face_expression.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "hyper_parameters": {
             k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "bf16")
         },
@@ -313,6 +317,11 @@ def main() -> None:
         help="members go here",
     )
     parser.add_argument("--retrain", action="store_true", help="train members again even if --work has them")
+    parser.add_argument(
+        "--members-only",
+        action="store_true",
+        help="train the members into --work and stop (finalize later, e.g. on another machine, by a run without it)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -326,6 +335,9 @@ def main() -> None:
         else:
             path = train_member(args, seed, data)
         members.append(path)
+    if args.members_only:
+        print(f"members in {args.work}: {', '.join(p.name for p in members)}")
+        return
     meta = finalize(members, data, args.out, time.time() - started)
     m = meta["metrics"]
     for member in m["members"]:
