@@ -155,8 +155,9 @@ def _analyzer(args: argparse.Namespace) -> Analyzer:
         return args.analyzer
     from affectlens.analyzer import Analyzer, build_face_pipeline
 
-    if getattr(args, "expression_only", False):
-        return Analyzer(face=build_face_pipeline(geometry=False))
+    expression_only, model = getattr(args, "expression_only", False), getattr(args, "expression_model", None)
+    if expression_only or model:
+        return Analyzer(face=build_face_pipeline(expression=model, geometry=not expression_only))
     return Analyzer()
 
 
@@ -700,6 +701,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--expression-only", action="store_true", help="faces and expressions only: no AUs, head pose or gaze (faster)"
     )
+    p.add_argument(
+        "--expression-model", default=None, metavar="NAME",
+        help="a registered expression model (default affectlens-expression; affectlens-expression-large: more "
+        "accurate, about four times the compute per face)",
+    )  # fmt: skip
     p.add_argument("-o", "--output", help="folder for <name>.json, <name>.faces.csv and annotated media")
     p.add_argument(
         "--blur-faces", action="store_true",

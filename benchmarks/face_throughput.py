@@ -15,7 +15,7 @@ The default video is the sample portrait panned and zoomed at 30 fps (``demo/sam
 any other single-face clip. Frames are decoded once before timing (decoding is the same for every contender); each contender runs
 ``--repeat`` times and the median frames/s is reported.
 
-    ./run shell python benchmarks/face_throughput.py [--seconds 6] [--repeat 3]
+    ./run shell python benchmarks/face_throughput.py [--seconds 6] [--repeat 3] [--expression-model NAME]
 """
 
 from __future__ import annotations
@@ -113,6 +113,9 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=None, help="another single-face video (resized to 640x360)")
     parser.add_argument("--max-frames", type=int, default=300)
     parser.add_argument("--fer-python", type=Path, default=None, help="an interpreter that has fer + TensorFlow")
+    parser.add_argument(
+        "--expression-model", default=None, help="a registered expression model (default: the registry's default)"
+    )
     parser.add_argument("--venv-root", type=Path, default=Path.home() / ".cache" / "affectlens" / "venvs")
     args = parser.parse_args()
     python = args.fer_python or fer_python(args.venv_root)
@@ -125,9 +128,9 @@ def main() -> None:
             else f.image
             for f in iter_video_frames(video, fps=None, max_frames=args.max_frames)
         ]
-        pipeline = build_face_pipeline()
+        pipeline = build_face_pipeline(expression=args.expression_model)
         ours_full = run_ours(pipeline, frames, args.repeat)
-        ours_expr = run_ours(build_face_pipeline(geometry=False), frames, args.repeat)
+        ours_expr = run_ours(build_face_pipeline(expression=args.expression_model, geometry=False), frames, args.repeat)
         fer = run_fer(python, frames, args.repeat, tmp)
     h, w = frames[0].shape[:2]
     source = args.video or "the sample portrait panned at 30 fps"

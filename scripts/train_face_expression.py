@@ -13,7 +13,8 @@ the best validation accuracy is kept. Calibration: one temperature fitted on the
 the NLL); ECE (15 bins) is reported before and after on validation and test.
 
 Output: ``weights/face-expression/affectlens-expression.safetensors`` (float32 state dict) and
-``affectlens-expression.json`` (architecture, label order, temperature, metrics, the command and its time).
+``affectlens-expression.json`` (architecture, label order, temperature, metrics, the command and its time);
+``--name`` names another model (``affectlens-expression-large``: two wider members, trained on a GPU).
 
     python scripts/train_face_expression.py                    # full run (2-core CPU: ~1 min per epoch)
     python scripts/train_face_expression.py --epochs 1 --limit 2000 --out /tmp/expr   # smoke run
@@ -237,7 +238,11 @@ def load_member(path: Path) -> tuple[ExpressionNet, dict[str, Any]]:
 
 
 def finalize(
-    members: list[Path], data: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, seconds: float
+    members: list[Path],
+    data: dict[str, tuple[np.ndarray, np.ndarray]],
+    out: Path,
+    seconds: float,
+    name: str = "affectlens-expression",
 ) -> dict[str, Any]:
     """Average the members' logits, fit the temperature on validation, score test once, write the weights."""
     loaded = [load_member(path) for path in members]
@@ -269,9 +274,9 @@ def finalize(
     }
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.float().contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    save_file(state, str(out / "affectlens-expression.safetensors"))
+    save_file(state, str(out / f"{name}.safetensors"))
     meta = {
-        "model": "affectlens-expression",
+        "model": name,
         "architecture": "ExpressionEnsemble: the mean logits of ExpressionNet members (perception/face/expression.py)",
         "members": len(loaded),
         "config": loaded[0][1]["config"],
@@ -289,7 +294,7 @@ def finalize(
         },
         "metrics": metrics,
     }
-    (out / "affectlens-expression.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 
 
@@ -297,6 +302,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--npz", type=Path, default=DEFAULT_NPZ)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--name", default="affectlens-expression", help="the model's name: its files' and card's")
     parser.add_argument("--epochs", type=int, default=45)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -338,7 +344,7 @@ def main() -> None:
     if args.members_only:
         print(f"members in {args.work}: {', '.join(p.name for p in members)}")
         return
-    meta = finalize(members, data, args.out, time.time() - started)
+    meta = finalize(members, data, args.out, time.time() - started, args.name)
     m = meta["metrics"]
     for member in m["members"]:
         print(f"member seed {member['seed']}: val {member['val_accuracy']:.4f} test {member['test_accuracy']:.4f}")

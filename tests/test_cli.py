@@ -25,6 +25,16 @@ def test_analyze_astronaut_prints_happiness(capsys: pytest.CaptureFixture[str]) 
     assert out.split("expression: ")[1].startswith("happiness")
 
 
+def test_analyze_with_the_large_expression_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", str(PORTRAIT), "--json", "--expression-model", "affectlens-expression-large"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["summary"]["label"] == "happiness"
+    assert any(name.startswith("affectlens-expression-large") for name in json.dumps(payload).split('"'))
+    assert main(["analyze", str(PORTRAIT), "--expression-model", "no-such-model"]) != 0
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and "affectlens-expression-large" in err  # names what is registered
+
+
 def test_analyze_json_is_one_schema_valid_object(capsys: pytest.CaptureFixture[str], result_schema: dict) -> None:
     assert main(["analyze", str(PORTRAIT), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
@@ -132,7 +142,7 @@ def test_models_lists_every_kind(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "face_detector: centerface (default), haar" in out
-    assert "face_expression: affectlens-expression (default), fer-mini-xception" in out
+    assert "face_expression: affectlens-expression (default), affectlens-expression-large, fer-mini-xception" in out
 
 
 def test_weights_list_shows_licences(capsys: pytest.CaptureFixture[str]) -> None:

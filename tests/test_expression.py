@@ -174,3 +174,52 @@ def test_our_model_beats_the_baseline_on_fer2013_test_calibrated(fer2013_npz: Pa
     # FER2013's tight crops (chin and forehead cut off) defeat the detector on about a quarter of the faces;
     # on those it finds, the crop from its box works about as well as the dataset's own crop (0.63 measured).
     assert placed["n"] >= 0.65 * 420 and placed["accuracy"] > 0.58, placed
+
+
+def test_large_model_is_two_wider_members_registered_beside_the_default() -> None:
+    from affectlens.registry import create_face_expression, list_models
+    from perception.face.expression import AffectLensExpressionLarge, ExpressionEnsemble
+
+    assert {"affectlens-expression", "affectlens-expression-large"} <= set(list_models("face_expression"))
+    large = create_face_expression("affectlens-expression-large", pretrained=False)
+    assert isinstance(large, AffectLensExpressionLarge) and large.name == "affectlens-expression-large"
+    assert isinstance(large.model, ExpressionEnsemble) and len(large.model.members) == 2
+    assert large.model.config.widths == (48, 96, 192, 384)
+    assert sum(p.numel() for p in large.model.parameters()) * 4 < 25e6  # float32 under the 25 MB budget
+    probs = large.predict_batch(np.zeros((3, 48, 48), np.float32))
+    assert probs.shape == (3, 7) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.weights
+@pytest.mark.data
+@pytest.mark.slow
+def test_large_model_reproduces_its_card_and_beats_the_default_on_fer2013_test(
+    fer2013_npz: Path, tmp_path: Path
+) -> None:
+    """The opt-in large model through `affectlens eval --model`: its card's test figure, above the default's."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    cards = {
+        name: json.loads((repo / f"weights/{folder}/{name}.json").read_text())["metrics"]["test"]["calibrated"]
+        for name, folder in (
+            ("affectlens-expression", "face-expression"),
+            ("affectlens-expression-large", "face-expression-large"),
+        )
+    }
+    out = tmp_path / "fer2013-test"
+    export = [sys.executable, str(repo / "scripts" / "export_fer2013.py"), "--npz", str(fer2013_npz), "--split", "test"]
+    subprocess.run([*export, "--out", str(out)], check=True, capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "affectlens.cli", "eval", "face-expression", "--data", str(out), "--json",
+         "--model", "affectlens-expression-large"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    assert report["model"] == "affectlens-expression-large" and report["n"] == 7178
+    shipped = cards["affectlens-expression-large"]
+    assert abs(report["accuracy"] - shipped["accuracy"]) < 0.003, (report["accuracy"], shipped["accuracy"])
+    default = cards["affectlens-expression"]
+    assert report["accuracy"] > default["accuracy"] + 0.01 and report["macro_f1"] > default["macro_f1"] + 0.01
+    assert report["ece"] < 0.035
