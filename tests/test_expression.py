@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +14,28 @@ import torch
 
 from affectlens.labels import CANONICAL_EMOTIONS
 from perception.face.expression import FER_LABELS, MiniXception, _TFSameMaxPool, square_crop
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fer2013_test_folder(fer2013_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FER2013 test as an image folder per label, exported once for the tests that evaluate on it."""
+    out = tmp_path_factory.mktemp("fer2013") / "test"
+    export = [sys.executable, str(REPO / "scripts" / "export_fer2013.py"), "--npz", str(fer2013_npz)]
+    subprocess.run([*export, "--split", "test", "--out", str(out)], check=True, capture_output=True)
+    return out
+
+
+def eval_face_expression(data: Path, *options: str) -> dict[str, Any]:
+    """``affectlens eval face-expression --data DATA --json OPTIONS`` as a user runs it."""
+    command = [sys.executable, "-m", "affectlens.cli", "eval", "face-expression", "--data", str(data), "--json"]
+    return json.loads(subprocess.run([*command, *options], check=True, capture_output=True, text=True).stdout)
+
+
+def card_metrics(folder: str, name: str) -> dict[str, Any]:
+    """The calibrated FER2013 test figures a shipped model card records."""
+    return json.loads((REPO / "weights" / folder / f"{name}.json").read_text())["metrics"]["test"]["calibrated"]
 
 
 def test_tf_same_pool_pads_at_the_bottom_right_like_tensorflow() -> None:
@@ -51,45 +76,9 @@ def test_square_crop_pads_outside_the_image() -> None:
 @pytest.mark.weights
 @pytest.mark.data
 @pytest.mark.slow
-def test_port_reproduces_fer2013_test_accuracy(fer2013_npz: Path, tmp_path: Path) -> None:
+def test_port_reproduces_fer2013_test_accuracy(fer2013_test_folder: Path) -> None:
     """Through the real surface: export the test split as an image folder, run `affectlens eval --json`."""
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
-    out = tmp_path / "fer2013-test"
-    subprocess.run(
-        [
-            sys.executable,
-            str(repo / "scripts" / "export_fer2013.py"),
-            "--npz",
-            str(fer2013_npz),
-            "--split",
-            "test",
-            "--out",
-            str(out),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "affectlens.cli",
-            "eval",
-            "face-expression",
-            "--data",
-            str(out),
-            "--json",
-            "--model",
-            "fer-mini-xception",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    report = json.loads(proc.stdout)
+    report = eval_face_expression(fer2013_test_folder, "--model", "fer-mini-xception")
     assert {"task", "n", "accuracy", "macro_f1", "weighted_f1", "per_class", "excluded"} <= set(report)
     assert report["task"] == "face-expression" and report["n"] == 7178
     assert abs(report["accuracy"] - 0.654) <= 0.01, report["accuracy"]
@@ -135,24 +124,12 @@ def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfide
 @pytest.mark.weights
 @pytest.mark.data
 @pytest.mark.slow
-def test_our_model_beats_the_baseline_on_fer2013_test_calibrated(fer2013_npz: Path, tmp_path: Path) -> None:
+def test_our_model_beats_the_baseline_on_fer2013_test_calibrated(
+    fer2013_npz: Path, fer2013_test_folder: Path, tmp_path: Path
+) -> None:
     """The default model through `affectlens eval`: accuracy and macro-F1 as shipped, calibrated (low ECE)."""
-    import subprocess
-    import sys
-
-    card = json.loads(
-        (Path(__file__).resolve().parents[1] / "weights/face-expression/affectlens-expression.json").read_text()
-    )
-    shipped = card["metrics"]["test"]["calibrated"]
-    repo = Path(__file__).resolve().parents[1]
-    out = tmp_path / "fer2013-test"
-    export = [sys.executable, str(repo / "scripts" / "export_fer2013.py"), "--npz", str(fer2013_npz), "--split", "test"]
-    subprocess.run([*export, "--out", str(out)], check=True, capture_output=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "affectlens.cli", "eval", "face-expression", "--data", str(out), "--json"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    report = json.loads(proc.stdout)
+    shipped = card_metrics("face-expression", "affectlens-expression")
+    report = eval_face_expression(fer2013_test_folder)
     assert report["model"] == "affectlens-expression" and report["n"] == 7178
     # The PNG round trip is lossless: the eval reproduces the training script's figure.
     assert abs(report["accuracy"] - shipped["accuracy"]) < 0.003, (report["accuracy"], shipped["accuracy"])
@@ -164,12 +141,13 @@ def test_our_model_beats_the_baseline_on_fer2013_test_calibrated(fer2013_npz: Pa
 
     # The whole inference path: faces placed in 640x360 frames, found by the detector, cropped from its box.
     scene = tmp_path / "fer2013-test-scene"
-    subprocess.run([*export, "--scene", "--per-class", "60", "--out", str(scene)], check=True, capture_output=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "affectlens.cli", "eval", "face-expression", "--data", str(scene), "--json", "--detect"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    placed = json.loads(proc.stdout)
+    export = [sys.executable, str(REPO / "scripts" / "export_fer2013.py"), "--npz", str(fer2013_npz)]
+    subprocess.run(
+        [*export, "--split", "test", "--scene", "--per-class", "60", "--out", str(scene)],
+        check=True,
+        capture_output=True,
+    )
+    placed = eval_face_expression(scene, "--detect")
     assert placed["n"] + sum(placed["errors"].values()) == 7 * 60
     # FER2013's tight crops (chin and forehead cut off) defeat the detector on about a quarter of the faces;
     # on those it finds, the crop from its box works about as well as the dataset's own crop (0.63 measured).
@@ -193,33 +171,12 @@ def test_large_model_is_two_wider_members_registered_beside_the_default() -> Non
 @pytest.mark.weights
 @pytest.mark.data
 @pytest.mark.slow
-def test_large_model_reproduces_its_card_and_beats_the_default_on_fer2013_test(
-    fer2013_npz: Path, tmp_path: Path
-) -> None:
+def test_large_model_reproduces_its_card_and_beats_the_default_on_fer2013_test(fer2013_test_folder: Path) -> None:
     """The opt-in large model through `affectlens eval --model`: its card's test figure, above the default's."""
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
-    cards = {
-        name: json.loads((repo / f"weights/{folder}/{name}.json").read_text())["metrics"]["test"]["calibrated"]
-        for name, folder in (
-            ("affectlens-expression", "face-expression"),
-            ("affectlens-expression-large", "face-expression-large"),
-        )
-    }
-    out = tmp_path / "fer2013-test"
-    export = [sys.executable, str(repo / "scripts" / "export_fer2013.py"), "--npz", str(fer2013_npz), "--split", "test"]
-    subprocess.run([*export, "--out", str(out)], check=True, capture_output=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "affectlens.cli", "eval", "face-expression", "--data", str(out), "--json",
-         "--model", "affectlens-expression-large"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    report = json.loads(proc.stdout)
+    report = eval_face_expression(fer2013_test_folder, "--model", "affectlens-expression-large")
     assert report["model"] == "affectlens-expression-large" and report["n"] == 7178
-    shipped = cards["affectlens-expression-large"]
+    shipped = card_metrics("face-expression-large", "affectlens-expression-large")
     assert abs(report["accuracy"] - shipped["accuracy"]) < 0.003, (report["accuracy"], shipped["accuracy"])
-    default = cards["affectlens-expression"]
+    default = card_metrics("face-expression", "affectlens-expression")
     assert report["accuracy"] > default["accuracy"] + 0.01 and report["macro_f1"] > default["macro_f1"] + 0.01
     assert report["ece"] < 0.035
