@@ -117,6 +117,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=DOCS / "metrics.json")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument(
+        "--expression-model", default=None, help="the reader (default: the registry's default expression model)"
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -137,7 +140,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.time()
     head: TalkingHead = build_talking_head(engine=args.engine)
-    model = create_face_expression()
+    model = create_face_expression(args.expression_model)
     mesh = FaceMesh(num_threads=1)
     image = load_portrait()
     portrait = head.prepare(image)
@@ -212,6 +215,7 @@ def main() -> None:
         "intensity": INTENSITY,
         "engine": speeches["neutral"].engine,
         "portrait": "demo/assets/astronaut.jpg",
+        "reader": model.name,
         "fer_faces": args.faces,
         "fer_split": args.split,
         "overrides": args.set,
@@ -225,7 +229,7 @@ def main() -> None:
             sum(s.seconds for s in speeches.values()) / sum(s.duration for s in speeches.values())
         ),
         "wall_seconds": time.time() - started,
-        "command": "python scripts/judge_talking_head.py",
+        "command": " ".join(["python scripts/judge_talking_head.py", *sys.argv[1:]]),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=1) + "\n")
