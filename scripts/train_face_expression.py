@@ -25,6 +25,7 @@ Output: ``weights/face-expression/affectlens-expression.safetensors`` (float32 s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -50,6 +51,7 @@ from perception.face.expression import (  # noqa: E402
     ExpressionNet,
     ExpressionNetConfig,
     fit_temperature,
+    load_expression_ensemble,
     load_expression_net,
 )
 
@@ -151,6 +153,22 @@ def report(logits: torch.Tensor, y: np.ndarray, temperature: float = 1.0) -> dic
     return rep
 
 
+def teacher_logits(path: Path, x: torch.Tensor, device: str, bf16: bool) -> torch.Tensor:
+    """The finalized model at ``path`` (its card beside it, ``.json``) run over ``x`` once: its ensemble's mean
+    logits, mirror-averaged when its card says so; the soft targets of distillation."""
+    meta = json.loads(path.with_suffix(".json").read_text())
+    teacher = load_expression_ensemble(path, meta).to(device)
+    with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+        return logits_of(teacher, x, flip=bool(meta.get("flip_average", False)))
+
+
+def distillation_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft-target term: KL(teacher || student) at ``temperature``, times temperature^2 so its
+    gradients keep their scale as the temperature changes."""
+    log_student = F.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(log_student, F.softmax(soft / temperature, dim=1), reduction="batchmean") * temperature**2
+
+
 def train_member(args: argparse.Namespace, seed: int, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
     """Train one ``ExpressionNet`` with initialisation and augmentation seed ``seed``; keep the epoch with the
     best validation accuracy; write ``member-<seed>.safetensors`` and ``.json`` into ``args.work``."""
@@ -163,6 +181,16 @@ def train_member(args: argparse.Namespace, seed: int, data: dict[str, tuple[np.n
     xtr, xva = to_input(xtr_u8), to_input(xva_u8)
     ytr_t = torch.from_numpy(ytr)
     logger.info("member %d: train %d, val %d images", seed, len(xtr), len(xva))
+    soft = None
+    if args.teacher is not None:
+        t0 = time.time()
+        soft = teacher_logits(args.teacher, xtr, args.device, args.bf16).to(args.device)
+        logger.info(
+            "teacher %s: train accuracy %.4f (%.0f s)",
+            args.teacher.name,
+            float((soft.argmax(1).cpu().numpy() == ytr).mean()),
+            time.time() - t0,
+        )
 
     config = ExpressionNetConfig(widths=tuple(args.widths), depths=tuple(args.depths), dropout=args.dropout)
     model = ExpressionNet(config).to(args.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -192,9 +220,11 @@ def train_member(args: argparse.Namespace, seed: int, data: dict[str, tuple[np.n
             # Augmentation draws its random numbers on the CPU, so the stream is the same on any device.
             xb = augment(xtr[idx], generator).to(args.device).contiguous(memory_format=torch.channels_last)
             with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
-                loss = F.cross_entropy(
-                    model(xb).float(), ytr_t[idx].to(args.device), label_smoothing=args.label_smoothing
-                )
+                logits = model(xb).float()
+                loss = F.cross_entropy(logits, ytr_t[idx].to(args.device), label_smoothing=args.label_smoothing)
+                if soft is not None:  # augmented views keep the teacher's targets for the unaugmented image
+                    kd = distillation_loss(logits, soft[idx.to(args.device)], args.distill_temperature)
+                    loss = (1 - args.distill_alpha) * loss + args.distill_alpha * kd
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -225,6 +255,14 @@ def train_member(args: argparse.Namespace, seed: int, data: dict[str, tuple[np.n
         "machine": f"{platform.machine()}, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "hyper_parameters": {
             k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "bf16")
+        },
+        "teacher": None
+        if args.teacher is None
+        else {
+            "file": args.teacher.name,
+            "sha256": hashlib.sha256(args.teacher.read_bytes()).hexdigest(),
+            "alpha": args.distill_alpha,
+            "temperature": args.distill_temperature,
         },
         "history": history,
     }
@@ -322,6 +360,14 @@ def main() -> None:
         default=Path.home() / ".cache" / "affectlens" / "train" / "face-expression",
         help="members go here",
     )
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        help="distil from this finalized model (a .safetensors with its .json card beside it), e.g. "
+        "weights/face-expression-large/affectlens-expression-large.safetensors",
+    )
+    parser.add_argument("--distill-alpha", type=float, default=0.9, help="the soft targets' share of the loss")
+    parser.add_argument("--distill-temperature", type=float, default=4.0)
     parser.add_argument("--retrain", action="store_true", help="train members again even if --work has them")
     parser.add_argument(
         "--members-only",
