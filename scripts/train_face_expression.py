@@ -20,6 +20,8 @@ Output: ``weights/face-expression/affectlens-expression.safetensors`` (float32 s
     python scripts/train_face_expression.py --epochs 1 --limit 2000 --out /tmp/expr   # smoke run
     python scripts/train_face_expression.py --device cuda --members-only --work DIR ...  # members on a GPU,
     python scripts/train_face_expression.py --work DIR ...                          # then finalize anywhere
+    python scripts/train_face_expression.py --teacher weights/face-expression-large/affectlens-expression-large.safetensors \
+        --seeds 0 --work DIR --out DIR2   # distil: the teacher's soft targets (KL, T 4, weight 0.9) join the labels
 """
 
 from __future__ import annotations

@@ -180,3 +180,74 @@ def test_large_model_reproduces_its_card_and_beats_the_default_on_fer2013_test(f
     default = card_metrics("face-expression", "affectlens-expression")
     assert report["accuracy"] > default["accuracy"] + 0.01 and report["macro_f1"] > default["macro_f1"] + 0.01
     assert report["ece"] < 0.035
+
+
+def _training_script() -> Any:
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import train_face_expression
+
+    return train_face_expression
+
+
+def test_distillation_loss_vanishes_on_the_teachers_logits_and_pulls_towards_them() -> None:
+    script = _training_script()
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(64, 7, generator=gen) * 3
+    assert float(script.distillation_loss(teacher, teacher, 4.0)) < 1e-6
+    student = torch.randn(64, 7, generator=gen, requires_grad=True)
+    start = float(script.distillation_loss(student, teacher, 4.0))
+    assert start > 0.1
+    opt = torch.optim.SGD([student], lr=20.0)  # batchmean: each row gets 1/64 of the gradient
+    for _ in range(200):
+        opt.zero_grad()
+        script.distillation_loss(student, teacher, 4.0).backward()
+        opt.step()
+    # the student's distribution at the temperature approaches the teacher's (and so does its ranking)
+    assert float(script.distillation_loss(student, teacher, 4.0)) < 0.05 * start
+    assert (student.argmax(1) == teacher.argmax(1)).float().mean() > 0.95
+
+
+def test_teacher_logits_follow_the_card_and_training_records_the_teacher(tmp_path: Path) -> None:
+    """A tiny random teacher saved with its card, its mirror-averaged logits, and one distilled epoch on fake data
+    whose member JSON names the teacher by file and sha256."""
+    import argparse
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from perception.face.expression import ExpressionEnsemble, ExpressionNet, ExpressionNetConfig
+
+    script = _training_script()
+    config = ExpressionNetConfig(widths=(4, 4, 8, 8), depths=(1, 1, 1, 1))
+    torch.manual_seed(0)
+    teacher = ExpressionEnsemble([ExpressionNet(config), ExpressionNet(config)]).eval()
+    path = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items() if "num_batches" not in k}, str(path))
+    card = {"members": 2, "config": {"widths": [4, 4, 8, 8], "depths": [1, 1, 1, 1]}, "flip_average": True}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    x = torch.randn(6, 1, 48, 48)
+    with torch.no_grad():
+        expected = (teacher(x) + teacher(torch.flip(x, dims=[-1]))) / 2
+    assert torch.allclose(script.teacher_logits(path, x, "cpu", False), expected, atol=1e-5)
+
+    rng = np.random.default_rng(0)
+    data = {
+        split: (rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), rng.integers(0, 7, n))
+        for split, n in (("train", 40), ("val", 20))
+    }
+    args = argparse.Namespace(
+        limit=0, widths=[4, 4, 8, 8], depths=[1, 1, 1, 1], dropout=0.0, device="cpu", weight_decay=5e-4, lr=0.05,
+        batch_size=16, epochs=1, bf16=False, label_smoothing=0.1, work=tmp_path / "work", teacher=path,
+        distill_alpha=0.9, distill_temperature=4.0,
+    )  # fmt: skip
+    member = script.train_member(args, 0, data)
+    meta = json.loads(member.with_suffix(".json").read_text())
+    assert meta["teacher"] == {
+        "file": "teacher.safetensors",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "alpha": 0.9,
+        "temperature": 4.0,
+    }
+    assert np.isfinite(meta["history"][0]["loss"])
