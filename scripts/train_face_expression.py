@@ -171,28 +171,28 @@ def distillation_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: flo
     return F.kl_div(log_student, F.softmax(soft / temperature, dim=1), reduction="batchmean") * temperature**2
 
 
-def train_member(args: argparse.Namespace, seed: int, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+def train_member(
+    args: argparse.Namespace,
+    seed: int,
+    data: dict[str, tuple[np.ndarray, np.ndarray]],
+    soft: torch.Tensor | None = None,
+) -> Path:
     """Train one ``ExpressionNet`` with initialisation and augmentation seed ``seed``; keep the epoch with the
-    best validation accuracy; write ``member-<seed>.safetensors`` and ``.json`` into ``args.work``."""
+    best validation accuracy; write ``member-<seed>.safetensors`` and ``.json`` into ``args.work``. ``soft``: the
+    teacher's logits for every training image (``teacher_logits``), when ``args.teacher`` distils."""
     torch.manual_seed(seed)
     started = time.time()
     (xtr_u8, ytr), (xva_u8, yva) = data["train"], data["val"]
     if args.limit:
         pick = np.random.default_rng(SEED).choice(len(xtr_u8), size=min(args.limit, len(xtr_u8)), replace=False)
         xtr_u8, ytr = xtr_u8[pick], ytr[pick]
+        soft = None if soft is None else soft[pick]
     xtr, xva = to_input(xtr_u8), to_input(xva_u8)
     ytr_t = torch.from_numpy(ytr)
     logger.info("member %d: train %d, val %d images", seed, len(xtr), len(xva))
-    soft = None
-    if args.teacher is not None:
-        t0 = time.time()
-        soft = teacher_logits(args.teacher, xtr, args.device, args.bf16).to(args.device)
-        logger.info(
-            "teacher %s: train accuracy %.4f (%.0f s)",
-            args.teacher.name,
-            float((soft.argmax(1).cpu().numpy() == ytr).mean()),
-            time.time() - t0,
-        )
+    if args.teacher is not None and soft is None:
+        raise ValueError("--teacher needs the teacher's logits (teacher_logits)")
+    soft = None if soft is None else soft.to(args.device)
 
     config = ExpressionNetConfig(widths=tuple(args.widths), depths=tuple(args.depths), dropout=args.dropout)
     model = ExpressionNet(config).to(args.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -381,13 +381,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.time()
     data = load_fer2013(args.npz)
+    soft = None
+    if args.teacher is not None:  # one pass of the teacher for all members
+        t0 = time.time()
+        soft = teacher_logits(args.teacher, to_input(data["train"][0]), args.device, args.bf16).cpu()
+        accuracy = float((soft.argmax(1).numpy() == data["train"][1]).mean())
+        logger.info("teacher %s: train accuracy %.4f (%.0f s)", args.teacher.name, accuracy, time.time() - t0)
     members = []
     for seed in args.seeds:
         path = args.work / f"member-{seed}.safetensors"
         if path.exists() and path.with_suffix(".json").exists() and not args.retrain:
             logger.info("member %d: reusing %s", seed, path)
         else:
-            path = train_member(args, seed, data)
+            path = train_member(args, seed, data, soft)
         members.append(path)
     if args.members_only:
         print(f"members in {args.work}: {', '.join(p.name for p in members)}")

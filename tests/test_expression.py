@@ -242,7 +242,9 @@ def test_teacher_logits_follow_the_card_and_training_records_the_teacher(tmp_pat
         batch_size=16, epochs=1, bf16=False, label_smoothing=0.1, work=tmp_path / "work", teacher=path,
         distill_alpha=0.9, distill_temperature=4.0,
     )  # fmt: skip
-    member = script.train_member(args, 0, data)
+    member = script.train_member(
+        args, 0, data, script.teacher_logits(path, script.to_input(data["train"][0]), "cpu", False)
+    )
     meta = json.loads(member.with_suffix(".json").read_text())
     assert meta["teacher"] == {
         "file": "teacher.safetensors",
