@@ -21,9 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def fer2013_test_folder(fer2013_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """FER2013 test as an image folder per label, exported once for the tests that evaluate on it."""
-    out = tmp_path_factory.mktemp("fer2013") / "test"
-    export = [sys.executable, str(REPO / "scripts" / "export_fer2013.py"), "--npz", str(fer2013_npz)]
-    subprocess.run([*export, "--split", "test", "--out", str(out)], check=True, capture_output=True)
+    return export_fer2013_test(fer2013_npz, tmp_path_factory.mktemp("fer2013") / "test")
+
+
+def export_fer2013_test(npz: Path, out: Path, *options: str) -> Path:
+    """``scripts/export_fer2013.py --split test --out OUT OPTIONS`` (an image folder per label)."""
+    export = [sys.executable, str(REPO / "scripts" / "export_fer2013.py"), "--npz", str(npz), "--split", "test"]
+    subprocess.run([*export, "--out", str(out), *options], check=True, capture_output=True)
     return out
 
 
@@ -140,13 +144,7 @@ def test_our_model_beats_the_baseline_on_fer2013_test_calibrated(
     assert all(affect[e]["valence"] < -0.2 for e in ("sadness", "fear", "disgust", "anger"))
 
     # The whole inference path: faces placed in 640x360 frames, found by the detector, cropped from its box.
-    scene = tmp_path / "fer2013-test-scene"
-    export = [sys.executable, str(REPO / "scripts" / "export_fer2013.py"), "--npz", str(fer2013_npz)]
-    subprocess.run(
-        [*export, "--split", "test", "--scene", "--per-class", "60", "--out", str(scene)],
-        check=True,
-        capture_output=True,
-    )
+    scene = export_fer2013_test(fer2013_npz, tmp_path / "fer2013-test-scene", "--scene", "--per-class", "60")
     placed = eval_face_expression(scene, "--detect")
     assert placed["n"] + sum(placed["errors"].values()) == 7 * 60
     # FER2013's tight crops (chin and forehead cut off) defeat the detector on about a quarter of the faces;
@@ -183,7 +181,7 @@ def test_large_model_reproduces_its_card_and_beats_the_default_on_fer2013_test(f
 
 
 def _training_script() -> Any:
-    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    scripts = str(REPO / "scripts")
     if scripts not in sys.path:
         sys.path.insert(0, scripts)
     import train_face_expression
