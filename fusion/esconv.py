@@ -112,6 +112,50 @@ def read_dialogues(path: str | Path, limit: int | None = None) -> list[list[Mess
     return dialogues
 
 
+#: ESConv's original release (``ESConv.json``, ``FailedESConv.json``): its speaker names and the strategy names of its
+#: earlier annotation rounds, mapped onto ``SPEAKERS`` and ``ESCONV_STRATEGIES``.
+RAW_SPEAKERS: Final[dict[str, str]] = {"seeker": "usr", "speaker": "usr", "supporter": "sys", "listener": "sys"}
+RAW_STRATEGIES: Final[dict[str, str]] = {
+    **{s: s for s in ESCONV_STRATEGIES},
+    "Questions": "Question",
+    "Other": "Others",
+    "Direct Guidance": "Providing Suggestions",
+    "Approval and Reassurance": "Affirmation and Reassurance",
+}
+
+
+def read_raw_dialogues(path: str | Path) -> list[list[Message]]:
+    """The dialogues of an ESConv file in the original release's format (one JSON list of dialogues, each message
+    ``{"speaker": "seeker"|"supporter" (or "speaker"|"listener"), "content", "annotation": {"strategy"}}``), as
+    ``Message`` lists; strategy names of the earlier annotation rounds are mapped by ``RAW_STRATEGIES``, others
+    dropped. A missing or unreadable file, or one that is not such a list, is a ``MediaError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(str(path), "file not found")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MediaError(str(path), f"not a JSON file ({exc})") from exc
+    if not isinstance(raw, list) or not all(isinstance(d, dict) and isinstance(d.get("dialog"), list) for d in raw):
+        raise MediaError(str(path), 'not a list of ESConv dialogues (objects with a "dialog" list)')
+    dialogues = []
+    for number, dialogue in enumerate(raw, 1):
+        messages = []
+        for i, entry in enumerate(dialogue["dialog"], 1):
+            entry = entry if isinstance(entry, dict) else {}
+            speaker = RAW_SPEAKERS.get(str(entry.get("speaker")))
+            text = entry.get("content")
+            if speaker is None or not isinstance(text, str):
+                raise MediaError(str(path), f"dialogue {number}, entry {i}: no known speaker or no content")
+            annotation = entry.get("annotation")
+            strategy = RAW_STRATEGIES.get(annotation.get("strategy", "")) if isinstance(annotation, dict) else None
+            messages.append(Message(speaker, text.strip(), (strategy,) if speaker == "sys" and strategy else ()))
+        dialogues.append(messages)
+    if not dialogues:
+        raise MediaError(str(path), "no dialogues")
+    return dialogues
+
+
 def strategy_examples(dialogues: Sequence[Sequence[Message]]) -> list[StrategyExample]:
     """Every supporter message whose strategy is one of ``ESCONV_STRATEGIES``, once the seeker has spoken."""
     out = []

@@ -35,6 +35,7 @@ Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-bucke
     # states come from the whole split's cache when there is one, else only theirs are computed (and cached)
     ... --encoder --lm-reader --refit weights/strategy-planner --out DIR   # every model again on train + valid with
     # the choices that planner made on valid (each model's kept epoch, the mix, the repetition rule); test once
+    # (then ``scripts/fit_repetition_rule.py --planner DIR`` fits the rule for the refitted models, label-free)
 """
 
 from __future__ import annotations

@@ -325,3 +325,75 @@ def test_refit_takes_the_planners_choices_and_never_reads_valid(tmp_path):
     history: list[dict[str, float]] = []
     best = end_epoch("m", 0, 1, None, np.zeros((0, 2), bool), 0.5, 0.0, history, (0.9, {}), model)
     assert "valid_turn_top1" not in history[0] and torch.equal(best[1]["weight"], model.weight)
+
+
+def test_raw_esconv_reader_maps_speakers_and_old_strategy_names(tmp_path):
+    """``fusion.esconv.read_raw_dialogues``: ESConv's original release (FailedESConv.json's format)."""
+    import json
+
+    from affectlens.errors import MediaError
+    from fusion.esconv import read_raw_dialogues, turn_examples
+
+    raw = [
+        {
+            "dialog": [
+                {"speaker": "listener", "annotation": {"strategy": "Other"}, "content": "hi\n"},
+                {"speaker": "speaker", "annotation": {"feedback": "4"}, "content": "I lost my job\n"},
+                {"speaker": "listener", "annotation": {"strategy": "Questions"}, "content": "What happened?"},
+                {"speaker": "listener", "annotation": {"strategy": "Direct Guidance"}, "content": "Call them."},
+                {"speaker": "speaker", "annotation": {}, "content": "They let me go"},
+                {"speaker": "listener", "annotation": {"strategy": "No Such Strategy"}, "content": "Hm."},
+            ]
+        }
+    ]
+    path = tmp_path / "FailedESConv.json"
+    path.write_text(json.dumps(raw))
+    (dialogue,) = read_raw_dialogues(path)
+    assert [m.speaker for m in dialogue] == ["sys", "usr", "sys", "sys", "usr", "sys"]
+    assert [m.strategies for m in dialogue] == [("Others",), (), ("Question",), ("Providing Suggestions",), (), ()]
+    assert dialogue[0].text == "hi"
+    # the unknown strategy drops the last turn; the first turn combines two strategies
+    assert [t.strategies for t in turn_examples([dialogue])] == [("Question", "Providing Suggestions")]
+    path.write_text(json.dumps({"dialog": []}))
+    with pytest.raises(MediaError, match=r"FailedESConv\.json: not a list of ESConv dialogues"):
+        read_raw_dialogues(path)
+    path.write_text(json.dumps([{"dialog": [{"speaker": "robot", "content": "x"}]}]))
+    with pytest.raises(MediaError, match="dialogue 1, entry 1: no known speaker"):
+        read_raw_dialogues(path)
+
+
+def test_repetition_rule_is_fitted_from_repetition_alone():
+    """``scripts/fit_repetition_rule.py``: the smallest penalty whose repetition over unseen dialogues stays under the
+    bound; the turns' own strategies never change the choice."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from fit_repetition_rule import choose_penalty, repetition_bound, rule_grid
+
+    from fusion.esconv import TurnExample
+
+    assert repetition_bound(2100) == pytest.approx(0.30 - 2 * (0.21 / 2100) ** 0.5)
+    # every turn follows a Question turn; the planner leans to Question by 0.40 against 0.30
+    probs = np.zeros((100, len(ESCONV_STRATEGIES)))
+    probs[:, ESCONV_STRATEGIES.index("Question")] = 0.40
+    probs[:, ESCONV_STRATEGIES.index("Reflection of feelings")] = 0.30
+    probs[:, ESCONV_STRATEGIES.index("Others")] = 0.30
+    probs[:50, ESCONV_STRATEGIES.index("Question")] = 0.60  # half the turns lean far more
+    context = (*DIALOGUE, Message("sys", "Tell me more?", ("Question",)), Message("usr", "ok"))
+    head = StrategyHead(StrategyConfig(input_dim=1, combine_ratio=0.99, fresh_secondary=True))
+    planner = StrategyPlanner(head, fake_embed)
+
+    def grid_for(labels: str) -> list[dict]:
+        turns = [TurnExample(context, (labels,)) for _ in range(100)]
+        return rule_grid(planner, probs, turns, penalties=(1.0, 1.2, 1.5, 2.5))
+
+    grid = grid_for("Question")
+    assert [g["repetition_rate"] for g in grid] == [1.0, 1.0, 0.5, 0.0]  # 0.40/1.5 < 0.30; 0.60/2.5 < 0.30
+    assert choose_penalty(grid, 0.6) == 1.5 and choose_penalty(grid, 0.2) == 2.5
+    assert choose_penalty(grid, -1.0) == 2.5  # nothing under the bound: the largest
+    other = grid_for("Others")  # other labels: other accuracy, the same repetition, the same choice
+    assert [g["turn_top1_accuracy"] for g in other] != [g["turn_top1_accuracy"] for g in grid]
+    assert [g["repetition_rate"] for g in other] == [g["repetition_rate"] for g in grid]
+    assert choose_penalty(other, 0.6) == 1.5
+    assert head.config.repetition_penalty == StrategyConfig(input_dim=1).repetition_penalty  # left as it was
