@@ -770,7 +770,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None,
         help="registered model name (default: the default model); strategy: a planner folder (default: the shipped one)",
     )  # fmt: skip
-    p.add_argument("--detect", action="store_true", help="detect and crop the largest face first")
+    framing = p.add_mutually_exclusive_group()
+    framing.add_argument(
+        "--detect", dest="detect", action="store_const", const=True, default=None,
+        help="face-expression: always classify the largest detected face (default: crops as they are, the largest "
+        "face of a larger photo or frame)",
+    )  # fmt: skip
+    framing.add_argument(
+        "--no-detect", dest="detect", action="store_const", const=False,
+        help="face-expression: take every image as a face crop",
+    )  # fmt: skip
     p.add_argument(
         "--limit", type=int, default=None,
         help="at most this many items per label (rows for text and safety; dialogues for strategy and dialogue)",

@@ -133,6 +133,40 @@ def test_eval_json_maps_labels_and_reports_exclusions(
     assert report["accuracy"] == 1.0
 
 
+@pytest.mark.weights
+def test_eval_face_expression_finds_the_face_in_photos_and_takes_crops_as_they_are(
+    tmp_path: Path, portrait: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default each image is read as what it is: a small face crop whole, a photo by its largest face, a square
+    image without a face as a crop, a frame of another shape without a face as an error."""
+    from affectlens.evaluation import CROP_MAX_SIDE
+
+    happy = tmp_path / "happy"
+    happy.mkdir()
+    Image.fromarray(portrait).save(happy / "photo.png")  # 512x512, the face about a sixth of the width
+    Image.fromarray(portrait[58:178, 181:270]).convert("L").resize((48, 48)).save(happy / "crop.png")
+    rng = np.random.default_rng(0)
+    flat = rng.integers(100, 140, (CROP_MAX_SIDE + 72, CROP_MAX_SIDE + 72, 3), dtype=np.uint8)
+    Image.fromarray(flat).save(happy / "square-no-face.png")
+    Image.fromarray(rng.integers(100, 140, (360, 640, 3), dtype=np.uint8)).save(happy / "frame-no-face.png")
+
+    def report(*options: str) -> dict:
+        assert main(["eval", "face-expression", "--data", str(tmp_path), "--json", *options]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    auto = report()
+    assert auto["detect"] == "auto" and auto["framing"] == {"face": 1, "crop": 2}
+    assert auto["errors"] == {"no_face": 1} and auto["n"] == 3
+    always = report("--detect")  # the photo and the crop have a face a detector finds
+    assert always["framing"] == {"face": 2} and always["errors"] == {"no_face": 2}
+    never = report("--no-detect")
+    assert never["detect"] == "never" and never["framing"] == {"crop": 4} and never["errors"] == {}
+    for name in ("crop.png", "square-no-face.png", "frame-no-face.png"):
+        (happy / name).unlink()
+    photo = report()  # she smiles broadly: read from her face's crop, not from the whole photo
+    assert photo["framing"] == {"face": 1} and photo["accuracy"] == 1.0
+
+
 def test_eval_on_a_folder_without_labels_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "misc").mkdir()
     assert main(["eval", "face-expression", "--data", str(tmp_path)]) == 1

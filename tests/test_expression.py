@@ -150,6 +150,9 @@ def test_our_model_beats_the_baseline_on_fer2013_test_calibrated(
     # FER2013's tight crops (chin and forehead cut off) defeat the detector on about a quarter of the faces;
     # on those it finds, the crop from its box works about as well as the dataset's own crop (0.63 measured).
     assert placed["n"] >= 0.65 * 420 and placed["accuracy"] > 0.58, placed
+    # By default the eval reads each 640x360 frame by its face too (read whole, a frame scores near chance).
+    auto = eval_face_expression(scene)
+    assert auto["framing"] == {"face": placed["n"]} and auto["accuracy"] == placed["accuracy"], auto
 
 
 def test_large_model_is_two_wider_members_registered_beside_the_default() -> None:
