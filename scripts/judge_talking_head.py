@@ -10,7 +10,8 @@ rendered from
   ``fit_expression_edit.py``; never written anywhere).
 
 Agreement: the share of frames after the onset (from the apex's start to the end) that the default expression
-model (``affectlens-expression``) classifies as the requested emotion, per emotion. Sync: our MediaPipe mesh
+model (``affectlens-expression``) classifies as the requested emotion, per emotion, each face cropped as our face
+pipeline frames it (the box it locates on the rest image). Sync: our MediaPipe mesh
 run again on every rendered frame of the portrait, the inner-lip gap (mesh points 13-14) divided by the
 interocular distance, against the speech's RMS envelope at the same frame: Pearson r, per emotion and pooled.
 Speed: frames per second of rendering (``render_frame``, no encoding) and of the whole MP4 write, and the TTS's
@@ -184,10 +185,14 @@ def main() -> None:
 
     if args.faces:
         faces = fer_neutral_faces(args.npz, args.faces, args.split)
+        # Frames are read as our face pipeline frames each face (its located box), not by the cached mesh's box:
+        # those meshes were fitted on the whole image and hug the face tighter (``fit_expression_edit.meshes``).
+        located = [head.editor.pipeline.locate(face) for face, _ in faces]
+        boxes = [found[0].box if found else mesh_box(points) for found, (_, points) in zip(located, faces, strict=True)]
         for emotion in CANONICAL_EMOTIONS:
             k = CANONICAL_EMOTIONS.index(emotion)
             shares, refused = [], 0
-            for face, points in faces:
+            for (face, points), face_box in zip(faces, boxes, strict=True):
                 try:
                     fp = head.prepare(face, points)
                 except AffectLensError:  # turned too far, too small: the talking head refuses, so do we
@@ -195,7 +200,7 @@ def main() -> None:
                     continue
                 video = head.perform(fp, SENTENCE, emotion, INTENSITY, SEED, speech=speeches[emotion])
                 frames = list(video.frames())
-                reads = read_frames(model, frames, mesh_box(points))[after_onset(video)]
+                reads = read_frames(model, frames, face_box)[after_onset(video)]
                 shares.append(float((reads == k).mean()))
             results[emotion]["fer_agreement"] = float(np.mean(shares))
             results[emotion]["fer_faces_majority"] = float(np.mean(np.array(shares) > 0.5))
