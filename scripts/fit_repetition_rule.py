@@ -41,7 +41,6 @@ from fusion.esconv import read_dialogues, read_raw_dialogues, score_turns, turn_
 from fusion.strategy import StrategyPlanner, load_strategy_planner, previous_supporter_turn  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "esconv" / "FailedESConv.json"
-logger = logging.getLogger("fit_repetition_rule")
 
 
 def repetition_bound(turns: int, rate: float = MAX_REPETITION) -> float:
@@ -125,6 +124,9 @@ def main() -> None:
         raw.setdefault("metrics", {})["repetition_rule"] = {k: v for k, v in record.items() if k != "seconds"}
         path.write_text(json.dumps(raw, indent=2) + "\n")
         print(f"repetition_penalty {config.repetition_penalty} -> {penalty} written to {path}")
+        print(
+            "a shipped planner's config.json has a sha256 in weights/manifest.toml: update it (affectlens weights verify)"
+        )
 
 
 if __name__ == "__main__":
