@@ -35,18 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from train_strategy_planner import MAX_REPETITION, PENALTIES  # noqa: E402
+from train_strategy_planner import PENALTIES, repetition_bound  # noqa: E402
 
 from fusion.esconv import read_dialogues, read_raw_dialogues, score_turns, turn_examples  # noqa: E402
 from fusion.strategy import StrategyPlanner, load_strategy_planner, previous_supporter_turn  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "esconv" / "FailedESConv.json"
-
-
-def repetition_bound(turns: int, rate: float = MAX_REPETITION) -> float:
-    """``rate`` less two standard errors of that rate over ``turns`` turns: a measured repetition below it keeps
-    the true rate under ``rate`` on unseen dialogues too."""
-    return rate - 2 * (rate * (1 - rate) / max(turns, 1)) ** 0.5
 
 
 def rule_grid(

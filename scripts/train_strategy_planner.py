@@ -182,6 +182,12 @@ def cached(embed: Callable[[list[str]], Any], path: Path) -> Callable[[list[str]
     return run
 
 
+def repetition_bound(turns: int, rate: float = MAX_REPETITION) -> float:
+    """``rate`` less two standard errors of that rate over ``turns`` turns: a measured repetition below it keeps
+    the true rate under ``rate`` on unseen dialogues too."""
+    return rate - 2 * (rate * (1 - rate) / max(turns, 1)) ** 0.5
+
+
 def hits(sets: np.ndarray, top: np.ndarray) -> np.ndarray:
     """Per turn: whether its chosen strategy (``top``, an index per turn) is one of the turn's (``sets``)."""
     return sets[np.arange(len(top)), top]
@@ -909,7 +915,7 @@ def main() -> None:
             }
         )
     # repetition must stay <= 0.30 on unseen dialogues too: on valid, below it by two standard errors of a 0.30 rate
-    limit = MAX_REPETITION - 2 * (MAX_REPETITION * (1 - MAX_REPETITION) / len(turns["valid"])) ** 0.5
+    limit = repetition_bound(len(turns["valid"]))
     ok = [g for g in grid if g["repetition_rate"] <= limit] or [min(grid, key=lambda g: g["repetition_rate"])]
     best = max(ok, key=lambda g: (g["turn_top1_accuracy"], -g["penalty"], not g["fresh_secondary"]))
     if refit:
