@@ -762,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True,
         help="a folder with one sub-folder per label (face, speech), a CSV/TSV (text), or a CSV with the columns "
         "text,label and labels crisis|none (safety; e.g. docs/safety-eval.csv), or an ESConv JSONL file "
-        "(strategy, dialogue; e.g. ../shared/data/esconv/test.jsonl)",
+        "(strategy, dialogue; e.g. ../shared/data/esconv/test.jsonl; the original release's ESConv.json works too)",
     )  # fmt: skip
     p.add_argument("--text-col", help="text-emotion: the column holding the text")
     p.add_argument("--label-col", help="text-emotion: the column holding the label name")

@@ -12,8 +12,9 @@ Two levels of scoring, both reported:
   counts the planner's top strategy as right when it is one of them. This is the planner's real task: it plans a
   whole turn, once per seeker message.
 
-One dialogue per line: ``{"emotion_type", "problem_type", "situation", "dialog": [{"text", "speaker": "usr"|"sys",
-"strategy" (supporter messages)}]}``.
+Files: JSONL, one dialogue per line, ``{"emotion_type", "problem_type", "situation", "dialog": [{"text", "speaker":
+"usr"|"sys", "strategy" (supporter messages)}]}`` (the standard split), or the original release's one JSON list of
+dialogues (``ESConv.json``, ``FailedESConv.json``: ``content``, ``speaker`` seeker|supporter, ``annotation.strategy``).
 """
 
 from __future__ import annotations
@@ -66,52 +67,6 @@ class ReplySample:
     strategy: str = ""
 
 
-def _message(raw: Any, where: str, path: Path) -> Message:
-    if not isinstance(raw, dict):
-        raise MediaError(str(path), f"{where}: a dialog entry is not an object")
-    text, speaker, strategy = raw.get("text"), raw.get("speaker"), raw.get("strategy")
-    if speaker not in SPEAKERS:
-        raise MediaError(str(path), f"{where}: speaker {speaker!r} is not one of {', '.join(SPEAKERS)}")
-    if not isinstance(text, str):
-        raise MediaError(str(path), f"{where}: no text")
-    if strategy is not None and not isinstance(strategy, str):
-        raise MediaError(str(path), f"{where}: strategy {strategy!r} is not a string")
-    return Message(speaker, text.strip(), (strategy,) if strategy else ())
-
-
-def read_dialogues(path: str | Path, limit: int | None = None) -> list[list[Message]]:
-    """The dialogues of an ESConv JSONL file (the first ``limit`` of them), as ``Message`` lists.
-
-    Blank lines are skipped. A missing, empty or unreadable file, or a line that is not a dialogue, is a
-    ``MediaError`` naming the file (and the line, and the turn).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(str(path), "file not found")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise MediaError(str(path), f"not a UTF-8 text file ({exc})") from exc
-    dialogues: list[list[Message]] = []
-    for number, line in enumerate(lines, 1):
-        if limit is not None and len(dialogues) >= limit:
-            break
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise MediaError(str(path), f"line {number}: not JSON ({exc.msg})") from exc
-        if not isinstance(raw, dict) or not isinstance(raw.get("dialog"), list):
-            raise MediaError(str(path), f'line {number}: not an ESConv dialogue (an object with a "dialog" list)')
-        dialogues.append(
-            [_message(turn, f"line {number}, dialog entry {i}", path) for i, turn in enumerate(raw["dialog"], 1)]
-        )
-    if not dialogues:
-        raise MediaError(str(path), "empty file (expected one ESConv dialogue per line)")
-    return dialogues
-
-
 #: ESConv's original release (``ESConv.json``, ``FailedESConv.json``): its speaker names and the strategy names of its
 #: earlier annotation rounds, mapped onto ``SPEAKERS`` and ``ESCONV_STRATEGIES``.
 RAW_SPEAKERS: Final[dict[str, str]] = {"seeker": "usr", "speaker": "usr", "supporter": "sys", "listener": "sys"}
@@ -124,35 +79,70 @@ RAW_STRATEGIES: Final[dict[str, str]] = {
 }
 
 
-def read_raw_dialogues(path: str | Path) -> list[list[Message]]:
-    """The dialogues of an ESConv file in the original release's format (one JSON list of dialogues, each message
-    ``{"speaker": "seeker"|"supporter" (or "speaker"|"listener"), "content", "annotation": {"strategy"}}``), as
-    ``Message`` lists; strategy names of the earlier annotation rounds are mapped by ``RAW_STRATEGIES``, others
-    dropped. A missing or unreadable file, or one that is not such a list, is a ``MediaError`` naming the file."""
+def _message(raw: Any, where: str, path: Path) -> Message:
+    """One dialog entry, in the standard split's format (``text``, ``speaker`` usr|sys, ``strategy``) or the original
+    release's (``content``, ``speaker`` seeker|supporter, ``annotation.strategy``; older strategy names mapped)."""
+    if not isinstance(raw, dict):
+        raise MediaError(str(path), f"{where}: a dialog entry is not an object")
+    given = raw.get("speaker")
+    speaker = RAW_SPEAKERS.get(given, given) if isinstance(given, str) else given
+    text = raw.get("text", raw.get("content"))
+    strategy = raw.get("strategy")
+    annotation = raw.get("annotation")
+    if strategy is None and isinstance(annotation, dict):
+        strategy = annotation.get("strategy")
+    if speaker not in SPEAKERS:
+        raise MediaError(
+            str(path), f"{where}: speaker {given!r} is not one of {', '.join(SPEAKERS)} (or {', '.join(RAW_SPEAKERS)})"
+        )
+    if not isinstance(text, str):
+        raise MediaError(str(path), f"{where}: no text")
+    if strategy is not None and not isinstance(strategy, str):
+        raise MediaError(str(path), f"{where}: strategy {strategy!r} is not a string")
+    return Message(speaker, text.strip(), (RAW_STRATEGIES.get(strategy, strategy),) if strategy else ())
+
+
+def read_dialogues(path: str | Path, limit: int | None = None) -> list[list[Message]]:
+    """The dialogues of an ESConv file (the first ``limit`` of them), as ``Message`` lists: JSONL, one dialogue per
+    line (the standard split), or one JSON list of dialogues (the original release, ``ESConv.json``; entries in
+    either format, see ``_message``).
+
+    Blank lines are skipped. A missing, empty or unreadable file, or a line that is not a dialogue, is a
+    ``MediaError`` naming the file (and the line or dialogue, and the turn).
+    """
     path = Path(path)
     if not path.is_file():
         raise MediaError(str(path), "file not found")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MediaError(str(path), f"not a JSON file ({exc})") from exc
-    if not isinstance(raw, list) or not all(isinstance(d, dict) and isinstance(d.get("dialog"), list) for d in raw):
-        raise MediaError(str(path), 'not a list of ESConv dialogues (objects with a "dialog" list)')
-    dialogues = []
-    for number, dialogue in enumerate(raw, 1):
-        messages = []
-        for i, entry in enumerate(dialogue["dialog"], 1):
-            entry = entry if isinstance(entry, dict) else {}
-            speaker = RAW_SPEAKERS.get(str(entry.get("speaker")))
-            text = entry.get("content")
-            if speaker is None or not isinstance(text, str):
-                raise MediaError(str(path), f"dialogue {number}, entry {i}: no known speaker or no content")
-            annotation = entry.get("annotation")
-            strategy = RAW_STRATEGIES.get(annotation.get("strategy", "")) if isinstance(annotation, dict) else None
-            messages.append(Message(speaker, text.strip(), (strategy,) if speaker == "sys" and strategy else ()))
-        dialogues.append(messages)
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise MediaError(str(path), f"not a UTF-8 text file ({exc})") from exc
+    if content.lstrip().startswith("["):  # the original release: one JSON list
+        try:
+            items = json.loads(content)
+        except json.JSONDecodeError as exc:
+            raise MediaError(str(path), f"not JSON ({exc.msg}, line {exc.lineno})") from exc
+        numbered = [(f"dialogue {k}", item) for k, item in enumerate(items, 1)]
+    else:
+        numbered = []
+        for number, line in enumerate(content.splitlines(), 1):
+            if limit is not None and len(numbered) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                numbered.append((f"line {number}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise MediaError(str(path), f"line {number}: not JSON ({exc.msg})") from exc
+    dialogues: list[list[Message]] = []
+    for where, raw in numbered[:limit]:
+        if not isinstance(raw, dict) or not isinstance(raw.get("dialog"), list):
+            raise MediaError(str(path), f'{where}: not an ESConv dialogue (an object with a "dialog" list)')
+        dialogues.append(
+            [_message(turn, f"{where}, dialog entry {i}", path) for i, turn in enumerate(raw["dialog"], 1)]
+        )
     if not dialogues:
-        raise MediaError(str(path), "no dialogues")
+        raise MediaError(str(path), "empty file (expected one ESConv dialogue per line)")
     return dialogues
 
 

@@ -12,7 +12,8 @@ models' training data, by repetition alone: the smallest penalty of the training
 over the dialogues' supporter turns is at most 0.30 less two standard errors of a 0.30 rate over those turns
 (the training script's bound), with the planner's own ``fresh_secondary``. The default data is ESConv's
 ``FailedESConv.json`` (196 dialogues the ESConv authors left out of the release for quality; strategy names of
-the earlier annotation rounds are mapped, ``fusion.esconv.RAW_STRATEGIES``). The turns' own strategies are
+the earlier annotation rounds are mapped, ``fusion.esconv.RAW_STRATEGIES``; any ESConv file ``read_dialogues``
+reads works). The turns' own strategies are
 scored for information (turn top-1 per penalty) and never used for the choice.
 
     python scripts/fit_repetition_rule.py                      # prints the grid and the choice
@@ -37,7 +38,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from train_strategy_planner import PENALTIES, repetition_bound  # noqa: E402
 
-from fusion.esconv import read_dialogues, read_raw_dialogues, score_turns, turn_examples  # noqa: E402
+from fusion.esconv import read_dialogues, score_turns, turn_examples  # noqa: E402
 from fusion.strategy import StrategyPlanner, load_strategy_planner, previous_supporter_turn  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "esconv" / "FailedESConv.json"
@@ -75,11 +76,6 @@ def choose_penalty(grid: list[dict[str, Any]], bound: float) -> float:
     return min(ok) if ok else max(g["penalty"] for g in grid)
 
 
-def read_any(path: Path) -> list[Any]:
-    """Dialogues of an ESConv JSONL file (the standard split's format) or of the original release's JSON list."""
-    return read_dialogues(path) if path.suffix == ".jsonl" else read_raw_dialogues(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--planner", type=Path, default=REPO / "weights" / "strategy-planner")
@@ -89,7 +85,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.time()
     planner = load_strategy_planner(args.planner)
-    turns = [t for t in turn_examples(read_any(args.data)) if previous_supporter_turn(t.dialogue)]
+    turns = [t for t in turn_examples(read_dialogues(args.data)) if previous_supporter_turn(t.dialogue)]
     if not turns:
         parser.error(f"{args.data}: no supporter turn after an earlier supporter turn")
     probs = planner.batched_probabilities([t.dialogue for t in turns])

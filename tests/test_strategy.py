@@ -328,11 +328,11 @@ def test_refit_takes_the_planners_choices_and_never_reads_valid(tmp_path):
 
 
 def test_raw_esconv_reader_maps_speakers_and_old_strategy_names(tmp_path):
-    """``fusion.esconv.read_raw_dialogues``: ESConv's original release (FailedESConv.json's format)."""
+    """``fusion.esconv.read_dialogues`` on ESConv's original release (FailedESConv.json's format: one JSON list)."""
     import json
 
     from affectlens.errors import MediaError
-    from fusion.esconv import read_raw_dialogues, turn_examples
+    from fusion.esconv import read_dialogues, turn_examples
 
     raw = [
         {
@@ -348,18 +348,28 @@ def test_raw_esconv_reader_maps_speakers_and_old_strategy_names(tmp_path):
     ]
     path = tmp_path / "FailedESConv.json"
     path.write_text(json.dumps(raw))
-    (dialogue,) = read_raw_dialogues(path)
+    (dialogue,) = read_dialogues(path)
     assert [m.speaker for m in dialogue] == ["sys", "usr", "sys", "sys", "usr", "sys"]
-    assert [m.strategies for m in dialogue] == [("Others",), (), ("Question",), ("Providing Suggestions",), (), ()]
+    assert [m.strategies for m in dialogue] == [
+        ("Others",),
+        (),
+        ("Question",),
+        ("Providing Suggestions",),
+        (),
+        ("No Such Strategy",),
+    ]
     assert dialogue[0].text == "hi"
     # the unknown strategy drops the last turn; the first turn combines two strategies
     assert [t.strategies for t in turn_examples([dialogue])] == [("Question", "Providing Suggestions")]
-    path.write_text(json.dumps({"dialog": []}))
-    with pytest.raises(MediaError, match=r"FailedESConv\.json: not a list of ESConv dialogues"):
-        read_raw_dialogues(path)
+    path.write_text(json.dumps([{"dialog": []}, {"situation": "no dialog"}]))
+    with pytest.raises(MediaError, match=r"FailedESConv\.json: dialogue 2: not an ESConv dialogue"):
+        read_dialogues(path)
     path.write_text(json.dumps([{"dialog": [{"speaker": "robot", "content": "x"}]}]))
-    with pytest.raises(MediaError, match="dialogue 1, entry 1: no known speaker"):
-        read_raw_dialogues(path)
+    with pytest.raises(MediaError, match="dialogue 1, dialog entry 1: speaker 'robot' is not one of usr, sys"):
+        read_dialogues(path)
+    path.write_text('[{"dialog": [}]')
+    with pytest.raises(MediaError, match="not JSON"):
+        read_dialogues(path)
 
 
 def test_repetition_rule_is_fitted_from_repetition_alone():
