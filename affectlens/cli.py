@@ -400,9 +400,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif args.task == "speech-emotion":
         report = evaluation.evaluate_speech_emotion(args.data, model=args.model, limit_per_class=args.limit)
     else:
-        if not args.text_col or not args.label_col:
-            print("error: text-emotion needs --text-col and --label-col", file=sys.stderr)
-            return EXIT_USAGE
         report = evaluation.evaluate_text_emotion(
             args.data, args.text_col, args.label_col, model=args.model, limit=args.limit
         )
@@ -764,8 +761,8 @@ def build_parser() -> argparse.ArgumentParser:
         "text,label and labels crisis|none (safety; e.g. docs/safety-eval.csv), or an ESConv JSONL file "
         "(strategy, dialogue; e.g. ../shared/data/esconv/test.jsonl; the original release's ESConv.json works too)",
     )  # fmt: skip
-    p.add_argument("--text-col", help="text-emotion: the column holding the text")
-    p.add_argument("--label-col", help="text-emotion: the column holding the label name")
+    p.add_argument("--text-col", help="text-emotion: the column holding the text (default: text, sentence, ...)")
+    p.add_argument("--label-col", help="text-emotion: the column holding the label name (default: label, emotion, ...)")
     p.add_argument(
         "--model", default=None,
         help="registered model name (default: the default model); strategy: a planner folder (default: the shipped one)",

@@ -244,15 +244,39 @@ def evaluate_speech_emotion(
     )
 
 
+#: Column names ``eval text-emotion`` looks for (any case) when ``--text-col`` / ``--label-col`` are not given.
+TEXT_COLUMNS: Final[tuple[str, ...]] = ("text", "sentence", "utterance", "content")
+LABEL_COLUMNS: Final[tuple[str, ...]] = ("label", "labels", "emotion", "emotions")
+
+
+def _column(table: Any, given: str | None, candidates: tuple[str, ...], flag: str, path: Path) -> str:
+    """``given`` if the table has it, else the first of ``candidates`` it has (any case); a ``MediaError``
+    naming the file, its columns and ``flag`` otherwise."""
+    columns = [str(c) for c in table.columns]
+    if given is not None:
+        if given not in columns:
+            raise MediaError(str(path), f"no column {given!r}; columns: {', '.join(columns)}")
+        return given
+    by_name = {c.lower(): c for c in columns}
+    found = next((by_name[c] for c in candidates if c in by_name), None)
+    if found is None:
+        raise MediaError(
+            str(path),
+            f"no column named {' or '.join(candidates)}; columns: {', '.join(columns)} (name one with {flag})",
+        )
+    return found
+
+
 def evaluate_text_emotion(
     csv_path: str | Path,
-    text_col: str,
-    label_col: str,
+    text_col: str | None = None,
+    label_col: str | None = None,
     model: str | None = None,
     limit: int | None = None,
     batch_size: int = 64,
 ) -> dict[str, Any]:
-    """Evaluate a text emotion model on a CSV (or TSV, by extension) with a text and a label column.
+    """Evaluate a text emotion model on a CSV (or TSV, by extension) with a text and a label column (when not
+    named, the first of ``TEXT_COLUMNS`` / ``LABEL_COLUMNS`` the file has, in any case).
 
     Label names go through the same table as the face eval; a cell with several comma-separated labels
     is scored against its first one; rows whose label has no canonical class count under ``excluded``.
@@ -266,9 +290,8 @@ def evaluate_text_emotion(
         table = pd.read_csv(csv_path, sep="\t" if csv_path.suffix.lower() == ".tsv" else ",", nrows=limit)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise MediaError(str(csv_path), f"not a readable CSV ({exc})") from exc
-    missing = [c for c in (text_col, label_col) if c not in table.columns]
-    if missing:
-        raise MediaError(str(csv_path), f"no column {missing[0]!r}; columns: {', '.join(map(str, table.columns))}")
+    text_col = _column(table, text_col, TEXT_COLUMNS, "--text-col", csv_path)
+    label_col = _column(table, label_col, LABEL_COLUMNS, "--label-col", csv_path)
     texts: list[str] = []
     truth: list[int] = []
     excluded: Counter[str] = Counter()

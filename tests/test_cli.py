@@ -167,6 +167,30 @@ def test_eval_face_expression_finds_the_face_in_photos_and_takes_crops_as_they_a
     assert photo["framing"] == {"face": 1} and photo["accuracy"] == 1.0
 
 
+@pytest.mark.weights
+def test_eval_text_emotion_finds_the_text_and_label_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Columns named text/label (or sentence/emotion, any case) need no flags; others are named with them."""
+    rows = [("I am so happy and grateful for your help!", "joy"), ("This is wonderful news, I love it", "happy")]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("Sentence,Emotion\n" + "".join(f'"{t}",{lab}\n' for t, lab in rows))
+    assert main(["eval", "text-emotion", "--data", str(plain), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 2 and report["per_class"]["happiness"]["support"] == 2 and report["accuracy"] == 1.0
+    odd = tmp_path / "odd.tsv"
+    odd.write_text("said\tfelt\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows))
+    assert main(["eval", "text-emotion", "--data", str(odd)]) == 1
+    assert (
+        "no column named text or sentence or utterance or content; columns: said, felt (name one with --text-col)"
+        in (capsys.readouterr().err)
+    )
+    assert (
+        main(["eval", "text-emotion", "--data", str(odd), "--text-col", "said", "--label-col", "felt", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["n"] == 2
+    assert main(["eval", "text-emotion", "--data", str(odd), "--text-col", "sad"]) == 1
+    assert "no column 'sad'; columns: said, felt" in capsys.readouterr().err
+
+
 def test_eval_on_a_folder_without_labels_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "misc").mkdir()
     assert main(["eval", "face-expression", "--data", str(tmp_path)]) == 1
