@@ -183,15 +183,21 @@ def main() -> None:
             flush=True,
         )
 
+    rest_reads: dict[str, float] | None = None
     if args.faces:
         faces = fer_neutral_faces(args.npz, args.faces, args.split)
         # Frames are read as our face pipeline frames each face (its located box), not by the cached mesh's box:
         # those meshes were fitted on the whole image and hug the face tighter (``fit_expression_edit.meshes``).
         located = [head.editor.pipeline.locate(face) for face, _ in faces]
         boxes = [found[0].box if found else mesh_box(points) for found, (_, points) in zip(located, faces, strict=True)]
+        # what the reader makes of the faces before any change (FER2013 labels them neutral): the agreement of an
+        # emotion the rest faces already lean towards is partly given, not rendered
+        rest = np.concatenate([read_frames(model, [face], b) for (face, _), b in zip(faces, boxes, strict=True)])
+        rest_reads = {CANONICAL_EMOTIONS[c]: float((rest == c).mean()) for c in np.unique(rest)}
+        print(f"FER2013 {args.split} neutral faces at rest read as {rest_reads}", flush=True)
         for emotion in CANONICAL_EMOTIONS:
             k = CANONICAL_EMOTIONS.index(emotion)
-            shares, refused = [], 0
+            shares, refused, pooled_reads = [], 0, []
             for (face, points), face_box in zip(faces, boxes, strict=True):
                 try:
                     fp = head.prepare(face, points)
@@ -202,7 +208,12 @@ def main() -> None:
                 frames = list(video.frames())
                 reads = read_frames(model, frames, face_box)[after_onset(video)]
                 shares.append(float((reads == k).mean()))
+                pooled_reads.append(reads)
+            every = np.concatenate(pooled_reads)
             results[emotion]["fer_agreement"] = float(np.mean(shares))
+            results[emotion]["fer_reads"] = {
+                CANONICAL_EMOTIONS[c]: float((every == c).mean()) for c in np.unique(every)
+            }
             results[emotion]["fer_faces_majority"] = float(np.mean(np.array(shares) > 0.5))
             results[emotion]["fer_faces"] = len(shares)
             results[emotion]["fer_refused"] = refused
@@ -223,6 +234,7 @@ def main() -> None:
         "reader": model.name,
         "fer_faces": args.faces,
         "fer_split": args.split,
+        "fer_rest_reads": rest_reads,
         "overrides": args.set,
         "per_emotion": results,
         "mean_portrait_agreement": float(np.mean([r["portrait_agreement"] for r in results.values()])),
