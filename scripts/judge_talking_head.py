@@ -59,6 +59,11 @@ def read_frames(model: Any, frames: list[np.ndarray], box: np.ndarray) -> np.nda
     return np.concatenate([model.predict_batch(crops[i : i + 64]).argmax(1) for i in range(0, len(crops), 64)])
 
 
+def read_shares(reads: np.ndarray) -> dict[str, float]:
+    """Share of the frames read as each emotion (those read at all)."""
+    return {CANONICAL_EMOTIONS[c]: float((reads == c).mean()) for c in np.unique(reads)}
+
+
 def after_onset(video: TalkingHeadVideo) -> slice:
     start = int(np.ceil(video.performance.apex[0] * video.fps))
     return slice(start, video.num_frames)
@@ -166,7 +171,7 @@ def main() -> None:
         sync = envelope_correlation(gaps[valid], env[valid])
         results[emotion] = {
             "portrait_agreement": float((reads == k).mean()),
-            "portrait_reads": {CANONICAL_EMOTIONS[c]: float((reads == c).mean()) for c in np.unique(reads)},
+            "portrait_reads": read_shares(reads),
             "sync_r": sync,
             "frames": video.num_frames,
             "speech_seconds": speech.duration,
@@ -193,7 +198,7 @@ def main() -> None:
         # what the reader makes of the faces before any change (FER2013 labels them neutral): the agreement of an
         # emotion the rest faces already lean towards is partly given, not rendered
         rest = np.concatenate([read_frames(model, [face], b) for (face, _), b in zip(faces, boxes, strict=True)])
-        rest_reads = {CANONICAL_EMOTIONS[c]: float((rest == c).mean()) for c in np.unique(rest)}
+        rest_reads = read_shares(rest)
         print(f"FER2013 {args.split} neutral faces at rest read as {rest_reads}", flush=True)
         for emotion in CANONICAL_EMOTIONS:
             k = CANONICAL_EMOTIONS.index(emotion)
@@ -209,11 +214,8 @@ def main() -> None:
                 reads = read_frames(model, frames, face_box)[after_onset(video)]
                 shares.append(float((reads == k).mean()))
                 pooled_reads.append(reads)
-            every = np.concatenate(pooled_reads)
             results[emotion]["fer_agreement"] = float(np.mean(shares))
-            results[emotion]["fer_reads"] = {
-                CANONICAL_EMOTIONS[c]: float((every == c).mean()) for c in np.unique(every)
-            }
+            results[emotion]["fer_reads"] = read_shares(np.concatenate(pooled_reads))
             results[emotion]["fer_faces_majority"] = float(np.mean(np.array(shares) > 0.5))
             results[emotion]["fer_faces"] = len(shares)
             results[emotion]["fer_refused"] = refused
