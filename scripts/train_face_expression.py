@@ -22,6 +22,7 @@ Output: ``weights/face-expression/affectlens-expression.safetensors`` (float32 s
     python scripts/train_face_expression.py --work DIR ...                          # then finalize anywhere
     python scripts/train_face_expression.py --teacher weights/face-expression-large/affectlens-expression-large.safetensors \
         --seeds 0 --work DIR --out DIR2   # distil: the teacher's soft targets (KL, T 4, weight 0.9) join the labels
+    python scripts/train_face_expression.py --teacher ... --consistent ...   # the teacher reads each augmented batch
 """
 
 from __future__ import annotations
@@ -164,6 +165,27 @@ def teacher_logits(path: Path, x: torch.Tensor, device: str, bf16: bool) -> torc
         return logits_of(teacher, x, flip=bool(meta.get("flip_average", False)))
 
 
+class OnlineTeacher(torch.nn.Module):
+    """The finalized model at ``path`` kept beside the student (``--consistent``): it reads the very augmented
+    views the student trains on, so the soft targets always describe the image the student sees (Beyer et al.,
+    "Knowledge distillation: a good teacher is patient and consistent", 2022). Mirror-averaged when its card says
+    so (the face and its mirror image in one batch, as ``AffectLensExpression`` runs it)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        meta = json.loads(path.with_suffix(".json").read_text())
+        self.model = load_expression_ensemble(path, meta).eval()
+        self.flip = bool(meta.get("flip_average", False))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        if not self.flip:
+            return self.model(x).float()
+        both = self.model(torch.cat([x, torch.flip(x, dims=[-1])])).float()
+        return (both[: len(x)] + both[len(x) :]) / 2
+
+
 def distillation_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al.'s soft-target term: KL(teacher || student) at ``temperature``, times temperature^2 so its
     gradients keep their scale as the temperature changes."""
@@ -176,10 +198,12 @@ def train_member(
     seed: int,
     data: dict[str, tuple[np.ndarray, np.ndarray]],
     soft: torch.Tensor | None = None,
+    teacher: OnlineTeacher | None = None,
 ) -> Path:
     """Train one ``ExpressionNet`` with initialisation and augmentation seed ``seed``; keep the epoch with the
-    best validation accuracy; write ``member-<seed>.safetensors`` and ``.json`` into ``args.work``. ``soft``: the
-    teacher's logits for every training image (``teacher_logits``), when ``args.teacher`` distils."""
+    best validation accuracy; write ``member-<seed>.safetensors`` and ``.json`` into ``args.work``. When
+    ``args.teacher`` distils, either ``soft``: the teacher's logits for every unaugmented training image
+    (``teacher_logits``), or ``teacher``: the teacher itself, run on every augmented batch (``--consistent``)."""
     torch.manual_seed(seed)
     started = time.time()
     (xtr_u8, ytr), (xva_u8, yva) = data["train"], data["val"]
@@ -190,9 +214,10 @@ def train_member(
     xtr, xva = to_input(xtr_u8), to_input(xva_u8)
     ytr_t = torch.from_numpy(ytr)
     logger.info("member %d: train %d, val %d images", seed, len(xtr), len(xva))
-    if args.teacher is not None and soft is None:
-        raise ValueError("--teacher needs the teacher's logits (teacher_logits)")
+    if args.teacher is not None and (soft is None) == (teacher is None):
+        raise ValueError("--teacher needs either the teacher's logits (teacher_logits) or the teacher itself")
     soft = None if soft is None else soft.to(args.device)
+    teacher = None if teacher is None else teacher.to(args.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     config = ExpressionNetConfig(widths=tuple(args.widths), depths=tuple(args.depths), dropout=args.dropout)
     model = ExpressionNet(config).to(args.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -224,8 +249,10 @@ def train_member(
             with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
                 logits = model(xb).float()
                 loss = F.cross_entropy(logits, ytr_t[idx].to(args.device), label_smoothing=args.label_smoothing)
-                if soft is not None:  # augmented views keep the teacher's targets for the unaugmented image
-                    kd = distillation_loss(logits, soft[idx.to(args.device)], args.distill_temperature)
+                if soft is not None or teacher is not None:
+                    # fixed soft targets: augmented views keep the teacher's targets for the unaugmented image
+                    target = soft[idx.to(args.device)] if soft is not None else teacher(xb)  # type: ignore[misc]
+                    kd = distillation_loss(logits, target, args.distill_temperature)
                     loss = (1 - args.distill_alpha) * loss + args.distill_alpha * kd
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -265,6 +292,7 @@ def train_member(
             "sha256": hashlib.sha256(args.teacher.read_bytes()).hexdigest(),
             "alpha": args.distill_alpha,
             "temperature": args.distill_temperature,
+            "consistent": teacher is not None,
         },
         "history": history,
     }
@@ -283,8 +311,11 @@ def finalize(
     out: Path,
     seconds: float,
     name: str = "affectlens-expression",
+    flip_average: str = "auto",
 ) -> dict[str, Any]:
-    """Average the members' logits, fit the temperature on validation, score test once, write the weights."""
+    """Average the members' logits, fit the temperature on validation, score test once, write the weights.
+    ``flip_average``: ``auto`` keeps mirror averaging if it helps on validation; ``on`` / ``off`` fix it (``off``
+    when the model's size leaves no room in the speed budget for a second pass)."""
     loaded = [load_member(path) for path in members]
     model = ExpressionEnsemble([m for m, _ in loaded]).eval()
     (xva_u8, yva), (xte_u8, yte) = data["val"], data["test"]
@@ -294,7 +325,7 @@ def finalize(
     accuracy = {
         name: float((v.argmax(1).numpy() == yva).mean()) for name, v in (("plain", val_plain), ("flip", val_flip))
     }
-    flip = accuracy["flip"] > accuracy["plain"]
+    flip = accuracy["flip"] > accuracy["plain"] if flip_average == "auto" else flip_average == "on"
     val_logits, test_logits = (val_flip if flip else val_plain), logits_of(model, xte, flip=flip)
     temperature = fit_temperature(val_logits, torch.from_numpy(yva))
     per_member = [
@@ -306,6 +337,7 @@ def finalize(
     metrics = {
         "temperature": temperature,
         "flip_average": flip,
+        "flip_average_choice": flip_average,
         "val_accuracy_plain_vs_flip": accuracy,
         "test_accuracy_other_choice": float((other.argmax(1).numpy() == yte).mean()),
         "members": per_member,
@@ -370,6 +402,18 @@ def main() -> None:
     )
     parser.add_argument("--distill-alpha", type=float, default=0.9, help="the soft targets' share of the loss")
     parser.add_argument("--distill-temperature", type=float, default=4.0)
+    parser.add_argument(
+        "--consistent",
+        action="store_true",
+        help="with --teacher: run the teacher on every augmented batch (the view the student sees) instead of "
+        "fixed targets for the unaugmented images",
+    )
+    parser.add_argument(
+        "--flip-average",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="mirror averaging of the finalized model: kept if it helps on validation (auto), or fixed",
+    )
     parser.add_argument("--retrain", action="store_true", help="train members again even if --work has them")
     parser.add_argument(
         "--members-only",
@@ -381,8 +425,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.time()
     data = load_fer2013(args.npz)
-    soft = None
-    if args.teacher is not None:  # one pass of the teacher for all members
+    soft, teacher = None, None
+    if args.consistent and args.teacher is None:
+        parser.error("--consistent distils from --teacher: name one")
+    if args.consistent:
+        teacher = OnlineTeacher(args.teacher)
+    elif args.teacher is not None:  # one pass of the teacher for all members
         t0 = time.time()
         soft = teacher_logits(args.teacher, to_input(data["train"][0]), args.device, args.bf16).cpu()
         accuracy = float((soft.argmax(1).numpy() == data["train"][1]).mean())
@@ -393,12 +441,12 @@ def main() -> None:
         if path.exists() and path.with_suffix(".json").exists() and not args.retrain:
             logger.info("member %d: reusing %s", seed, path)
         else:
-            path = train_member(args, seed, data, soft)
+            path = train_member(args, seed, data, soft, teacher)
         members.append(path)
     if args.members_only:
         print(f"members in {args.work}: {', '.join(p.name for p in members)}")
         return
-    meta = finalize(members, data, args.out, time.time() - started, args.name)
+    meta = finalize(members, data, args.out, time.time() - started, args.name, args.flip_average)
     m = meta["metrics"]
     for member in m["members"]:
         print(f"member seed {member['seed']}: val {member['val_accuracy']:.4f} test {member['test_accuracy']:.4f}")

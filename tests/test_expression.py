@@ -252,5 +252,45 @@ def test_teacher_logits_follow_the_card_and_training_records_the_teacher(tmp_pat
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "alpha": 0.9,
         "temperature": 4.0,
+        "consistent": False,
     }
+    assert np.isfinite(meta["history"][0]["loss"])
+
+
+def test_consistent_teacher_reads_the_augmented_batch_and_is_recorded(tmp_path: Path) -> None:
+    """``--consistent``: the online teacher gives the card's (mirror-averaged) logits of whatever batch it is
+    handed, and a distilled epoch with it records ``consistent`` in the member's JSON."""
+    import argparse
+
+    from safetensors.torch import save_file
+
+    from perception.face.expression import ExpressionEnsemble, ExpressionNet, ExpressionNetConfig
+
+    script = _training_script()
+    config = ExpressionNetConfig(widths=(4, 4, 8, 8), depths=(1, 1, 1, 1))
+    torch.manual_seed(1)
+    net = ExpressionEnsemble([ExpressionNet(config)]).eval()
+    path = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items() if "num_batches" not in k}, str(path))
+    card = {"members": 1, "config": {"widths": [4, 4, 8, 8], "depths": [1, 1, 1, 1]}, "flip_average": True}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    online = script.OnlineTeacher(path)
+    x = torch.randn(5, 1, 48, 48)
+    assert torch.allclose(online(x), script.teacher_logits(path, x, "cpu", False), atol=1e-5)
+    assert not torch.allclose(online(x), online(torch.flip(x, dims=[-2])), atol=1e-3)  # it reads what it is given
+
+    rng = np.random.default_rng(1)
+    data = {
+        split: (rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), rng.integers(0, 7, n))
+        for split, n in (("train", 32), ("val", 16))
+    }
+    args = argparse.Namespace(
+        limit=0, widths=[4, 4, 8, 8], depths=[1, 1, 1, 1], dropout=0.0, device="cpu", weight_decay=5e-4, lr=0.05,
+        batch_size=16, epochs=1, bf16=False, label_smoothing=0.1, work=tmp_path / "work", teacher=path,
+        distill_alpha=0.9, distill_temperature=4.0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="either"):
+        script.train_member(args, 0, data)
+    meta = json.loads(script.train_member(args, 0, data, teacher=online).with_suffix(".json").read_text())
+    assert meta["teacher"]["consistent"] is True
     assert np.isfinite(meta["history"][0]["loss"])
