@@ -179,7 +179,6 @@ class OnlineTeacher(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.model.eval()
         if not self.flip:
             return self.model(x).float()
         both = self.model(torch.cat([x, torch.flip(x, dims=[-1])])).float()
@@ -250,7 +249,7 @@ def train_member(
                 logits = model(xb).float()
                 loss = F.cross_entropy(logits, ytr_t[idx].to(args.device), label_smoothing=args.label_smoothing)
                 if soft is not None or teacher is not None:
-                    # fixed soft targets: augmented views keep the teacher's targets for the unaugmented image
+                    # fixed targets (the unaugmented image's, for every view of it) or the teacher reading this view
                     target = soft[idx.to(args.device)] if soft is not None else teacher(xb)  # type: ignore[misc]
                     kd = distillation_loss(logits, target, args.distill_temperature)
                     loss = (1 - args.distill_alpha) * loss + args.distill_alpha * kd
