@@ -213,28 +213,25 @@ def test_distillation_loss_vanishes_on_the_teachers_logits_and_pulls_towards_the
     assert (student.argmax(1) == teacher.argmax(1)).float().mean() > 0.95
 
 
-def test_teacher_logits_follow_the_card_and_training_records_the_teacher(tmp_path: Path) -> None:
-    """A tiny random teacher saved with its card, its mirror-averaged logits, and one distilled epoch on fake data
-    whose member JSON names the teacher by file and sha256."""
-    import argparse
-    import hashlib
-
+def _tiny_teacher(tmp_path: Path, members: int, seed: int) -> tuple[torch.nn.Module, Path]:
+    """A tiny random finalized model (``members`` members, mirror averaging on its card) saved in ``tmp_path``."""
     from safetensors.torch import save_file
 
     from perception.face.expression import ExpressionEnsemble, ExpressionNet, ExpressionNetConfig
 
-    script = _training_script()
     config = ExpressionNetConfig(widths=(4, 4, 8, 8), depths=(1, 1, 1, 1))
-    torch.manual_seed(0)
-    teacher = ExpressionEnsemble([ExpressionNet(config), ExpressionNet(config)]).eval()
+    torch.manual_seed(seed)
+    teacher = ExpressionEnsemble([ExpressionNet(config) for _ in range(members)]).eval()
     path = tmp_path / "teacher.safetensors"
     save_file({k: v.contiguous() for k, v in teacher.state_dict().items() if "num_batches" not in k}, str(path))
-    card = {"members": 2, "config": {"widths": [4, 4, 8, 8], "depths": [1, 1, 1, 1]}, "flip_average": True}
+    card = {"members": members, "config": {"widths": [4, 4, 8, 8], "depths": [1, 1, 1, 1]}, "flip_average": True}
     path.with_suffix(".json").write_text(json.dumps(card))
-    x = torch.randn(6, 1, 48, 48)
-    with torch.no_grad():
-        expected = (teacher(x) + teacher(torch.flip(x, dims=[-1]))) / 2
-    assert torch.allclose(script.teacher_logits(path, x, "cpu", False), expected, atol=1e-5)
+    return teacher, path
+
+
+def _tiny_distillation(tmp_path: Path, teacher: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], Any]:
+    """Fake 48x48 train/val data and the arguments of one tiny distilled epoch from ``teacher``."""
+    import argparse
 
     rng = np.random.default_rng(0)
     data = {
@@ -243,9 +240,25 @@ def test_teacher_logits_follow_the_card_and_training_records_the_teacher(tmp_pat
     }
     args = argparse.Namespace(
         limit=0, widths=[4, 4, 8, 8], depths=[1, 1, 1, 1], dropout=0.0, device="cpu", weight_decay=5e-4, lr=0.05,
-        batch_size=16, epochs=1, bf16=False, label_smoothing=0.1, work=tmp_path / "work", teacher=path,
+        batch_size=16, epochs=1, bf16=False, label_smoothing=0.1, work=tmp_path / "work", teacher=teacher,
         distill_alpha=0.9, distill_temperature=4.0,
     )  # fmt: skip
+    return data, args
+
+
+def test_teacher_logits_follow_the_card_and_training_records_the_teacher(tmp_path: Path) -> None:
+    """A tiny random teacher saved with its card, its mirror-averaged logits, and one distilled epoch on fake data
+    whose member JSON names the teacher by file and sha256."""
+    import hashlib
+
+    script = _training_script()
+    teacher, path = _tiny_teacher(tmp_path, members=2, seed=0)
+    x = torch.randn(6, 1, 48, 48)
+    with torch.no_grad():
+        expected = (teacher(x) + teacher(torch.flip(x, dims=[-1]))) / 2
+    assert torch.allclose(script.teacher_logits(path, x, "cpu", False), expected, atol=1e-5)
+
+    data, args = _tiny_distillation(tmp_path, path)
     member = script.train_member(
         args, 0, data, script.teacher_logits(path, script.to_input(data["train"][0]), "cpu", False)
     )
@@ -263,35 +276,14 @@ def test_teacher_logits_follow_the_card_and_training_records_the_teacher(tmp_pat
 def test_consistent_teacher_reads_the_augmented_batch_and_is_recorded(tmp_path: Path) -> None:
     """``--consistent``: the online teacher gives the card's (mirror-averaged) logits of whatever batch it is
     handed, and a distilled epoch with it records ``consistent`` in the member's JSON."""
-    import argparse
-
-    from safetensors.torch import save_file
-
-    from perception.face.expression import ExpressionEnsemble, ExpressionNet, ExpressionNetConfig
-
     script = _training_script()
-    config = ExpressionNetConfig(widths=(4, 4, 8, 8), depths=(1, 1, 1, 1))
-    torch.manual_seed(1)
-    net = ExpressionEnsemble([ExpressionNet(config)]).eval()
-    path = tmp_path / "teacher.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items() if "num_batches" not in k}, str(path))
-    card = {"members": 1, "config": {"widths": [4, 4, 8, 8], "depths": [1, 1, 1, 1]}, "flip_average": True}
-    path.with_suffix(".json").write_text(json.dumps(card))
+    _, path = _tiny_teacher(tmp_path, members=1, seed=1)
     online = script.OnlineTeacher(path)
     x = torch.randn(5, 1, 48, 48)
     assert torch.allclose(online(x), script.teacher_logits(path, x, "cpu", False), atol=1e-5)
     assert not torch.allclose(online(x), online(torch.flip(x, dims=[-2])), atol=1e-3)  # it reads what it is given
 
-    rng = np.random.default_rng(1)
-    data = {
-        split: (rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), rng.integers(0, 7, n))
-        for split, n in (("train", 32), ("val", 16))
-    }
-    args = argparse.Namespace(
-        limit=0, widths=[4, 4, 8, 8], depths=[1, 1, 1, 1], dropout=0.0, device="cpu", weight_decay=5e-4, lr=0.05,
-        batch_size=16, epochs=1, bf16=False, label_smoothing=0.1, work=tmp_path / "work", teacher=path,
-        distill_alpha=0.9, distill_temperature=4.0,
-    )  # fmt: skip
+    data, args = _tiny_distillation(tmp_path, path)
     with pytest.raises(ValueError, match="either"):
         script.train_member(args, 0, data)
     meta = json.loads(script.train_member(args, 0, data, teacher=online).with_suffix(".json").read_text())
