@@ -27,9 +27,10 @@ rest of the weight.
 ``StrategyPlanner`` is a ``fusion.tree.Planner``: given the dialogue (``with_context``) it plans from the tree, the
 dialogue and the affect state. Choices: the most likely strategy, then others whose probability is at least
 ``combine_ratio`` of the first, up to ``max_strategies`` in all (a turn may combine strategies); the strategies of
-the previous supporter turn are discounted by ``repetition_penalty`` (people repeat the previous tactic about 22% of
-the time; language models about 50%) and, with ``fresh_secondary``, never added beside the first; both fitted on
-ESConv valid so that repetition stays under 0.30 at the least accuracy cost.
+the previous supporter turn are discounted (people repeat the previous tactic about 22% of the time; language
+models about 50%): divided by ``repetition_penalty`` and lowered by ``repetition_margin`` (the shipped rule: a
+margin, fitted without labels by ``scripts/fit_repetition_rule.py`` so that repetition stays under 0.30 at the least
+accuracy cost) and, with ``fresh_secondary``, never added beside the first.
 """
 
 from __future__ import annotations
@@ -302,6 +303,10 @@ class StrategyConfig:
     dropout: float = 0.3
     strategies: tuple[str, ...] = ESCONV_STRATEGIES
     repetition_penalty: float = 1.0
+    #: subtracted from the (penalised) probability of each of the previous supporter turn's strategies: moving a
+    #: turn off a repeated strategy then costs at most this much probability, the cheapest way to cut repetition
+    #: when the probabilities are calibrated (``docs/strategy-planner.md``, "A margin rule instead of a ratio?")
+    repetition_margin: float = 0.0
     #: a strategy of the previous supporter turn may be the first choice (when it clearly fits), never a second one
     fresh_secondary: bool = False
     combine_ratio: float = 0.6
@@ -409,12 +414,13 @@ class StrategyHead(nn.Module):
 
 def decide(probs: np.ndarray, previous: Sequence[str], config: StrategyConfig) -> list[tuple[str, float]]:
     """Strategies for one turn from the head's ``probs``: the previous turn's strategies discounted
-    (``probs / repetition_penalty``), the top one, then others within ``combine_ratio`` of it (with
-    ``fresh_secondary``, none of the previous turn's), up to ``max_strategies`` in all."""
+    (``probs / repetition_penalty - repetition_margin``), the top one, then others whose discounted score is within
+    ``combine_ratio`` of its (with ``fresh_secondary``, none of the previous turn's), up to ``max_strategies`` in
+    all."""
     repeated = {config.strategies.index(s) for s in previous if s in config.strategies}
     scores = np.asarray(probs, np.float64).copy()
     for k in repeated:
-        scores[k] /= config.repetition_penalty
+        scores[k] = scores[k] / config.repetition_penalty - config.repetition_margin
     order = np.argsort(-scores)
     chosen = [order[0]]
     others = [k for k in order[1:] if not (config.fresh_secondary and k in repeated)]

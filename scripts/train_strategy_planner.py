@@ -21,7 +21,9 @@ Features: ``fusion.strategy.context_features`` with the blocks of ``--hash-bucke
    valid turn-level top-1.
 2. ``repetition_penalty`` and ``fresh_secondary``: the best valid turn-level top-1 whose cross-turn repetition (the
    first message of a supporter turn re-using a strategy of the previous supporter turn) stays at most 0.30 less two
-   standard errors of a 0.30 rate over the valid turns (0.280), so that it holds on unseen dialogues too.
+   standard errors of a 0.30 rate over the valid turns (0.280), so that it holds on unseen dialogues too. (The
+   shipped planner's rule is a margin instead, ``repetition_margin``, fitted afterwards without labels by
+   ``scripts/fit_repetition_rule.py``; ``--refit`` keeps the folder's penalty and margin.)
 3. Test, scored once: per message (top-1 accuracy, macro-F1) and per turn (``turn_top1_accuracy``: the top strategy
    is one of the turn's), repetition (planner and the human references), against the majority class (from train)
    and SmolLM2 choosing alone (next-token scores over the strategy names, zero-shot, on ``--lm-limit`` test messages).
@@ -125,6 +127,7 @@ class Refit:
     lm_reader_weight: float
     repetition_penalty: float
     fresh_secondary: bool
+    repetition_margin: float = 0.0
 
     @classmethod
     def read(cls, folder: Path) -> Refit:
@@ -145,6 +148,7 @@ class Refit:
             lm_reader_weight=float(config.get("lm_reader_weight", 0.0)),
             repetition_penalty=float(config["repetition_penalty"]),
             fresh_secondary=bool(config.get("fresh_secondary", False)),
+            repetition_margin=float(config.get("repetition_margin", 0.0)),
         )
 
     def training_note(self, epochs: tuple[int, int]) -> str:
@@ -922,9 +926,11 @@ def main() -> None:
         best = {
             "penalty": refit.repetition_penalty,
             "fresh_secondary": refit.fresh_secondary,
+            "margin": refit.repetition_margin,
             "from": str(refit.folder),
         }
     head.config.repetition_penalty, head.config.fresh_secondary = best["penalty"], best["fresh_secondary"]
+    head.config.repetition_margin = float(best.get("margin", 0.0))
     logger.info("repetition rule grid on valid (repetition at most %.4f): %s -> %s", limit, grid, best)
 
     if args.valid_only:

@@ -148,6 +148,26 @@ def test_decide_discounts_repetition_and_combines_close_strategies():
     assert [s for s, _ in decide(probs, (), StrategyConfig(input_dim=1, combine_ratio=0.9))] == ["Question"]
 
 
+def test_margin_moves_the_turns_whose_repeat_is_least_ahead():
+    """The ratio moves a turn off a repeated strategy by how many *times* more likely it is, the margin by how much
+    more probability it has: a weak lead (0.20 against 0.14) goes first under the margin, a strong one (0.60 against
+    0.45) under the ratio."""
+    weak, strong = np.zeros(len(ESCONV_STRATEGIES)), np.zeros(len(ESCONV_STRATEGIES))
+    weak[ESCONV_STRATEGIES.index("Question")], weak[ESCONV_STRATEGIES.index("Others")] = 0.20, 0.14
+    strong[ESCONV_STRATEGIES.index("Question")], strong[ESCONV_STRATEGIES.index("Others")] = 0.60, 0.45
+    ratio = StrategyConfig(input_dim=1, repetition_penalty=1.4, max_strategies=1)
+    margin = StrategyConfig(input_dim=1, repetition_margin=0.1, max_strategies=1)
+    previous = ("Question",)
+    assert [decide(p, previous, ratio)[0][0] for p in (weak, strong)] == ["Question", "Others"]  # 0.143 > 0.14
+    assert [decide(p, previous, margin)[0][0] for p in (weak, strong)] == ["Others", "Question"]  # 0.50 > 0.45
+    assert decide(weak, (), margin)[0] == ("Question", pytest.approx(0.20))  # no previous turn: untouched
+    # a repeat that stays first: the second strategy is measured against its discounted score, as with the ratio
+    lead = np.zeros(len(ESCONV_STRATEGIES))
+    lead[ESCONV_STRATEGIES.index("Question")], lead[ESCONV_STRATEGIES.index("Others")] = 0.50, 0.26
+    both = decide(lead, previous, StrategyConfig(input_dim=1, repetition_margin=0.1, combine_ratio=0.6))
+    assert both == [("Question", pytest.approx(0.50)), ("Others", pytest.approx(0.26))]  # 0.26 >= 0.6 * (0.50 - 0.1)
+
+
 def test_fresh_secondary_never_adds_a_strategy_of_the_previous_turn():
     probs = np.zeros(len(ESCONV_STRATEGIES))
     for name, p in (("Question", 0.40), ("Reflection of feelings", 0.35), ("Others", 0.25)):
@@ -303,14 +323,16 @@ def test_refit_takes_the_planners_choices_and_never_reads_valid(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from train_strategy_planner import Refit, end_epoch, train_head
 
-    config = StrategyConfig(input_dim=6, hidden=8, repetition_penalty=1.4, fresh_secondary=True, encoder_weight=0.5)
+    config = StrategyConfig(
+        input_dim=6, hidden=8, repetition_penalty=1.4, fresh_secondary=True, encoder_weight=0.5, repetition_margin=0.07
+    )
     config.metrics = {"kept_epochs": [2, 5]}
     StrategyHead(config).save_pretrained(tmp_path)
     (tmp_path / "encoder.json").write_text(json.dumps({"training": {"epochs": 3, "kept_epoch": 3}}))
     refit = Refit.read(tmp_path)
     assert refit.mlp_epochs == (2, 5) and refit.encoder_epochs == (3, 3) and refit.reader_epochs is None
     assert (refit.encoder_weight, refit.lm_reader_weight) == (0.5, 0.0)
-    assert (refit.repetition_penalty, refit.fresh_secondary) == (1.4, True)
+    assert (refit.repetition_penalty, refit.fresh_secondary, refit.repetition_margin) == (1.4, True, 0.07)
     assert "train + valid" in refit.training_note((3, 2)) and "epoch 2 kept" in refit.training_note((3, 2))
 
     rng = np.random.default_rng(0)
@@ -373,13 +395,13 @@ def test_raw_esconv_reader_maps_speakers_and_old_strategy_names(tmp_path):
 
 
 def test_repetition_rule_is_fitted_from_repetition_alone():
-    """``scripts/fit_repetition_rule.py``: the smallest penalty whose repetition over unseen dialogues stays under the
-    bound; the turns' own strategies never change the choice."""
+    """``scripts/fit_repetition_rule.py``: the smallest setting (a penalty, or a margin) whose repetition over unseen
+    dialogues stays under the bound; the turns' own strategies never change the choice."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from fit_repetition_rule import choose_penalty, repetition_bound, rule_grid
+    from fit_repetition_rule import choose_setting, repetition_bound, rule_grid
 
     from fusion.esconv import TurnExample
 
@@ -391,19 +413,22 @@ def test_repetition_rule_is_fitted_from_repetition_alone():
     probs[:, ESCONV_STRATEGIES.index("Others")] = 0.30
     probs[:50, ESCONV_STRATEGIES.index("Question")] = 0.60  # half the turns lean far more
     context = (*DIALOGUE, Message("sys", "Tell me more?", ("Question",)), Message("usr", "ok"))
-    head = StrategyHead(StrategyConfig(input_dim=1, combine_ratio=0.99, fresh_secondary=True))
+    head = StrategyHead(StrategyConfig(input_dim=1, combine_ratio=0.99, fresh_secondary=True, repetition_margin=0.2))
     planner = StrategyPlanner(head, fake_embed)
 
-    def grid_for(labels: str) -> list[dict]:
+    def grid_for(labels: str, rule: str = "penalty", settings: tuple[float, ...] = (1.0, 1.2, 1.5, 2.5)) -> list[dict]:
         turns = [TurnExample(context, (labels,)) for _ in range(100)]
-        return rule_grid(planner, probs, turns, penalties=(1.0, 1.2, 1.5, 2.5))
+        return rule_grid(planner, probs, turns, settings, rule)
 
     grid = grid_for("Question")
     assert [g["repetition_rate"] for g in grid] == [1.0, 1.0, 0.5, 0.0]  # 0.40/1.5 < 0.30; 0.60/2.5 < 0.30
-    assert choose_penalty(grid, 0.6) == 1.5 and choose_penalty(grid, 0.2) == 2.5
-    assert choose_penalty(grid, -1.0) == 2.5  # nothing under the bound: the largest
+    assert choose_setting(grid, 0.6) == 1.5 and choose_setting(grid, 0.2) == 2.5
+    assert choose_setting(grid, -1.0) == 2.5  # nothing under the bound: the largest
     other = grid_for("Others")  # other labels: other accuracy, the same repetition, the same choice
     assert [g["turn_top1_accuracy"] for g in other] != [g["turn_top1_accuracy"] for g in grid]
     assert [g["repetition_rate"] for g in other] == [g["repetition_rate"] for g in grid]
-    assert choose_penalty(other, 0.6) == 1.5
-    assert head.config.repetition_penalty == StrategyConfig(input_dim=1).repetition_penalty  # left as it was
+    assert choose_setting(other, 0.6) == 1.5
+    margins = grid_for("Question", "margin", (0.0, 0.05, 0.15, 0.35))  # the planner's own margin 0.2 set aside
+    assert [g["repetition_rate"] for g in margins] == [1.0, 1.0, 0.5, 0.0]  # 0.40 - 0.15 < 0.30; 0.60 - 0.35 < 0.30
+    assert choose_setting(margins, 0.6) == 0.15
+    assert (head.config.repetition_penalty, head.config.repetition_margin) == (1.0, 0.2)  # left as they were
