@@ -3,21 +3,20 @@
 The planner's decision rule discounts the previous supporter turn's strategies so that it repeats a tactic about as
 rarely as people do (the issue's bound: at most 0.30 of turns): by a margin subtracted from their probabilities
 (``--rule margin``, ``repetition_margin``, the shipped rule since 2026-11-28) or by a factor dividing them
-(``--rule penalty``, ``repetition_penalty``). The training script
-fits that penalty on ESConv valid; a planner refitted on train + valid (``--refit``) has no unseen labelled
-dialogues left to fit it on, and a penalty fitted to other models' distributions does not carry over (v7 kept
-v6's 1.4 and it cost 0.010 of test turn top-1).
+(``--rule penalty``, ``repetition_penalty``). The training script fits a penalty on ESConv valid; a planner
+refitted on train + valid (``--refit``) has no unseen labelled dialogues left to fit it on, and a penalty fitted to
+other models' distributions does not carry over (v7 kept v6's 1.4 and it cost 0.010 of test turn top-1).
 
 Repetition needs no labels: it compares the planner's choice for a turn with the strategies of the previous
 supporter turn, which the dialogue so far already holds. So this script fits the rule on dialogues outside the
 models' training data, by repetition alone: the smallest setting of its grid (margins 0-0.30 in steps of 0.01, or
-the training script's penalties) whose repetition
-over the dialogues' supporter turns is at most 0.30 less two standard errors of a 0.30 rate over those turns
-(the training script's bound), with the planner's own ``fresh_secondary``. The default data is ESConv's
+the training script's penalties) whose repetition over the dialogues' supporter turns is at most 0.30 less two
+standard errors of a 0.30 rate over those turns (the training script's bound), with the planner's own
+``fresh_secondary``. The default data is ESConv's
 ``FailedESConv.json`` (196 dialogues the ESConv authors left out of the release for quality; strategy names of
 the earlier annotation rounds are mapped, ``fusion.esconv.RAW_STRATEGIES``; any ESConv file ``read_dialogues``
-reads works). The turns' own strategies are
-scored for information (turn top-1 per penalty) and never used for the choice.
+reads works). The turns' own strategies are scored for information (turn top-1 per setting) and never used for the
+choice.
 
     python scripts/fit_repetition_rule.py                      # the margin: prints the grid and the choice
     python scripts/fit_repetition_rule.py --rule penalty       # the ratio rule instead
