@@ -34,6 +34,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+def face_guidance_default() -> float:
+    """The guidance scale the shipped face diffusion model was judged at (its ``model_index.json``), read without
+    loading the model; 3.0 when the file is missing or unreadable (the Create tab then says so when it is used)."""
+    import json
+
+    from affectlens import weights
+
+    try:
+        return float(json.loads(weights.locate("emotion-diffusion-index").path.read_text())["default_guidance"])
+    except (AffectLensError, OSError, KeyError, TypeError, ValueError) as exc:
+        logger.warning("no judged guidance for the face diffusion model (%s); the Create tab starts at 3.0", exc)
+        return 3.0
+
+
 MAX_UPLOAD = "200mb"
 VIDEO_FPS = 4.0
 VIDEO_MAX_FRAMES = 120
@@ -756,7 +771,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 with gr.Row():
                     create_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     create_count = gr.Slider(1, 8, value=4, step=1, label="Images", elem_id="create-count")
-                    create_guidance = gr.Slider(0.0, 8.0, value=3.0, step=0.5, label="Guidance")
+                    create_guidance = gr.Slider(
+                        0.0, 16.0, value=face_guidance_default(), step=0.5, label="Guidance (default: as judged)"
+                    )
                 create_btn = gr.Button("Generate", variant="primary", elem_id="create-btn")
                 create_gallery = gr.Gallery(label="Generated", columns=4, height="auto", elem_id="create-gallery")
                 create_info = gr.JSON(label="How they were made", elem_id="create-info")

@@ -146,3 +146,22 @@ def test_create_tab_edits_a_portrait(client) -> None:
     assert Path(edited).is_file() and plan["target"] == "surprise" and "surprise" in status
     blank, _plan, error = client.predict(None, "surprise", 1.0, api_name="/edit_expression")
     assert blank is None and "portrait" in error
+
+
+def test_create_tab_starts_at_the_judged_guidance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Create tab's guidance slider starts where ``scripts/judge_emotion_diffusion.py`` chose it (the shipped
+    ``model_index.json``), and at 3.0 with a warning when the shipped file cannot be found."""
+    import json
+
+    from affectlens import weights
+    from affectlens.errors import WeightsError
+    from demo.app import face_guidance_default
+
+    index = Path(__file__).resolve().parents[1] / "weights" / "emotion-diffusion" / "model_index.json"
+    assert face_guidance_default() == json.loads(index.read_text())["default_guidance"]
+
+    def missing(name: str, path: object = None) -> object:
+        raise WeightsError(f"{name}: nowhere")
+
+    monkeypatch.setattr(weights, "locate", missing)
+    assert face_guidance_default() == 3.0
