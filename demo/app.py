@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 def face_guidance_default() -> float:
     """The guidance scale the shipped face diffusion model was judged at (its ``model_index.json``), read without
-    loading the model; 3.0 when the file is missing or unreadable (the Create tab then says so when it is used)."""
+    loading the model; 3.0 (and a warning in the log) when the file is missing or unreadable, so the demo still
+    starts; generating then reports the missing weights."""
     import json
 
     from affectlens import weights
