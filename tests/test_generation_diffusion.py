@@ -133,6 +133,26 @@ def test_judge_counts_every_sample_and_agrees_with_its_confusion() -> None:
     assert result.seconds_per_image > 0
 
 
+def test_judge_with_a_face_finder_counts_only_samples_with_a_face() -> None:
+    """With a finder, a sample agrees only when a face is found in it too; the confusion stays the reader's."""
+    expression = create("face_expression", pretrained=False)
+    seen: list[np.ndarray] = []
+
+    def every_other(grey: np.ndarray) -> bool:  # a face in the first, third, ... sample of each emotion
+        seen.append(grey)
+        return len(seen) % 4 in (1, 3)
+
+    plain = judge(tiny_pipeline(), expression, per_emotion=4, batch=4, num_inference_steps=2)
+    found = judge(tiny_pipeline(), expression, per_emotion=4, batch=4, num_inference_steps=2, finder=every_other)
+    assert len(seen) == 4 * len(CANONICAL_EMOTIONS) and seen[0].shape == (8, 8)
+    assert plain.face_found is None and found.face_found == dict.fromkeys(CANONICAL_EMOTIONS, 0.5)
+    assert found.confusion == plain.confusion  # the same samples (same seeds), read alike
+    for emotion in CANONICAL_EMOTIONS:
+        assert found.agreement[emotion] <= min(plain.agreement[emotion], 0.5)
+    nothing = judge(tiny_pipeline(), expression, per_emotion=2, num_inference_steps=2, finder=lambda grey: False)
+    assert nothing.mean_agreement == 0.0
+
+
 def test_mean_pairwise_distance() -> None:
     same = np.tile(np.array([[1.0, 0.0]]), (4, 1))
     assert mean_pairwise_distance(same) == pytest.approx(0.0)
