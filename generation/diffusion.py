@@ -252,8 +252,8 @@ def judge(
 ) -> Judgement:
     """Generate ``per_emotion`` faces for every emotion and classify them with ``expression`` (an
     ``ExpressionModel``). ``reference``: real faces (uint8 N x 48 x 48) for the diversity scale. ``finder``
-    (e.g. ``face_finder``): a sample counts as agreeing only when it finds a face in it too, so that shadows or
-    smudges the classifier happens to read as an emotion do not count."""
+    (e.g. ``face_finder``): a sample counts as agreeing only when the finder finds a face in it too, so that shadows
+    or smudges the classifier happens to read as an emotion do not count."""
     import time
 
     agreement: dict[str, float] = {}
