@@ -272,12 +272,13 @@ def judge(
             grey.append(np.asarray(out.images))
             seconds += time.perf_counter() - start
             count += n
-        crops = to_expression_input(np.concatenate(grey), expression.input_size)
+        samples = np.concatenate(grey)
+        crops = to_expression_input(samples, expression.input_size)
         predicted = expression.predict_batch(crops).argmax(1)
         names = [CANONICAL_EMOTIONS[i] for i in predicted]
         hits = np.array([n == emotion for n in names])
         if finder is not None:
-            found = np.array([finder(g) for g in np.concatenate(grey)])
+            found = np.array([finder(g) for g in samples])
             face_found[emotion] = float(found.mean())
             hits &= found
         agreement[emotion] = float(hits.mean())

@@ -83,7 +83,7 @@ def main() -> None:
     for g in args.grid:
         r = judge(pipe, expression, per_emotion=args.select_per_emotion, seed=SELECT_SEED,
                   guidance_scale=g, num_inference_steps=args.steps, finder=finder)  # fmt: skip
-        found = float(np.mean(list((r.face_found or {}).values())))
+        found = float(np.mean(list(r.face_found.values()))) if r.face_found else 0.0
         selection[g] = {"mean_agreement": r.mean_agreement, "mean_diversity": r.mean_diversity, "face_found": found}
         print(f"guidance {g}: agreement {r.mean_agreement:.3f} faces found {found:.3f} "
               f"diversity {r.mean_diversity:.3f}", flush=True)  # fmt: skip
