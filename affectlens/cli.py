@@ -383,10 +383,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.task in ("strategy", "dialogue"):
         return _eval_esconv(args, started)
     if args.task == "safety":
-        if args.model:
-            print("error: safety has one detector (fusion.safety.RiskDetector); drop --model", file=sys.stderr)
+        if args.model not in (None, *evaluation.SAFETY_DETECTORS):
+            print(
+                f"error: unknown safety detector {args.model!r} (valid: {', '.join(evaluation.SAFETY_DETECTORS)})",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
-        report = evaluation.evaluate_safety(args.data, limit=args.limit)
+        report = evaluation.evaluate_safety(args.data, limit=args.limit, model=args.model)
         report["seconds"] = round(time.perf_counter() - started, 1)
         if args.json:
             print(json.dumps(report))
@@ -765,7 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col", help="text-emotion: the column holding the label name (default: label, emotion, ...)")
     p.add_argument(
         "--model", default=None,
-        help="registered model name (default: the default model); strategy: a planner folder (default: the shipped one)",
+        help="registered model name (default: the default model); strategy: a planner folder (default: the shipped "
+        "one); safety: safety-patterns+meaning (default) or safety-patterns (the patterns alone)",
     )  # fmt: skip
     framing = p.add_mutually_exclusive_group()
     framing.add_argument(

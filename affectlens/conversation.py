@@ -359,9 +359,9 @@ class Conversation:
 
             self.tracker = AffectTracker()
         if self.memory is None:
-            from fusion.memory import EmotionalMemory, sentence_embedder
+            from fusion.memory import EmotionalMemory, shared_sentence_embedder
 
-            self.memory = EmotionalMemory(sentence_embedder())
+            self.memory = EmotionalMemory(shared_sentence_embedder())
 
     def send(self, text: str | None = None, *, image: Any = None, audio: Any = None, video: Any = None) -> Turn:
         """One user turn: ``text`` and/or an image (path or array), an audio clip, a video. Returns the ``Turn``."""

@@ -28,6 +28,7 @@ from perception.media import load_image
 
 if TYPE_CHECKING:
     from affectlens.conversation import Conversation
+    from fusion.safety import RiskDetector
     from fusion.strategy import Message, StrategyPlanner
 
 logger = logging.getLogger(__name__)
@@ -353,15 +354,27 @@ def _safety_rows(csv_path: Path) -> list[tuple[int, str, str]]:
     return rows
 
 
-def evaluate_safety(csv_path: str | Path, limit: int | None = None) -> dict[str, Any]:
+#: ``affectlens eval safety --model``: the default detector (patterns and meaning) or the patterns alone.
+SAFETY_DETECTORS: Final[tuple[str, ...]] = ("safety-patterns+meaning", "safety-patterns")
+
+
+def evaluate_safety(
+    csv_path: str | Path, limit: int | None = None, model: str | None = None, detector: RiskDetector | None = None
+) -> dict[str, Any]:
     """Score ``fusion.safety.RiskDetector`` on a CSV with the columns ``text`` and ``label`` (``crisis`` or
     ``none``): recall, precision, F1 and accuracy for ``crisis`` (a ``concern`` counts as ``none``; how many of
-    each label came out ``concern`` is reported), the confusion counts, and every misclassified text."""
+    each label came out ``concern`` is reported), the confusion counts, and every misclassified text.
+
+    ``model``: one of ``SAFETY_DETECTORS`` (default: the first, patterns and the semantic reader); ``detector``
+    replaces it (e.g. one with a semantic model being trained)."""
     from fusion.safety import RiskDetector
 
     csv_path = Path(csv_path)
     rows = _safety_rows(csv_path)[:limit]
-    detector = RiskDetector()
+    if detector is None:
+        if model not in (None, *SAFETY_DETECTORS):
+            raise ValueError(f"unknown safety detector {model!r}; valid: {', '.join(SAFETY_DETECTORS)}")
+        detector = RiskDetector(semantic=model != "safety-patterns")
     counts: Counter[str] = Counter()
     concern: Counter[str] = Counter()
     misclassified: list[dict[str, Any]] = []

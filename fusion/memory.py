@@ -31,6 +31,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -148,6 +149,13 @@ def sentence_embedder(base_path: str | None = None, batch_size: int = 32, max_le
         return _normalise(np.concatenate(rows) if rows else np.zeros((0, encoder.config.hidden_size), np.float32))
 
     return embed
+
+
+@lru_cache(maxsize=1)
+def shared_sentence_embedder() -> Embedder:
+    """One ``sentence_embedder()`` (the shipped encoder) per process, for the parts that all read with it: the
+    conversation's memory and exemplars, and the semantic safety reader (``fusion.safety_semantic``)."""
+    return sentence_embedder()
 
 
 def text_embedder(model: TextEmotionModel) -> Embedder:

@@ -44,7 +44,10 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
+
+if TYPE_CHECKING:
+    from fusion.safety_semantic import SemanticRiskModel
 
 logger = logging.getLogger(__name__)
 
@@ -522,12 +525,16 @@ class RiskCue:
     strength: Strength
     subject: Subject = "self"
     turn: int | None = None
+    note: str = ""  # the semantic reader's reason (its probability and the nearest written example)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "phrase": self.phrase, "start": self.start, "end": self.end, "rule": self.rule,
             "category": self.category, "strength": self.strength, "subject": self.subject, "turn": self.turn,
         }  # fmt: skip
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 @dataclass(frozen=True)
@@ -570,7 +577,7 @@ class RiskAssessment:
         cues = tuple(
             RiskCue(
                 c["phrase"], c["start"], c["end"], c["rule"], c["category"], c["strength"],
-                c.get("subject", "self"), c.get("turn"),
+                c.get("subject", "self"), c.get("turn"), c.get("note", ""),
             )
             for c in data.get("cues", [])
         )  # fmt: skip
@@ -666,7 +673,12 @@ def _cues(original: str, matches: list[_Match], index: list[int], turn: int | No
     return out
 
 
-_RULES_BY_NAME: Final = {r.name: r for r in RISK_RULES}
+#: The cues of the semantic reader (``fusion.safety_semantic``): no pattern; a reading at or above the model's
+#: threshold is a ``strong`` cue of the category its nearest written examples share.
+SEMANTIC_RULE: Final = RiskRule(
+    "meaning", None, "strong", "writes something close in meaning to messages of people at risk", re.compile(r"(?!)")
+)
+_RULES_BY_NAME: Final = {r.name: r for r in (*RISK_RULES, SEMANTIC_RULE)}
 
 
 def _cue_points(cue: RiskCue) -> int:
@@ -686,10 +698,28 @@ _LEVEL_WORDS: Final = {"none": "No risk", "concern": "Concern", "crisis": "Crisi
 
 
 class RiskDetector:
-    """Pattern-based risk recognition (see the module docstring for the method and its limits). Stateless and
-    cheap: one pass of ``RISK_RULES`` over a message and each history turn."""
+    """Risk recognition by patterns and by meaning (see the module docstring for the method and its limits): one
+    pass of ``RISK_RULES`` over a message and each history turn, and the semantic reader
+    (``fusion.safety_semantic``) over the message.
 
-    name = "safety-patterns"
+    ``semantic``: True (default) for the shipped semantic model, loaded once per process on first use (when it
+    cannot load, a warning is logged and the patterns read alone); False for the patterns alone; or a
+    ``SemanticRiskModel``."""
+
+    def __init__(self, semantic: SemanticRiskModel | bool = True) -> None:
+        self._semantic = semantic
+
+    @property
+    def semantic(self) -> SemanticRiskModel | None:
+        if self._semantic is True:
+            from fusion.safety_semantic import shipped_model
+
+            return shipped_model()
+        return self._semantic or None
+
+    @property
+    def name(self) -> str:
+        return "safety-patterns+meaning" if self.semantic is not None else "safety-patterns"
 
     def assess(self, text: str, history: Sequence[str] = ()) -> RiskAssessment:
         """The risk in ``text`` (the user's message), read with ``history`` (the user's earlier turns, oldest
@@ -697,12 +727,43 @@ class RiskDetector:
         norm, index = normalise(text or "")
         matches, dropped = _find(norm)
         current = _cues(text or "", matches, index, None)
+        current.extend(self._meaning(text or "", norm, index, matches, dropped))
         past: list[RiskCue] = []
         for turn, earlier in enumerate(history):
             h_norm, h_index = normalise(earlier or "")
             h_matches, _ = _find(h_norm)
             past.extend(c for c in _cues(earlier or "", h_matches, h_index, turn) if c.strength != "modifier")
         return self._combine(current, past, dropped, norm)
+
+    def _meaning(
+        self,
+        text: str,
+        norm: str,
+        index: list[int],
+        matches: list[_Match],
+        dropped: list[tuple[RiskRule, int, int, str]],
+    ) -> list[RiskCue]:
+        """The semantic reader's cue for the message: a ``strong`` one when its reading reaches the model's
+        threshold, unless the patterns saw explicit evidence against a risk inside the read span (an idiom, a
+        negation, a harmless context, a story or news): those stay the patterns' call."""
+        model = self.semantic
+        if model is None:
+            return []
+        reading = model.read(text)
+        if reading is None or reading.probability < model.threshold:
+            return []
+        norm_span = [k for k, i in enumerate(index) if reading.start <= i < reading.end]
+        lo, hi = (norm_span[0], norm_span[-1] + 1) if norm_span else (0, 0)
+        against = [(s, e) for _, s, e, _ in dropped] + [(m.start, m.end) for m in matches if m.strength == "mention"]
+        against += [(m.start(), m.end()) for m in IDIOMS.finditer(norm)]
+        if any(lo <= s and e <= hi for s, e in against):
+            return []
+        note = (
+            f"reads as close in meaning to messages of people at risk (p {reading.probability:.2f}; nearest written "
+            f"example: “{reading.nearest}”)"
+        )
+        category = cast(Category, reading.category)
+        return [RiskCue(reading.phrase(text), reading.start, reading.end, "meaning", category, "strong", note=note)]
 
     def _combine(
         self, current: list[RiskCue], past: list[RiskCue], dropped: list[tuple[RiskRule, int, int, str]], norm: str
@@ -747,6 +808,9 @@ def _explain(
     parts = []
     for c in sorted(current, key=lambda c: order[c.strength])[:3]:
         rule = _RULES_BY_NAME[c.rule]
+        if c.note:
+            parts.append(f"“{c.phrase}” {c.note}")
+            continue
         framed = c.strength == "mention" and rule.strength != "mention"
         parts.append(f"{rule.describes} (“{c.phrase}”)" + (", framed as a story, news or a joke" if framed else ""))
     if past and (level == "crisis" or not current):

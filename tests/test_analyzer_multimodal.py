@@ -257,7 +257,7 @@ def test_injected_fuser_planner_and_writer_are_used(tmp_path: Path) -> None:
     tree = analyzer.analyze(text="Wonderful news today").tree
     assert tree is not None and calls == [1]
     assert tree.models == {
-        "fuser": "counting-fusion", "planner": "<lambda>", "writer": "tiny-lm", "safety": "safety-patterns"
+        "fuser": "counting-fusion", "planner": "<lambda>", "writer": "tiny-lm", "safety": "safety-patterns+meaning"
     }  # fmt: skip
     assert tree.reply.text == "Thank you for telling me." and tree.reply.text_source == "lm:tiny-lm"
     assert [s["strategy"] for s in tree.strategy.value["strategies"]] == ["Question"]

@@ -287,7 +287,7 @@ def test_held_out_recall_and_no_idiom_fires(detector: RiskDetector) -> None:
 def test_eval_command_prints_metrics_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "safety", "--data", str(EVAL_CSV)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"safety with safety-patterns on {EVAL_CSV}: n=")
+    assert out.startswith(f"safety with safety-patterns+meaning on {EVAL_CSV}: n=")
     for word in ("recall", "precision", "accuracy", "F1", "confusion", "concern"):
         assert word in out
     assert main(["eval", "safety", "--data", str(EVAL_CSV), "--json"]) == 0

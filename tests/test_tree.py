@@ -486,7 +486,7 @@ def test_without_words_the_safety_record_says_none(fuser: LateFusion, tree_schem
         "level": "none", "categories": [], "score": 0.0, "cues": [], "why": "No sign of risk in the words.",
         "reply_overridden": False,
     }  # fmt: skip
-    assert "⚠ safety" not in tree.render() and tree.models["safety"] == "safety-patterns"
+    assert "⚠ safety" not in tree.render() and tree.models["safety"] == "safety-patterns+meaning"
     validate(tree.to_dict(), tree_schema)
     old = tree.to_dict()
     del old["safety"]  # a tree written before the safety field still loads

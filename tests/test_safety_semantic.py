@@ -1,0 +1,163 @@
+"""The semantic safety reader (``fusion.safety_semantic``): spans, the logistic fit, how ``RiskDetector`` turns a
+reading into a cue (and weakens it where the patterns saw an idiom or a story), save/load, and the shipped model's
+figures on the development and blind sets."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectlens.cli import main
+from affectlens.evaluation import evaluate_safety
+from fusion.safety import RiskAssessment, RiskDetector
+from fusion.safety_semantic import SemanticRiskModel, fit_classifier, shipped_model, spans
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+VOCAB = ("rope", "closet", "pills", "gone", "forever", "pizza", "coffee", "killing", "it", "looking", "work")
+
+
+def bag(texts: list[str]) -> np.ndarray:
+    """A toy embedder: L2-normalised word indicators over ``VOCAB`` (plus a constant so no row is zero)."""
+    rows = []
+    for text in texts:
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        row = np.array([1.0, *(1.0 if w in words else 0.0 for w in VOCAB)])
+        rows.append(row / np.linalg.norm(row))
+    return np.array(rows, np.float32)
+
+
+def toy_model(threshold: float = 0.7) -> SemanticRiskModel:
+    texts = [
+        "there is a rope in my closet",
+        "i keep looking at the pills",
+        "i want to be gone forever",
+        "i could go for a pizza",
+        "coffee at work",
+        "killing it at work",
+    ]
+    y = np.array([1, 1, 1, 0, 0, 0])
+    x = bag(texts)
+    layers = fit_classifier(x, y, hidden=16, steps=300, lr=1e-2, dropout=0.0)
+    crisis = [0, 1, 2]
+    return SemanticRiskModel(
+        *layers, tuple(texts[i] for i in crisis),
+        ("suicidal_ideation", "suicidal_ideation", "suicidal_ideation"), x[crisis], threshold, bag,
+    )  # fmt: skip
+
+
+def test_spans_are_the_whole_message_then_its_sentences() -> None:
+    text = "  I am fine. Really. But there is a rope in my closet and I keep looking at it!  "
+    got = [text[a:b] for a, b in spans(text)]
+    assert got[0] == text.strip()
+    assert got[1:] == ["I am fine. Really.", "But there is a rope in my closet and I keep looking at it!"]
+    assert spans("one sentence only") == [(0, 17)]
+    assert spans("   ") == []
+
+
+def test_fit_classifier_learns_what_no_line_separates() -> None:
+    """Crisis when exactly one of two features is on (XOR): a one-hidden-layer classifier learns it; the numpy
+    forward pass of ``SemanticRiskModel`` gives the trained network's answers."""
+    rng = np.random.default_rng(0)
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    x = np.repeat(corners, 25, axis=0) + rng.normal(0.0, 0.05, (100, 2))
+    y = np.repeat(np.array([0, 1, 1, 0]), 25)
+    layers = fit_classifier(x, y, hidden=16, steps=800, lr=1e-2, dropout=0.0)
+    model = SemanticRiskModel(*layers, (), (), np.zeros((0, 2)), 0.5, bag)
+    assert np.mean((model.probabilities(x) >= 0.5) == y) == 1.0
+    assert fit_classifier(x, y, hidden=16, steps=50)[3] == fit_classifier(x, y, hidden=16, steps=50)[3]
+
+
+def test_a_confident_reading_is_a_crisis_with_its_reason() -> None:
+    detector = RiskDetector(semantic=toy_model())
+    assert detector.name == "safety-patterns+meaning"
+    assert RiskDetector(semantic=False).assess("There's a rope in my closet. I keep looking at it.").level == "none"
+    risk = detector.assess("Work was long. There's a rope in my closet, I keep looking at it.")
+    assert risk.level == "crisis" and risk.categories == ("suicidal_ideation",)
+    cue = next(c for c in risk.cues if c.rule == "meaning")
+    assert cue.strength == "strong" and cue.phrase == "There's a rope in my closet, I keep looking at it."
+    assert "there is a rope in my closet" in cue.note and cue.note in risk.why
+    assert RiskAssessment.from_dict(risk.to_dict()) == risk  # the note survives the tree's JSON
+
+
+def test_a_reading_under_the_threshold_adds_nothing() -> None:
+    model = toy_model(threshold=0.99999)
+    reading = model.read("there is a rope in my closet")
+    assert reading is not None and 0.5 < reading.probability < model.threshold
+    assert RiskDetector(semantic=model).assess("there is a rope in my closet").level == "none"
+    assert RiskDetector(semantic=toy_model()).assess("coffee at work").level == "none"
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        ("I would never kill myself, gone forever", "none"),  # a negation the patterns dropped
+        ("In the novel the hero kills himself, gone forever", "concern"),  # a story: the patterns' mention
+        ("killing it, gone forever", "none"),  # an idiom
+    ],
+)
+def test_evidence_the_patterns_saw_against_a_risk_keeps_the_reading_out(text: str, level: str) -> None:
+    """Inside the read span the patterns saw an idiom, a negation or a story: the reading adds no cue, and the
+    level is the patterns' own."""
+    model = toy_model(threshold=0.55)
+    reading = model.read(text)
+    assert reading is not None and reading.probability >= model.threshold
+    risk = RiskDetector(semantic=model).assess(text)
+    assert risk.level == level == RiskDetector(semantic=False).assess(text).level
+    assert not [c for c in risk.cues if c.rule == "meaning"]
+    plain = "gone forever, gone forever"  # no evidence against: the same kind of reading is a crisis
+    assert RiskDetector(semantic=model).assess(plain).level == "crisis"
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    model = toy_model()
+    path = model.save(tmp_path / "m.safetensors")
+    loaded = SemanticRiskModel.load(path, embed=bag)
+    assert loaded.threshold == model.threshold and loaded.examples == model.examples
+    text = "i keep looking at the pills"
+    assert loaded.read(text) == model.read(text)
+    with pytest.raises(ValueError, match="threshold must be in"):
+        SemanticRiskModel(
+            model.hidden_weight, model.hidden_bias, model.out_weight, 0.0, (), (), np.zeros((0, 12)), 1.0, bag
+        )
+
+
+# ---- the shipped model ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped() -> SemanticRiskModel:
+    model = shipped_model()
+    assert model is not None, "the shipped semantic safety model did not load"
+    return model
+
+
+@pytest.mark.parametrize("name", ["safety-eval.csv", "safety-eval-fresh.csv"])
+def test_shipped_model_reproduces_its_development_figures(shipped: SemanticRiskModel, name: str) -> None:
+    report = evaluate_safety(DOCS / name)
+    assert report["model"] == "safety-patterns+meaning"
+    patterns = evaluate_safety(DOCS / name, model="safety-patterns")
+    assert report["recall"] >= patterns["recall"]
+    assert report["precision"] >= 0.9
+
+
+def test_shipped_model_reproduces_its_blind_figures(shipped: SemanticRiskModel) -> None:
+    blind = shipped.card["blind"]
+    report = evaluate_safety(DOCS / "safety-eval-blind.csv")
+    for key in ("recall", "precision", "accuracy"):
+        assert report[key] == blind["patterns+meaning"][key]
+    patterns = evaluate_safety(DOCS / "safety-eval-blind.csv", model="safety-patterns")
+    assert patterns["recall"] == blind["patterns"]["recall"]
+    assert report["recall"] > patterns["recall"]
+
+
+def test_eval_cli_chooses_the_detector(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["eval", "safety", "--data", str(DOCS / "safety-eval.csv"), "--model", "safety-patterns", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["model"] == "safety-patterns"
+    assert main(["eval", "safety", "--data", str(DOCS / "safety-eval.csv"), "--model", "nope"]) == 2
+    assert "unknown safety detector 'nope'" in capsys.readouterr().err
