@@ -2,7 +2,9 @@
 
 ``RiskDetector.assess(text, history)`` reads a message (and the user's earlier turns) with documented, transparent
 regular expressions (``RISK_RULES``) over normalised text (lower case, curly quotes straightened, contractions and
-common chat spellings expanded) and returns a ``RiskAssessment``: a level (``none`` | ``concern`` | ``crisis``), the
+common chat spellings expanded), and the message by its meaning too (``fusion.safety_semantic``: a classifier over
+sentence embeddings, whose confident reading is a ``strong`` cue named ``meaning``; ``SEMANTIC_RULE``), and returns
+a ``RiskAssessment``: a level (``none`` | ``concern`` | ``crisis``), the
 categories, a score, the matched phrases with their character spans in the original text, and one sentence saying
 why. ``crisis_reply`` and ``boundary_reply`` are the replies the affective tree uses instead of its template when
 the level is ``crisis`` or the person leans on the assistant as their only support; ``check_reply`` lists what is
@@ -30,12 +32,14 @@ How a message is read:
   or more on their own (counted at ``HISTORY_DISCOUNT``). ``score = 1 - 0.5 ** points`` (0.5: one borderline cue;
   0.875: the crisis line), 0 for ``none``.
 
-Limits: English only; patterns see phrasings someone wrote down, not meaning, so new euphemisms, sarcasm, long
-indirect stories and heavy misspelling slip through, and hyperbole that looks literal ("I'll kill myself if this
+Limits: English only; patterns see phrasings someone wrote down, not meaning (the semantic reader catches many of
+the new phrasings they miss, ``docs/safety.md``), so new euphemisms, sarcasm, long indirect stories and heavy
+misspelling can slip through, and hyperbole that looks literal ("I'll kill myself if this
 meeting runs over") is treated as meant, on purpose (only "want to die" beside embarrassment or laughter, and
 "kms", are read as likely figures of speech, and even they get a gentle check-in). It is a safety net for a chat assistant, not a clinical
 screening tool, and it never decides anything for a person: it changes what the assistant says and points to
-people who can help. ``docs/safety-eval.csv`` and ``affectlens eval safety`` measure it.
+people who can help. ``affectlens eval safety`` on ``docs/safety-eval.csv``, ``docs/safety-eval-fresh.csv`` and
+``docs/safety-eval-blind.csv`` measures it.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ __all__ = [
     "LEVELS",
     "REPLY_CHECKS",
     "RISK_RULES",
+    "SEMANTIC_RULE",
     "STRENGTH_POINTS",
     "ZERO_POINT_SCORES",
     "RiskAssessment",
@@ -758,12 +763,19 @@ class RiskDetector:
         against += [(m.start(), m.end()) for m in IDIOMS.finditer(norm)]
         if any(lo <= s and e <= hi for s, e in against):
             return []
+        # someone else at risk, as the patterns read the same span ("my roommate keeps saying she wants to die")
+        other = any(m.subject == "other" and lo <= m.start and m.end <= hi for m in matches if m.strength != "modifier")
         note = (
             f"reads as close in meaning to messages of people at risk (p {reading.probability:.2f}; nearest written "
             f"example: “{reading.nearest}”)"
         )
         category = cast(Category, reading.category)
-        return [RiskCue(reading.phrase(text), reading.start, reading.end, "meaning", category, "strong", note=note)]
+        subject: Subject = "other" if other else "self"
+        return [
+            RiskCue(
+                reading.phrase(text), reading.start, reading.end, "meaning", category, "strong", subject, None, note
+            )
+        ]
 
     def _combine(
         self, current: list[RiskCue], past: list[RiskCue], dropped: list[tuple[RiskRule, int, int, str]], norm: str

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 WEIGHT: Final[str] = "safety-semantic"
 CARD_WEIGHT: Final[str] = "safety-semantic-card"
 #: Sentences for ``read``: split after ., ! or ? (and line breaks); fragments under this many characters join the
-#: sentence before them.
+#: sentence before them (a short first one stands alone: the fit scored spans the same way).
 _SENTENCE_END: Final = re.compile(r"(?<=[.!?])\s+|\n+")
 MIN_SPAN_CHARS: Final[int] = 12
 #: Crisis examples of the bank voting on a reading's category.

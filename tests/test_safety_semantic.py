@@ -161,3 +161,14 @@ def test_eval_cli_chooses_the_detector(capsys: pytest.CaptureFixture[str]) -> No
     assert json.loads(capsys.readouterr().out)["model"] == "safety-patterns"
     assert main(["eval", "safety", "--data", str(DOCS / "safety-eval.csv"), "--model", "nope"]) == 2
     assert "unknown safety detector 'nope'" in capsys.readouterr().err
+
+
+def test_a_reading_over_someone_elses_risk_keeps_their_subject() -> None:
+    """The patterns read another person at risk in the span: the meaning's cue is about them too, so the reply
+    stays the one for someone worried about another person."""
+    text = "my brother says he wants to kill himself, gone forever"
+    patterns = RiskDetector(semantic=False).assess(text)
+    assert patterns.about_someone_else
+    risk = RiskDetector(semantic=toy_model(threshold=0.55)).assess(text)
+    (cue,) = [c for c in risk.cues if c.rule == "meaning"]
+    assert cue.subject == "other" and risk.about_someone_else
