@@ -511,12 +511,12 @@ def shipped_conversations(exemplars: str | Path | None = None, reply_lora: bool 
     from affectlens.analyzer import Analyzer
     from affectlens.conversation import Conversation, build_lm_responder
     from fusion.affect_state import AffectTracker
-    from fusion.memory import EmotionalMemory, sentence_embedder
+    from fusion.memory import EmotionalMemory, shared_sentence_embedder
     from fusion.strategy import load_strategy_planner
 
     analyzer = Analyzer()
     planner = load_strategy_planner(text_model=analyzer.text)
-    embed = sentence_embedder()  # the memory's, and the exemplar bank's
+    embed = shared_sentence_embedder()  # the memory's, the exemplar bank's and the safety reader's
     responder = build_lm_responder(exemplars=exemplars, reply_lora=reply_lora, embed=embed)
 
     def new(history: Sequence[Message]) -> Conversation:

@@ -482,12 +482,12 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
 
     def new_conversation() -> Any:
         from affectlens import Conversation
-        from fusion.memory import EmotionalMemory, sentence_embedder
+        from fusion.memory import EmotionalMemory, shared_sentence_embedder
         from fusion.strategy import load_strategy_planner
 
         if "planner" not in makers:  # shared by every visitor's conversation; the memory is per conversation
             makers["planner"] = load_strategy_planner(text_model=analyzer.text)
-            makers["embedder"] = sentence_embedder()
+            makers["embedder"] = shared_sentence_embedder()
         return Conversation(analyzer=analyzer, planner=makers["planner"], memory=EmotionalMemory(makers["embedder"]))
 
     def chat_turn(

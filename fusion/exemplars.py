@@ -78,9 +78,9 @@ class ExemplarBank:
             if sample.strategy in ESCONV_STRATEGIES and MIN_WORDS <= len(sample.reference.split()) <= MAX_WORDS:
                 items.append(Exemplar(sample.seeker, sample.reference, sample.strategy, sample.dialogue))
         if embed is None:
-            from fusion.memory import sentence_embedder
+            from fusion.memory import shared_sentence_embedder
 
-            embed = sentence_embedder()
+            embed = shared_sentence_embedder()
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         cache = cache or Path.home() / ".cache" / "affectlens" / "exemplars"
         stored = cache / f"{digest}-{len(items)}.npy"

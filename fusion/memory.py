@@ -154,7 +154,8 @@ def sentence_embedder(base_path: str | None = None, batch_size: int = 32, max_le
 @lru_cache(maxsize=1)
 def shared_sentence_embedder() -> Embedder:
     """One ``sentence_embedder()`` (the shipped encoder) per process, for the parts that all read with it: the
-    conversation's memory and exemplars, and the semantic safety reader (``fusion.safety_semantic``)."""
+    conversations' memory (the CLI's, the demo's, the dialogue eval's), the reply exemplars, and the semantic safety
+    reader (``fusion.safety_semantic``)."""
     return sentence_embedder()
 
 

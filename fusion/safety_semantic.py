@@ -172,7 +172,7 @@ class SemanticRiskModel:
     @classmethod
     def load(cls, path: str | Path | None = None, embed: Embedder | None = None) -> SemanticRiskModel:
         """Load ``path`` and its ``.json`` card, or the shipped ``safety-semantic`` weight through the weights
-        lookup order; ``embed`` defaults to the process's shared ``fusion.memory.sentence_embedder()``."""
+        lookup order; ``embed`` defaults to ``fusion.memory.shared_sentence_embedder()``."""
         from safetensors.numpy import load_file
 
         if path is None:
