@@ -124,24 +124,23 @@ def main() -> None:
     x_bank = embed(texts).astype(np.float64)
     x = np.concatenate([x_bank, embed(everyday).astype(np.float64)])
     target = np.concatenate([y, np.zeros(len(everyday), int)])
-    # each class half; within none, the bank's hard negatives and the everyday messages half each
+    # each class half; within none, the bank's negatives and the everyday texts half each
     n_pos, n_hard = int(y.sum()), int(len(y) - y.sum())
     weight = np.concatenate(
         [np.where(y == 1, 0.5 / n_pos, 0.25 / n_hard), np.full(len(everyday), 0.25 / max(len(everyday), 1))]
     )
     layers = fit_classifier(x, target, weight)
     crisis = np.flatnonzero(y == 1)
-    x = x_bank
 
     def model(threshold: float, card: dict[str, Any] | None = None) -> SemanticRiskModel:
         return SemanticRiskModel(
             *layers, tuple(texts[i] for i in crisis),
-            tuple(categories[i] for i in crisis), x[crisis].astype(np.float32), threshold,
+            tuple(categories[i] for i in crisis), x_bank[crisis].astype(np.float32), threshold,
             embed, card or {},
         )  # fmt: skip
 
     check, _ = seeker_messages(args.check, patterns)
-    check_vectors = embed(check)
+    embed(check)  # the whole messages in batches once; every threshold's pass below reuses them
     dev_patterns = pooled([evaluate_safety(p, detector=patterns) for p in args.dev])
     print(f"dev, patterns alone: {dev_patterns}; {args.check.name}: {len(check)} seeker messages the patterns pass")
     grid: dict[str, dict[str, float]] = {}
@@ -149,7 +148,7 @@ def main() -> None:
         detector = RiskDetector(semantic=model(t))
         row = pooled([evaluate_safety(p, detector=detector) for p in args.dev])
         # a message can only turn into a crisis through the reader (the patterns pass all of them)
-        flagged = [m for m in check if detector.assess(m).level == "crisis"] if check_vectors.size else []
+        flagged = [m for m in check if detector.assess(m).level == "crisis"]
         row["everyday_crisis_rate"] = round(len(flagged) / max(len(check), 1), 4)
         grid[f"{t:g}"] = row
         print(f"dev, threshold {t:.2f}: {row}", flush=True)
@@ -176,9 +175,9 @@ def main() -> None:
         "vs none) over all-MiniLM-L6-v2 sentence embeddings (mean-pooled, L2-normalised), with the bank's crisis "
         "examples for the category vote and the explanation",
         "data": f"{args.bank.name}: {len(texts)} messages written for this project ({int(y.sum())} crisis in four "
-        f"categories, the rest hard and everyday negatives; Apache-2.0 like the code) and {len(seekers)} ESConv train seeker "
-        f"messages with their sentences ({len(everyday)} texts) as everyday negatives ({left_out} the patterns read as a risk left out; ESConv: CC BY-NC 4.0, "
-        "academic research only)",
+        f"categories, the rest hard and everyday negatives; Apache-2.0 like the code) and {len(seekers)} ESConv "
+        f"train seeker messages with their sentences ({len(everyday)} texts) as everyday negatives ({left_out} the "
+        "patterns read as a risk left out; ESConv: CC BY-NC 4.0, academic research only)",
         "weights": "crisis 0.5; the bank's negatives 0.25; the ESConv texts 0.25",
         "fit": "fusion.safety_semantic.fit_classifier defaults: hidden 256, dropout 0.2, AdamW lr 1e-3, weight "
         "decay 1e-4, 1500 full-batch steps, seed 0",
