@@ -19,7 +19,7 @@ threshold chosen on development sets, scored on a blind set.
 
 Writes ``weights/safety-semantic/safety-semantic.safetensors`` + ``.json`` (card, choices and metrics).
 
-    python scripts/train_safety_semantic.py      # about 15 minutes on 2 cores
+    python scripts/train_safety_semantic.py      # about 10 minutes on 2 cores (two runs: 9 and 11)
 """
 
 from __future__ import annotations
