@@ -280,7 +280,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 def _print_safety_report(report: dict) -> None:
     c = report["confusion"]
-    print(f"{report['task']} with {report['model']} on {report['data']}: n={report['n']}")
+    earlier = f" ({report['with_history']} with earlier messages)" if report.get("with_history") else ""
+    print(f"{report['task']} with {report['model']} on {report['data']}: n={report['n']}{earlier}")
     print(
         f"  crisis: recall {report['recall']:.4f}  precision {report['precision']:.4f}  F1 {report['f1']:.4f}"
         f"  accuracy {report['accuracy']:.4f}"
@@ -288,11 +289,13 @@ def _print_safety_report(report: dict) -> None:
     print(f"  confusion: tp {c['tp']}  fn {c['fn']}  fp {c['fp']}  tn {c['tn']}")
     concern = report["concern"]
     print(
-        f"  concern (counted as none): {concern['negatives']} of the none messages, "
+        f"  concern without crisis support (counted as none): {concern['negatives']} of the none messages, "
         f"{concern['positives']} of the crisis messages"
     )
     for miss in report["misclassified"]:
         print(f"  missed {miss['label']} → {miss['level']} (line {miss['line']}): {miss['text']}")
+        if miss.get("history"):
+            print(f"      earlier: {' || '.join(miss['history'])}")
         print(f"      {miss['why']}")
 
 
@@ -761,7 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", required=True,
         help="a folder with one sub-folder per label (face, speech), a CSV/TSV (text), or a CSV with the columns "
-        "text,label and labels crisis|none (safety; e.g. docs/safety-eval.csv), or an ESConv JSONL file "
+        "text,label and labels crisis|none, optionally history (earlier messages joined by ' || ') (safety; e.g. "
+        "docs/safety-eval.csv), or an ESConv JSONL file "
         "(strategy, dialogue; e.g. ../shared/data/esconv/test.jsonl; the original release's ESConv.json works too)",
     )  # fmt: skip
     p.add_argument("--text-col", help="text-emotion: the column holding the text (default: text, sentence, ...)")

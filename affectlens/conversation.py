@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from affectlens.tree import AffectTree
     from fusion.affect_state import AffectState, AffectTracker
     from fusion.memory import EmotionalMemory
+    from fusion.safety import RiskDetector
     from fusion.strategy import Message, StrategyPlanner
     from generation.speech import EngineChoice
     from generation.talking_head import TalkingHead
@@ -336,6 +337,7 @@ class Conversation:
     responder: Responder | None = None
     tracker: AffectTracker | None = None
     memory: EmotionalMemory | None = None
+    safety: RiskDetector | None = None  # one per conversation: it remembers its readings of the earlier turns
     animator: TalkingHead | None = None  # for ``talking_head``: built on first use
     user_id: str = "user"
     turns: list[Turn] = field(default_factory=list)
@@ -362,6 +364,10 @@ class Conversation:
             from fusion.memory import EmotionalMemory, shared_sentence_embedder
 
             self.memory = EmotionalMemory(shared_sentence_embedder())
+        if self.safety is None:
+            from fusion.safety import RiskDetector
+
+            self.safety = RiskDetector()
 
     def send(self, text: str | None = None, *, image: Any = None, audio: Any = None, video: Any = None) -> Turn:
         """One user turn: ``text`` and/or an image (path or array), an audio clip, a video. Returns the ``Turn``."""
@@ -385,7 +391,7 @@ class Conversation:
         self.dialogue.append(Message("usr", words or "(no words)"))
         planner = self.planner.with_context(self.dialogue)
         earlier = [m.text for m in self.dialogue[:-1] if m.speaker == "usr"]  # the safety check reads them too
-        tree = build_tree(result, fuser=self.analyzer.fuser, planner=planner, history=earlier)
+        tree = build_tree(result, fuser=self.analyzer.fuser, planner=planner, safety=self.safety, history=earlier)
         emotion = tree.emotion.value if isinstance(tree.emotion.value, dict) else {}
         affect = None
         if emotion.get("label") is not None:

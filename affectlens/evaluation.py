@@ -319,10 +319,14 @@ def evaluate_text_emotion(
 
 
 SAFETY_LABELS = ("crisis", "none")
+#: Between the earlier messages of a safety CSV's optional ``history`` column.
+HISTORY_SEPARATOR = " || "
 
 
-def _safety_rows(csv_path: Path) -> list[tuple[int, str, str]]:
-    """(line, text, label) of a ``text,label`` CSV; any problem is a ``MediaError`` naming the file (and line)."""
+def _safety_rows(csv_path: Path) -> list[tuple[int, str, str, tuple[str, ...]]]:
+    """(line, text, label, history) of a ``text,label[,history]`` CSV (``history``: the user's earlier messages,
+    oldest first, joined by ``HISTORY_SEPARATOR``; none when the column is absent or empty); any problem is a
+    ``MediaError`` naming the file (and line)."""
     import csv
 
     if not csv_path.is_file():
@@ -346,7 +350,8 @@ def _safety_rows(csv_path: Path) -> list[tuple[int, str, str]]:
                     )
                 if not text:
                     raise MediaError(str(csv_path), f"line {line}: empty text")
-                rows.append((line, text, label))
+                earlier = tuple(t.strip() for t in (row.get("history") or "").split(HISTORY_SEPARATOR.strip()))
+                rows.append((line, text, label, tuple(t for t in earlier if t)))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise MediaError(str(csv_path), f"not a readable CSV ({exc})") from exc
     if not rows:
@@ -362,12 +367,15 @@ def evaluate_safety(
     csv_path: str | Path, limit: int | None = None, model: str | None = None, detector: RiskDetector | None = None
 ) -> dict[str, Any]:
     """Score ``fusion.safety.RiskDetector`` on a CSV with the columns ``text`` and ``label`` (``crisis`` or
-    ``none``): recall, precision, F1 and accuracy for ``crisis`` (a ``concern`` counts as ``none``; how many of
-    each label came out ``concern`` is reported), the confusion counts, and every misclassified text.
+    ``none``), and optionally ``history`` (the user's earlier messages in the conversation, oldest first, joined by
+    ``HISTORY_SEPARATOR``): recall, precision, F1 and accuracy for ``crisis``, the confusion counts, and every
+    misclassified text. A message counts as read as a crisis when the assistant answers it with crisis support
+    (``fusion.safety.crisis_support``: a crisis now, or the follow-up after an earlier turn's disclosure); any
+    other ``concern`` counts as ``none`` (how many of each label came out ``concern`` is reported).
 
     ``model``: one of ``SAFETY_DETECTORS`` (default: the first, patterns and the semantic reader); ``detector``
     replaces it (e.g. one with a semantic model being trained)."""
-    from fusion.safety import RiskDetector
+    from fusion.safety import RiskDetector, crisis_support
 
     csv_path = Path(csv_path)
     rows = _safety_rows(csv_path)[:limit]
@@ -378,18 +386,17 @@ def evaluate_safety(
     counts: Counter[str] = Counter()
     concern: Counter[str] = Counter()
     misclassified: list[dict[str, Any]] = []
-    for line, text, label in rows:
-        risk = detector.assess(text)
-        predicted = "crisis" if risk.level == "crisis" else "none"
+    for line, text, label, history in rows:
+        risk = detector.assess(text, history)
+        predicted = "crisis" if crisis_support(risk) else "none"
         counts[{("crisis", "crisis"): "tp", ("none", "crisis"): "fp", ("crisis", "none"): "fn"}.get(
             (label, predicted), "tn")] += 1  # fmt: skip
-        if risk.level == "concern":
+        if risk.level == "concern" and predicted == "none":
             concern["positives" if label == "crisis" else "negatives"] += 1
         if predicted != label:
-            misclassified.append(
-                {"line": line, "text": text, "label": label, "predicted": predicted, "level": risk.level,
-                 "why": risk.why}
-            )  # fmt: skip
+            miss = {"line": line, "text": text, "label": label, "predicted": predicted, "level": risk.level,
+                    "why": risk.why}  # fmt: skip
+            misclassified.append({**miss, "history": list(history)} if history else miss)
     tp, fp, fn, tn = (counts[k] for k in ("tp", "fp", "fn", "tn"))
     recall = tp / (tp + fn) if tp + fn else 0.0
     precision = tp / (tp + fp) if tp + fp else 0.0
@@ -399,6 +406,7 @@ def evaluate_safety(
         "model": detector.name,
         "data": str(csv_path),
         "n": len(rows),
+        "with_history": sum(1 for row in rows if row[3]),
         "recall": round(recall, 4),
         "precision": round(precision, 4),
         "f1": round(f1, 4),

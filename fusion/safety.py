@@ -2,10 +2,10 @@
 
 ``RiskDetector.assess(text, history)`` reads a message (and the user's earlier turns) with documented, transparent
 regular expressions (``RISK_RULES``) over normalised text (lower case, curly quotes straightened, contractions and
-common chat spellings expanded), and the message by its meaning too (``fusion.safety_semantic``: a classifier over
-sentence embeddings, whose confident reading is a ``strong`` cue named ``meaning``; ``SEMANTIC_RULE``), and returns
-a ``RiskAssessment``: a level (``none`` | ``concern`` | ``crisis``), the
-categories, a score, the matched phrases with their character spans in the original text, and one sentence saying
+common chat spellings expanded), and the message and the earlier turns by their meaning too
+(``fusion.safety_semantic``: a classifier over sentence embeddings, whose confident reading is a ``strong`` cue
+named ``meaning``; ``SEMANTIC_RULE``), and returns a ``RiskAssessment``: a level (``none`` | ``concern`` |
+``crisis``), the categories, a score, the matched phrases with their character spans in the original text, and one sentence saying
 why. ``crisis_reply`` and ``boundary_reply`` are the replies the affective tree uses instead of its template when
 the level is ``crisis`` or the person leans on the assistant as their only support; ``check_reply`` lists what is
 wrong with a proposed reply (claims to be human, manipulation, secrecy, promises it cannot keep, encouraging harm).
@@ -29,7 +29,9 @@ How a message is read:
   beside a strong, warning or borderline cue), mention and attachment 0. **Crisis**: 3 points or more, counting
   the earlier turns' points too when the message has a counted cue of its own (an earlier "I've written a note"
   raises "I'm so tired of everything" to crisis). **Concern**: any cue in the message, or earlier turns worth 2
-  or more on their own (counted at ``HISTORY_DISCOUNT``). ``score = 1 - 0.5 ** points`` (0.5: one borderline cue;
+  or more on their own (counted at ``HISTORY_DISCOUNT``). Earlier turns are read by both readers; a turn counts the
+  patterns' points or the meaning's, whichever is more. ``crisis_support``: a crisis, or a concern that only an
+  earlier disclosure raised (``after_crisis``, answered by ``follow_up_reply``). ``score = 1 - 0.5 ** points`` (0.5: one borderline cue;
   0.875: the crisis line), 0 for ``none``.
 
 Limits: English only; patterns see phrasings someone wrote down, not meaning (the semantic reader catches many of
@@ -38,20 +40,21 @@ misspelling can slip through, and hyperbole that looks literal ("I'll kill mysel
 meeting runs over") is treated as meant, on purpose (only "want to die" beside embarrassment or laughter, and
 "kms", are read as likely figures of speech, and even they get a gentle check-in). It is a safety net for a chat assistant, not a clinical
 screening tool, and it never decides anything for a person: it changes what the assistant says and points to
-people who can help. ``affectlens eval safety`` on ``docs/safety-eval.csv``, ``docs/safety-eval-fresh.csv`` and
-``docs/safety-eval-blind.csv`` measures it.
+people who can help. ``affectlens eval safety`` on ``docs/safety-eval.csv``, ``docs/safety-eval-fresh.csv``,
+``docs/safety-eval-blind-2.csv`` and, with earlier turns, ``docs/safety-eval-history-blind.csv`` measures it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 if TYPE_CHECKING:
-    from fusion.safety_semantic import SemanticRiskModel
+    from fusion.safety_semantic import SemanticReading, SemanticRiskModel
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +73,12 @@ __all__ = [
     "RiskCue",
     "RiskDetector",
     "RiskRule",
+    "after_crisis",
     "boundary_reply",
     "check_in",
     "check_reply",
     "crisis_reply",
+    "crisis_support",
     "follow_up_reply",
     "normalise",
 ]
@@ -94,6 +99,8 @@ ZERO_POINT_SCORES: Final[dict[str, float]] = {"mention": 0.25, "attachment": 0.3
 #: History alone (the message has no counted cue) counts this share of its points.
 HISTORY_DISCOUNT: Final = 0.5
 _CRISIS_POINTS: Final = 3
+#: Semantic readings a ``RiskDetector`` remembers (its conversation's earlier turns are read on every turn).
+_READINGS_KEPT: Final = 256
 _HISTORY_CONCERN_POINTS: Final = 2
 
 
@@ -699,13 +706,39 @@ def _points(cues: Sequence[RiskCue]) -> int:
     return total + (sum(_cue_points(c) for c in cues if c.strength == "modifier") if counted else 0)
 
 
+def _history_points(cues: Sequence[RiskCue]) -> int:
+    """Points of earlier turns: per turn, the patterns' or the meaning's, whichever is more (both reading the same
+    disclosure count it once)."""
+    total = 0
+    for turn in sorted({c.turn for c in cues if c.turn is not None}):
+        mine = [c for c in cues if c.turn == turn]
+        meaning = [c for c in mine if c.rule == SEMANTIC_RULE.name]
+        total += max(_points([c for c in mine if c.rule != SEMANTIC_RULE.name]), _points(meaning))
+    return total
+
+
 _LEVEL_WORDS: Final = {"none": "No risk", "concern": "Concern", "crisis": "Crisis"}
+
+
+def after_crisis(risk: RiskAssessment) -> bool:
+    """A ``concern`` that only earlier turns raised, with a strong or warning cue among them (an earlier crisis
+    disclosure), while this turn's words raise nothing: the turn is answered with ``follow_up_reply``."""
+    if risk.level != "concern" or any(c.turn is None for c in risk.cues):
+        return False
+    return any(c.strength in ("strong", "warning") and c.category != "attachment" for c in risk.cues)
+
+
+def crisis_support(risk: RiskAssessment) -> bool:
+    """Whether the reply is crisis support: ``crisis_reply`` (a crisis now) or ``follow_up_reply`` (after an
+    earlier disclosure, ``after_crisis``); both point to a crisis line and the emergency number."""
+    return risk.level == "crisis" or after_crisis(risk)
 
 
 class RiskDetector:
     """Risk recognition by patterns and by meaning (see the module docstring for the method and its limits): one
     pass of ``RISK_RULES`` over a message and each history turn, and the semantic reader
-    (``fusion.safety_semantic``) over the message.
+    (``fusion.safety_semantic``) over the same texts (its readings of the last ``_READINGS_KEPT`` texts kept, since
+    a conversation's earlier turns come back on every turn).
 
     ``semantic``: True (default) for the shipped semantic model, loaded once per process on first use (when it
     cannot load, a warning is logged and the patterns read alone); False for the patterns alone; or a
@@ -713,6 +746,8 @@ class RiskDetector:
 
     def __init__(self, semantic: SemanticRiskModel | bool = True) -> None:
         self._semantic = semantic
+        # readings of recent texts: a conversation's earlier turns are read again on every turn
+        self._readings: OrderedDict[str, SemanticReading | None] = OrderedDict()
 
     @property
     def semantic(self) -> SemanticRiskModel | None:
@@ -736,9 +771,20 @@ class RiskDetector:
         past: list[RiskCue] = []
         for turn, earlier in enumerate(history):
             h_norm, h_index = normalise(earlier or "")
-            h_matches, _ = _find(h_norm)
+            h_matches, h_dropped = _find(h_norm)
             past.extend(c for c in _cues(earlier or "", h_matches, h_index, turn) if c.strength != "modifier")
+            past.extend(self._meaning(earlier or "", h_norm, h_index, h_matches, h_dropped, turn))
         return self._combine(current, past, dropped, norm)
+
+    def _read(self, model: SemanticRiskModel, text: str) -> SemanticReading | None:
+        """``model.read(text)``, remembered for the last ``_READINGS_KEPT`` texts."""
+        if text in self._readings:
+            self._readings.move_to_end(text)
+            return self._readings[text]
+        reading = self._readings[text] = model.read(text)
+        if len(self._readings) > _READINGS_KEPT:
+            self._readings.popitem(last=False)
+        return reading
 
     def _meaning(
         self,
@@ -747,14 +793,15 @@ class RiskDetector:
         index: list[int],
         matches: list[_Match],
         dropped: list[tuple[RiskRule, int, int, str]],
+        turn: int | None = None,
     ) -> list[RiskCue]:
-        """The semantic reader's cue for the message: a ``strong`` one when its reading reaches the model's
-        threshold, unless the patterns saw explicit evidence against a risk inside the read span (an idiom, a
-        negation, a harmless context, a story or news): those stay the patterns' call."""
+        """The semantic reader's cue for the message (or for ``history[turn]``): a ``strong`` one when its reading
+        reaches the model's threshold, unless the patterns saw explicit evidence against a risk inside the read span
+        (an idiom, a negation, a harmless context, a story or news): those stay the patterns' call."""
         model = self.semantic
         if model is None:
             return []
-        reading = model.read(text)
+        reading = self._read(model, text)
         if reading is None or reading.probability < model.threshold:
             return []
         norm_span = [k for k, i in enumerate(index) if reading.start <= i < reading.end]
@@ -773,7 +820,7 @@ class RiskDetector:
         subject: Subject = "other" if other else "self"
         return [
             RiskCue(
-                reading.phrase(text), reading.start, reading.end, "meaning", category, "strong", subject, None, note
+                reading.phrase(text), reading.start, reading.end, "meaning", category, "strong", subject, turn, note
             )
         ]
 
@@ -782,7 +829,7 @@ class RiskDetector:
     ) -> RiskAssessment:
         mine = [c for c in current if c.strength != "modifier"]
         counted = [c for c in mine if c.strength in ("strong", "warning", "borderline")]
-        points, history_points = _points(current), _points([c for c in past if c.subject == "self"])
+        points, history_points = _points(current), _history_points([c for c in past if c.subject == "self"])
         # the message's own points, plus the history's when the message has a counted cue of its own
         total = points + history_points if counted else history_points * HISTORY_DISCOUNT
         if total >= _CRISIS_POINTS:
@@ -827,7 +874,11 @@ def _explain(
         parts.append(f"{rule.describes} (“{c.phrase}”)" + (", framed as a story, news or a joke" if framed else ""))
     if past and (level == "crisis" or not current):
         c = max(past, key=lambda c: STRENGTH_POINTS[c.strength])
-        parts.append(f"earlier, {_RULES_BY_NAME[c.rule].describes} (“{c.phrase}”)")
+        parts.append(
+            f"earlier, “{c.phrase}” {c.note}"
+            if c.note
+            else f"earlier, {_RULES_BY_NAME[c.rule].describes} (“{c.phrase}”)"
+        )
     return f"{_LEVEL_WORDS[level]}: " + "; ".join(parts) + "."
 
 

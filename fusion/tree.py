@@ -47,6 +47,7 @@ from fusion.late import FusedEmotion, LateFusion, LateFusionConfig, ModalityEvid
 from fusion.safety import (
     RiskAssessment,
     RiskDetector,
+    after_crisis,
     boundary_reply,
     check_in,
     check_reply,
@@ -1022,14 +1023,6 @@ def _checked_reply(tree: AffectTree, warnings: list[str]) -> AffectTree:
         f"the reply failed the safety check ({'; '.join(problems)}); replaced by {REPLY_TEMPLATES['Others']!r}"
     )
     return tree.replace_node(tree.reply.with_text(REPLY_TEMPLATES["Others"], "template"))
-
-
-def after_crisis(risk: RiskAssessment) -> bool:
-    """A ``concern`` that only earlier turns raised, with a strong or warning cue among them (an earlier crisis
-    disclosure), while this turn's words raise nothing: the turn gets ``fusion.safety.follow_up_reply``."""
-    if risk.level != "concern" or any(c.turn is None for c in risk.cues):
-        return False
-    return any(c.strength in ("strong", "warning") and c.category != "attachment" for c in risk.cues)
 
 
 def build_tree(

@@ -2,9 +2,10 @@
 sentence embeddings of written crisis messages against hard negatives and real support-seeking messages, its
 threshold chosen on development sets, scored on a blind set.
 
-1. Fit on ``--bank`` (``scripts/data/safety-bank.csv``: text, label crisis|none, category, set; 1,129 messages
-   written for this project in three sets by separate authors: 480 crisis and hard negatives, 300 forum-style posts,
-   349 short chat messages; 639 crisis) and, as everyday negatives, the seeker messages of
+1. Fit on ``--bank`` (``scripts/data/safety-bank.csv``: text, label crisis|none, category, set; 1,588 messages
+   written for this project in four sets by separate authors: 480 crisis and hard negatives, 300 forum-style posts,
+   349 short chat messages, 459 mixed messages weighted to indirect crisis phrasings and near-miss negatives; 899
+   crisis) and, as everyday negatives, the seeker messages of
    ``--negatives`` (ESConv train: what people who come to a support chat write; a message the patterns already
    read as a concern or a crisis is left out, since some seekers do speak of harm), with their sentences (the
    reader scores a message's sentences too): ``fusion.safety_semantic.fit_classifier`` with its defaults (hidden
@@ -13,9 +14,12 @@ threshold chosen on development sets, scored on a blind set.
 2. Choose on development data only: among the thresholds whose crisis rate over the seeker messages of ``--check``
    (ESConv valid, unlabelled; nearly all of them are not a crisis) stays at most ``MAX_EVERYDAY_RATE``, the one with
    the best crisis F1 of ``RiskDetector`` (patterns + this reader) over ``--dev`` pooled (``docs/safety-eval.csv``,
-   ``docs/safety-eval-fresh.csv``); a tie goes to the higher threshold.
-3. Score ``--blind`` (``docs/safety-eval-blind.csv``, written by a separate author who saw neither the patterns,
-   the bank nor the development sets; never used for a choice): the patterns alone and patterns + meaning.
+   ``docs/safety-eval-fresh.csv``, ``docs/safety-eval-history-dev.csv``, whose messages are read with the user's
+   earlier ones); a tie goes to the higher threshold.
+3. Score ``--blind`` (``docs/safety-eval-blind-2.csv`` and ``docs/safety-eval-history-blind.csv``, written by
+   separate authors who saw neither the patterns, the bank nor the development sets; never used for a choice) and,
+   for the record, ``--seen`` (``docs/safety-eval-blind.csv``, the first blind set, whose misses were seen when the
+   fourth bank set was briefed): the patterns alone and patterns + meaning.
 
 Writes ``weights/safety-semantic/safety-semantic.safetensors`` + ``.json`` (card, choices and metrics).
 
@@ -43,11 +47,15 @@ from fusion.safety import RiskDetector  # noqa: E402
 from fusion.safety_semantic import SemanticRiskModel, fit_classifier, spans  # noqa: E402
 
 DEFAULT_BANK = REPO / "scripts" / "data" / "safety-bank.csv"
-DEFAULT_DEV = (REPO / "docs" / "safety-eval.csv", REPO / "docs" / "safety-eval-fresh.csv")
-DEFAULT_BLIND = REPO / "docs" / "safety-eval-blind.csv"
+DOCS = REPO / "docs"
+DEFAULT_DEV = (DOCS / "safety-eval.csv", DOCS / "safety-eval-fresh.csv", DOCS / "safety-eval-history-dev.csv")
+DEFAULT_BLIND = (DOCS / "safety-eval-blind-2.csv", DOCS / "safety-eval-history-blind.csv")
+DEFAULT_SEEN = (DOCS / "safety-eval-blind.csv",)
 DEFAULT_OUT = REPO / "weights" / "safety-semantic" / "safety-semantic.safetensors"
 DEFAULT_ESCONV = REPO.parent / "shared" / "data" / "esconv"
-MAX_EVERYDAY_RATE = 0.02
+#: At most this share of ESConv valid's seeker messages may read as a crisis (2% until 2026-11-28: with the fourth
+#: bank set it let 1.6% through, and a crisis reply for "It's the third time." about a driving test; docs/safety.md).
+MAX_EVERYDAY_RATE = 0.01
 THRESHOLDS = tuple(round(0.5 + 0.02 * k, 2) for k in range(25))  # 0.50 ... 0.98
 
 
@@ -94,11 +102,16 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     return {k: report[k] for k in ("n", "recall", "precision", "f1", "accuracy", "confusion", "concern")}
 
 
+def relative(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bank", type=Path, default=DEFAULT_BANK)
     parser.add_argument("--dev", type=Path, nargs="+", default=list(DEFAULT_DEV))
-    parser.add_argument("--blind", type=Path, default=DEFAULT_BLIND)
+    parser.add_argument("--blind", type=Path, nargs="*", default=list(DEFAULT_BLIND))
+    parser.add_argument("--seen", type=Path, nargs="*", default=list(DEFAULT_SEEN))
     parser.add_argument("--negatives", type=Path, default=DEFAULT_ESCONV / "train.jsonl")
     parser.add_argument("--check", type=Path, default=DEFAULT_ESCONV / "valid.jsonl")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -158,18 +171,23 @@ def main() -> None:
     threshold = max(allowed, key=lambda t: (grid[f"{t:g}"]["f1"], t))
     print(f"chosen threshold {threshold:g}")
 
-    blind: dict[str, Any] = {}
-    if args.blind.is_file():
-        chosen = RiskDetector(semantic=model(threshold))
-        blind = {
-            "data": str(args.blind.relative_to(REPO)) if args.blind.is_relative_to(REPO) else str(args.blind),
-            "patterns": summary(evaluate_safety(args.blind, detector=patterns)),
-            "patterns+meaning": summary(evaluate_safety(args.blind, detector=chosen)),
-        }
-        for name in ("patterns", "patterns+meaning"):
-            print(f"blind, {name}: {blind[name]}")
+    chosen = RiskDetector(semantic=model(threshold))
 
-    rel = [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in args.dev]
+    def scored(paths: list[Path], kind: str) -> list[dict[str, Any]]:
+        out = []
+        for path in paths:
+            row = {
+                "data": relative(path),
+                "patterns": summary(evaluate_safety(path, detector=patterns)),
+                "patterns+meaning": summary(evaluate_safety(path, detector=chosen)),
+            }
+            for name in ("patterns", "patterns+meaning"):
+                print(f"{kind} {path.name}, {name}: {row[name]}")
+            out.append(row)
+        return out
+
+    blind, seen = scored(args.blind, "blind"), scored(args.seen, "seen")
+    rel = [relative(p) for p in args.dev]
     card = {
         "description": "fusion.safety_semantic.SemanticRiskModel: one-hidden-layer classifier (256 GELU units; crisis "
         "vs none) over all-MiniLM-L6-v2 sentence embeddings (mean-pooled, L2-normalised), with the bank's crisis "
@@ -187,6 +205,7 @@ def main() -> None:
         "dev_patterns_alone": dev_patterns,
         "dev_grid": grid,
         "blind": blind,
+        "seen": seen,
         "cpu_seconds": round(time.process_time() - started, 1),
         "command": "python scripts/train_safety_semantic.py",
     }

@@ -1,6 +1,6 @@
-"""The semantic safety reader (``fusion.safety_semantic``): spans, the logistic fit, how ``RiskDetector`` turns a
-reading into a cue (and weakens it where the patterns saw an idiom or a story), save/load, and the shipped model's
-figures on the development and blind sets."""
+"""The semantic safety reader (``fusion.safety_semantic``): spans, the fit, how ``RiskDetector`` turns a reading
+into a cue (and weakens it where the patterns saw an idiom or a story), earlier turns read by meaning, save/load, and
+the shipped model's figures on the development and blind sets."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from affectlens.cli import main
 from affectlens.evaluation import evaluate_safety
-from fusion.safety import RiskAssessment, RiskDetector
+from fusion.safety import RiskAssessment, RiskDetector, after_crisis, crisis_support
 from fusion.safety_semantic import SemanticRiskModel, fit_classifier, shipped_model, spans
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -144,13 +144,15 @@ def test_shipped_model_reproduces_its_development_figures(shipped: SemanticRiskM
     assert report["precision"] >= 0.9
 
 
-def test_shipped_model_reproduces_its_blind_figures(shipped: SemanticRiskModel) -> None:
-    blind = shipped.card["blind"]
-    report = evaluate_safety(DOCS / "safety-eval-blind.csv")
+@pytest.mark.parametrize("name", ["safety-eval-blind-2.csv", "safety-eval-history-blind.csv", "safety-eval-blind.csv"])
+def test_shipped_model_reproduces_its_blind_figures(shipped: SemanticRiskModel, name: str) -> None:
+    """The card's figures on the blind sets (and on the first blind set, seen since) are what the command reads."""
+    (card,) = [row for row in shipped.card["blind"] + shipped.card["seen"] if row["data"] == f"docs/{name}"]
+    report = evaluate_safety(DOCS / name)
     for key in ("recall", "precision", "accuracy"):
-        assert report[key] == blind["patterns+meaning"][key]
-    patterns = evaluate_safety(DOCS / "safety-eval-blind.csv", model="safety-patterns")
-    assert patterns["recall"] == blind["patterns"]["recall"]
+        assert report[key] == card["patterns+meaning"][key]
+    patterns = evaluate_safety(DOCS / name, model="safety-patterns")
+    assert patterns["recall"] == card["patterns"]["recall"]
     assert report["recall"] > patterns["recall"]
 
 
@@ -172,3 +174,78 @@ def test_a_reading_over_someone_elses_risk_keeps_their_subject() -> None:
     risk = RiskDetector(semantic=toy_model(threshold=0.55)).assess(text)
     (cue,) = [c for c in risk.cues if c.rule == "meaning"]
     assert cue.subject == "other" and risk.about_someone_else
+
+
+# ---- earlier turns ----------------------------------------------------------------------------------------------
+
+
+class CountingModel:
+    """Wraps a model and counts the texts it reads (the detector remembers recent readings)."""
+
+    def __init__(self, model: SemanticRiskModel) -> None:
+        self.model, self.read_texts = model, []
+        self.threshold = model.threshold
+
+    def read(self, text: str) -> object:
+        self.read_texts.append(text)
+        return self.model.read(text)
+
+
+def test_an_earlier_turn_read_by_meaning_keeps_the_risk_in_view() -> None:
+    """The patterns see nothing in an earlier "rope in my closet": the meaning does, so a quiet message after it
+    gets the follow-up (crisis support) and a borderline one is a crisis."""
+    history = ["Work was long.", "There's a rope in my closet and I keep looking at it."]
+    assert RiskDetector(semantic=False).assess("ok, talk later", history).level == "none"
+    detector = RiskDetector(semantic=toy_model())
+    quiet = detector.assess("ok, talk later", history)
+    assert quiet.level == "concern" and after_crisis(quiet) and crisis_support(quiet)
+    (cue,) = quiet.cues
+    assert cue.rule == "meaning" and cue.turn == 1 and cue.phrase == history[1]
+    assert history[1] in quiet.why and quiet.why.startswith("Concern: earlier")
+    raised = detector.assess("I'm just so tired of everything.", history)
+    assert raised.level == "crisis" and any(c.turn == 1 for c in raised.cues)
+    # an everyday history and an idiom in it stay out
+    assert detector.assess("ok, talk later", ["coffee at work", "killing it at work"]).level == "none"
+
+
+def test_a_disclosure_both_readers_see_counts_once() -> None:
+    """Patterns and meaning reading the same earlier turn count it once: one disclosure alone keeps a neutral
+    message at the follow-up (concern), as with the patterns alone."""
+    model = toy_model(threshold=0.55)
+    history = ["I want to kill myself, gone forever"]
+    assert model.read(history[0]).probability >= model.threshold  # type: ignore[union-attr]
+    risk = RiskDetector(semantic=model).assess("ok thanks", history)
+    assert {c.rule for c in risk.cues} >= {"meaning"} and len({c.rule for c in risk.cues}) == 2
+    assert risk.level == "concern" == RiskDetector(semantic=False).assess("ok thanks", history).level
+    # two earlier disclosures are a crisis on their own, as two strong pattern cues are
+    two = RiskDetector(semantic=model).assess("ok thanks", [*history, "gone forever, gone forever"])
+    assert two.level == "crisis"
+
+
+def test_earlier_turns_are_read_once_per_detector() -> None:
+    counting = CountingModel(toy_model())
+    detector = RiskDetector(semantic=counting)  # type: ignore[arg-type]
+    history: list[str] = []
+    for message in ("hi", "there is a rope in my closet", "ok", "bye"):
+        detector.assess(message, history)
+        history.append(message)
+    assert sorted(counting.read_texts) == sorted(["hi", "there is a rope in my closet", "ok", "bye"])
+
+
+def test_eval_reads_a_history_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "history.csv"
+    data.write_text(
+        "history,text,label\n"
+        '"Work was long. || I want to kill myself","ok, talk later",crisis\n'
+        '"this exam is killing me||I could murder a pizza","ok, talk later",none\n'
+        ',"I want to kill myself",crisis\n'
+        '"I want to kill myself","ok, talk later",none\n'
+    )
+    report = evaluate_safety(data, model="safety-patterns")
+    assert report["n"] == 4 and report["with_history"] == 3
+    assert report["confusion"] == {"tp": 2, "fn": 0, "fp": 1, "tn": 1}
+    (miss,) = report["misclassified"]
+    assert miss["line"] == 5 and miss["history"] == ["I want to kill myself"] and miss["level"] == "concern"
+    assert main(["eval", "safety", "--data", str(data), "--model", "safety-patterns"]) == 0
+    out = capsys.readouterr().out
+    assert "n=4 (3 with earlier messages)" in out and "earlier: I want to kill myself" in out
