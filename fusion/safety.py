@@ -29,8 +29,8 @@ How a message is read:
   beside a strong, warning or borderline cue), mention and attachment 0. **Crisis**: 3 points or more, counting
   the earlier turns' points too when the message has a counted cue of its own (an earlier "I've written a note"
   raises "I'm so tired of everything" to crisis). **Concern**: any cue in the message, or earlier turns worth 2
-  or more on their own (counted at ``HISTORY_DISCOUNT``). Earlier turns are read by both readers; a turn counts the
-  patterns' points or the meaning's, whichever is more. ``crisis_support``: a crisis, or a concern that only an
+  or more on their own (counted at ``HISTORY_DISCOUNT``). The latest ``HISTORY_TURNS`` earlier turns are read, by
+  both readers; a turn counts the patterns' points or the meaning's, whichever is more. ``crisis_support``: a crisis, or a concern that only an
   earlier disclosure raised (``after_crisis``, answered by ``follow_up_reply``). ``score = 1 - 0.5 ** points`` (0.5: one borderline cue;
   0.875: the crisis line), 0 for ``none``.
 
@@ -62,6 +62,7 @@ __all__ = [
     "CATEGORIES",
     "HELP",
     "HISTORY_DISCOUNT",
+    "HISTORY_TURNS",
     "IDIOMS",
     "LEVELS",
     "REPLY_CHECKS",
@@ -99,6 +100,11 @@ ZERO_POINT_SCORES: Final[dict[str, float]] = {"mention": 0.25, "attachment": 0.3
 #: History alone (the message has no counted cue) counts this share of its points.
 HISTORY_DISCOUNT: Final = 0.5
 _CRISIS_POINTS: Final = 3
+#: Earlier turns a ``RiskDetector`` reads (the latest): a disclosure keeps the follow-up reply for this many turns,
+#: then the conversation goes back to the planner. The shortest window that kept the crisis recall of
+#: ``docs/safety-eval-history-dev.csv`` (0.95 with every turn) while answering ESConv valid's seekers with crisis
+#: support least often (2.8% of their turns against 6.1% with every turn; docs/safety.md).
+HISTORY_TURNS: Final = 3
 #: Semantic readings a ``RiskDetector`` remembers (its conversation's earlier turns are read on every turn).
 _READINGS_KEPT: Final = 256
 _HISTORY_CONCERN_POINTS: Final = 2
@@ -742,10 +748,14 @@ class RiskDetector:
 
     ``semantic``: True (default) for the shipped semantic model, loaded once per process on first use (when it
     cannot load, a warning is logged and the patterns read alone); False for the patterns alone; or a
-    ``SemanticRiskModel``."""
+    ``SemanticRiskModel``. ``history_turns``: how many of the latest earlier turns are read (``HISTORY_TURNS``;
+    None: all of them)."""
 
-    def __init__(self, semantic: SemanticRiskModel | bool = True) -> None:
+    def __init__(self, semantic: SemanticRiskModel | bool = True, history_turns: int | None = HISTORY_TURNS) -> None:
+        if history_turns is not None and history_turns < 0:
+            raise ValueError(f"history_turns must be at least 0 (or None for all), got {history_turns}")
         self._semantic = semantic
+        self.history_turns = history_turns
         # readings of recent texts: a conversation's earlier turns are read again on every turn
         self._readings: OrderedDict[str, SemanticReading | None] = OrderedDict()
 
@@ -763,13 +773,15 @@ class RiskDetector:
 
     def assess(self, text: str, history: Sequence[str] = ()) -> RiskAssessment:
         """The risk in ``text`` (the user's message), read with ``history`` (the user's earlier turns, oldest
-        first), which can raise a borderline message or, alone, give a ``concern``."""
+        first; the latest ``history_turns`` of them), which can raise a borderline message or, alone, give a
+        ``concern``. A cue's ``turn`` indexes ``history`` as given."""
         norm, index = normalise(text or "")
         matches, dropped = _find(norm)
         current = _cues(text or "", matches, index, None)
         current.extend(self._meaning(text or "", norm, index, matches, dropped))
         past: list[RiskCue] = []
-        for turn, earlier in enumerate(history):
+        first = 0 if self.history_turns is None else max(0, len(history) - self.history_turns)
+        for turn, earlier in enumerate(history[first:], start=first):
             h_norm, h_index = normalise(earlier or "")
             h_matches, h_dropped = _find(h_norm)
             past.extend(c for c in _cues(earlier or "", h_matches, h_index, turn) if c.strength != "modifier")

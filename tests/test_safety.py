@@ -13,6 +13,7 @@ from affectlens.errors import MediaError
 from affectlens.evaluation import evaluate_safety
 from fusion.safety import (
     CATEGORIES,
+    HISTORY_TURNS,
     RiskAssessment,
     RiskDetector,
     boundary_reply,
@@ -319,3 +320,19 @@ def test_eval_refuses_bad_csv_naming_the_file(
     assert err.startswith(f"error: {path}: ") and message in err
     assert main(["eval", "safety", "--data", str(tmp_path / "missing.csv")]) == 1
     assert "file not found" in capsys.readouterr().err
+
+
+def test_only_the_latest_earlier_turns_are_read(detector: RiskDetector) -> None:
+    """A disclosure keeps the follow-up for ``HISTORY_TURNS`` turns; after that the conversation goes back to the
+    planner. A cue's turn indexes the history as given."""
+    disclosure = ["I want to kill myself"]
+    later = ["ok", "my sister called", "we talked for a while"]
+    for k in range(HISTORY_TURNS):
+        risk = detector.assess("thanks", disclosure + later[:k])
+        assert risk.level == "concern" and risk.cues[0].turn == 0, k
+    assert detector.assess("thanks", disclosure + later[:HISTORY_TURNS]).level == "none"
+    everything = RiskDetector(semantic=False, history_turns=None)
+    assert everything.assess("thanks", disclosure + later).level == "concern"
+    assert RiskDetector(semantic=False, history_turns=0).assess("thanks", disclosure).level == "none"
+    with pytest.raises(ValueError, match="history_turns must be at least 0"):
+        RiskDetector(history_turns=-1)
