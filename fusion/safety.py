@@ -5,10 +5,11 @@ regular expressions (``RISK_RULES``) over normalised text (lower case, curly quo
 common chat spellings expanded), and the message and the earlier turns by their meaning too
 (``fusion.safety_semantic``: a classifier over sentence embeddings, whose confident reading is a ``strong`` cue
 named ``meaning``; ``SEMANTIC_RULE``), and returns a ``RiskAssessment``: a level (``none`` | ``concern`` |
-``crisis``), the categories, a score, the matched phrases with their character spans in the original text, and one sentence saying
-why. ``crisis_reply`` and ``boundary_reply`` are the replies the affective tree uses instead of its template when
-the level is ``crisis`` or the person leans on the assistant as their only support; ``check_reply`` lists what is
-wrong with a proposed reply (claims to be human, manipulation, secrecy, promises it cannot keep, encouraging harm).
+``crisis``), the categories, a score, the matched phrases with their character spans in the original text, and one
+sentence saying why. ``crisis_reply`` and ``boundary_reply`` are the replies the affective tree uses instead of its
+template when the level is ``crisis`` or the person leans on the assistant as their only support; ``check_reply``
+lists what is wrong with a proposed reply (claims to be human, manipulation, secrecy, promises it cannot keep,
+encouraging harm).
 
 How a message is read:
 
@@ -30,9 +31,9 @@ How a message is read:
   the earlier turns' points too when the message has a counted cue of its own (an earlier "I've written a note"
   raises "I'm so tired of everything" to crisis). **Concern**: any cue in the message, or earlier turns worth 2
   or more on their own (counted at ``HISTORY_DISCOUNT``). The latest ``HISTORY_TURNS`` earlier turns are read, by
-  both readers; a turn counts the patterns' points or the meaning's, whichever is more. ``crisis_support``: a crisis, or a concern that only an
-  earlier disclosure raised (``after_crisis``, answered by ``follow_up_reply``). ``score = 1 - 0.5 ** points`` (0.5: one borderline cue;
-  0.875: the crisis line), 0 for ``none``.
+  both readers; a turn counts the patterns' points or the meaning's, whichever is more. ``crisis_support``: a
+  crisis, or a concern that only an earlier disclosure raised (``after_crisis``, answered by ``follow_up_reply``).
+  ``score = 1 - 0.5 ** points`` (0.5: one borderline cue; 0.875: the crisis line), 0 for ``none``.
 
 Limits: English only; patterns see phrasings someone wrote down, not meaning (the semantic reader catches many of
 the new phrasings they miss, ``docs/safety.md``), so new euphemisms, sarcasm, long indirect stories and heavy
