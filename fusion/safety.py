@@ -1016,13 +1016,23 @@ def crisis_reply(assessment: RiskAssessment, locale: str | None = None) -> str:
     return " ".join(parts)
 
 
-def follow_up_reply(assessment: RiskAssessment, locale: str | None = None) -> str:
+#: The closing question of the later follow-ups, by turns since the disclosure (so two in a row differ).
+_LATER_QUESTIONS: Final = ("What's on your mind right now?", "How are things feeling at this moment?")
+
+
+def follow_up_reply(assessment: RiskAssessment, locale: str | None = None, turns_since: int = 1) -> str:
     """The reply on the turns after a crisis when the person's new words raise nothing themselves (e.g. they
     answered "are you safe?"): thanks them, keeps the earlier disclosure in view without repeating the whole
     crisis message, nudges towards the people near them, keeps the crisis line and the emergency number at hand,
-    and asks how they are now. Nothing about the assistant being their only support unless they said so now."""
+    and asks how they are now. Nothing about the assistant being their only support unless they said so now.
+
+    ``turns_since``: turns since the disclosure (1: the turn right after it). The first follow-up says all of the
+    above; the later ones (``HISTORY_TURNS`` in all) are shorter and end on another question, so the same message
+    is not repeated turn after turn, and still hold the crisis line and the emergency number."""
     help_ = _help(locale)
     cats = set(assessment.categories)
+    if turns_since > 1:
+        return _later_follow_up(assessment, help_, _LATER_QUESTIONS[turns_since % len(_LATER_QUESTIONS)])
     parts = ["Thank you for telling me, and for staying in touch."]
     if assessment.about_someone_else:
         parts.append("What you shared about them is still on my mind, and it's good that you're looking out for them.")
@@ -1046,6 +1056,25 @@ def follow_up_reply(assessment: RiskAssessment, locale: str | None = None) -> st
     parts.append(_AI_LINE)
     parts.append("How are you feeling right now?")
     return " ".join(parts)
+
+
+def _later_follow_up(assessment: RiskAssessment, help_: _Help, question: str) -> str:
+    cats = set(assessment.categories)
+    if assessment.about_someone_else:
+        return (
+            "Thanks for keeping me posted. I'm still thinking about the person you're worried about. If they might "
+            f"be in danger, call {help_.emergency}; {help_.crisis} as well. How are you doing yourself?"
+        )
+    if cats & {_SI, _SH}:
+        middle = (
+            "I'm still keeping in mind what you shared a little while ago. If those thoughts come back or get "
+            f"stronger, {help_.crisis}, and {help_.emergency} is there if you're in danger."
+        )
+    elif _FROM in cats:
+        middle = f"Your safety is still on my mind. If you're in danger at any point, call {help_.emergency}."
+    else:
+        middle = f"If things start to feel like they could get out of hand, step away for a moment; {help_.crisis}."
+    return f"Thank you for staying in touch. {middle} {question}"
 
 
 def boundary_reply() -> str:

@@ -1102,7 +1102,8 @@ def build_tree(
                 rest = tuple(c for c in risk.categories if c != "attachment")
                 text = f"{text} {check_in(replace(risk, categories=rest))}"
         else:
-            text, plan = follow_up_reply(risk, locale), FOLLOW_UP_PLAN
+            disclosed = max(c.turn for c in risk.cues if c.turn is not None and c.strength in ("strong", "warning"))
+            text, plan = follow_up_reply(risk, locale, turns_since=len(history) - disclosed), FOLLOW_UP_PLAN
         strategy, reply = _safety_nodes(risk, plan, text, _safety_evidence(risk, starts, multi))
         tree = tree.replace_node(strategy).replace_node(reply)
     else:

@@ -466,6 +466,24 @@ def test_after_a_crisis_a_calm_answer_gets_a_follow_up_not_the_boundary_again(fu
     assert "Thank you for telling me, and for staying in touch." not in (fresh.reply.text or "")
 
 
+def test_later_follow_ups_are_shorter_and_do_not_repeat(fuser: LateFusion) -> None:
+    """The turns after a disclosure: the full follow-up first, then shorter ones that end on different questions;
+    each keeps the crisis line and the emergency number; after ``HISTORY_TURNS`` turns the planner answers again."""
+    history = ["Sometimes I think everyone would be better off without me."]
+    replies = []
+    for said in ("I'm at home.", "My sister is in the next room.", "We watched a film.", "It was a comedy."):
+        tree = build_tree(text(said, "neutral"), fuser=fuser, history=history)
+        replies.append(tree.reply.text or "")
+        history.append(said)
+    first, second, third, after = replies
+    assert first.startswith("Thank you for telling me, and for staying in touch.")
+    assert second.startswith("Thank you for staying in touch.") and len(second) < len(first)
+    assert second != third and second.split(". ")[:-1] == third.split(". ")[:-1]  # the same but its last question
+    for reply in (first, second, third):
+        assert "988" in reply and "emergency number" in reply and "Are you safe right now?" not in reply
+    assert "988" not in after and tree.reply.text_source != "safety"
+
+
 def test_a_manipulative_writer_reply_is_refused(fuser: LateFusion) -> None:
     class Clingy:
         name = "clingy"
