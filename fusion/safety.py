@@ -1030,9 +1030,9 @@ def follow_up_reply(assessment: RiskAssessment, locale: str | None = None, turns
     above; the later ones (``HISTORY_TURNS`` in all) are shorter and end on another question, so the same message
     is not repeated turn after turn, and still hold the crisis line and the emergency number."""
     help_ = _help(locale)
-    cats = set(assessment.categories)
     if turns_since > 1:
         return _later_follow_up(assessment, help_, _LATER_QUESTIONS[turns_since % len(_LATER_QUESTIONS)])
+    cats = set(assessment.categories)
     parts = ["Thank you for telling me, and for staying in touch."]
     if assessment.about_someone_else:
         parts.append("What you shared about them is still on my mind, and it's good that you're looking out for them.")
