@@ -81,6 +81,7 @@ __all__ = [
     "check_reply",
     "crisis_reply",
     "crisis_support",
+    "disclosure_turn",
     "follow_up_reply",
     "normalise",
 ]
@@ -727,12 +728,23 @@ def _history_points(cues: Sequence[RiskCue]) -> int:
 _LEVEL_WORDS: Final = {"none": "No risk", "concern": "Concern", "crisis": "Crisis"}
 
 
+def disclosure_turn(risk: RiskAssessment) -> int | None:
+    """The history index of the latest earlier turn with a strong or warning cue (an earlier crisis disclosure), or
+    None."""
+    turns = [
+        c.turn
+        for c in risk.cues
+        if c.turn is not None and c.strength in ("strong", "warning") and c.category != "attachment"
+    ]
+    return max(turns, default=None)
+
+
 def after_crisis(risk: RiskAssessment) -> bool:
-    """A ``concern`` that only earlier turns raised, with a strong or warning cue among them (an earlier crisis
-    disclosure), while this turn's words raise nothing: the turn is answered with ``follow_up_reply``."""
+    """A ``concern`` that only earlier turns raised, with an earlier crisis disclosure among them
+    (``disclosure_turn``), while this turn's words raise nothing: the turn is answered with ``follow_up_reply``."""
     if risk.level != "concern" or any(c.turn is None for c in risk.cues):
         return False
-    return any(c.strength in ("strong", "warning") and c.category != "attachment" for c in risk.cues)
+    return disclosure_turn(risk) is not None
 
 
 def crisis_support(risk: RiskAssessment) -> bool:
@@ -786,7 +798,7 @@ class RiskDetector:
             h_norm, h_index = normalise(earlier or "")
             h_matches, h_dropped = _find(h_norm)
             past.extend(c for c in _cues(earlier or "", h_matches, h_index, turn) if c.strength != "modifier")
-            past.extend(self._meaning(earlier or "", h_norm, h_index, h_matches, h_dropped, turn))
+            past.extend(self._meaning(earlier or "", h_norm, h_index, h_matches, h_dropped, turn=turn))
         return self._combine(current, past, dropped, norm)
 
     def _read(self, model: SemanticRiskModel, text: str) -> SemanticReading | None:

@@ -52,6 +52,7 @@ from fusion.safety import (
     check_in,
     check_reply,
     crisis_reply,
+    disclosure_turn,
     follow_up_reply,
 )
 
@@ -1102,8 +1103,8 @@ def build_tree(
                 rest = tuple(c for c in risk.categories if c != "attachment")
                 text = f"{text} {check_in(replace(risk, categories=rest))}"
         else:
-            disclosed = max(c.turn for c in risk.cues if c.turn is not None and c.strength in ("strong", "warning"))
-            text, plan = follow_up_reply(risk, locale, turns_since=len(history) - disclosed), FOLLOW_UP_PLAN
+            since = len(history) - (disclosure_turn(risk) or 0)
+            text, plan = follow_up_reply(risk, locale, turns_since=since), FOLLOW_UP_PLAN
         strategy, reply = _safety_nodes(risk, plan, text, _safety_evidence(risk, starts, multi))
         tree = tree.replace_node(strategy).replace_node(reply)
     else:

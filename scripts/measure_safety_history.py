@@ -30,8 +30,7 @@ class MessageMeaningOnly(RiskDetector):
     """Version 5's reading: the meaning reads the message only, the patterns every earlier turn."""
 
     def _meaning(self, *args: Any, **kwargs: Any) -> list[Any]:
-        turn = args[5] if len(args) > 5 else kwargs.get("turn")
-        return [] if turn is not None else super()._meaning(*args, **kwargs)
+        return [] if kwargs.get("turn") is not None else super()._meaning(*args, **kwargs)
 
 
 def seeker_dialogues(path: Path) -> list[list[str]]:
