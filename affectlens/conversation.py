@@ -502,7 +502,7 @@ class Conversation:
             self.animator = build_talking_head(engine=engine or "auto")
         head = self.animator
         if engine is not None and engine != head.engine:  # same models, another voice
-            head = TalkingHead(head.editor, head.texture, engine, head.fps, head.texture_gain)
+            head = TalkingHead(head.editor, head.texture, engine, head.fps, head.texture_gain, head.plans)
         try:
             prepared = head.prepare(image)
         except AffectLensError as exc:

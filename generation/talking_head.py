@@ -25,6 +25,7 @@ muscles move, how strongly and when, and only then rendered, global emotion firs
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import time
@@ -36,9 +37,19 @@ from typing import TYPE_CHECKING, Any, Final
 import cv2
 import numpy as np
 
+from affectlens import weights
 from affectlens.errors import AffectLensError
 from affectlens.labels import CANONICAL_EMOTIONS, FACS_NAMES, canonical_mixture
-from generation.edit import AU_NAMES, INNER_LIPS, AUBasis, ExpressionEditor, check_image, fill_mouth, plan_edit
+from generation.edit import (
+    AU_NAMES,
+    INNER_LIPS,
+    AUBasis,
+    EmotionPrototypes,
+    ExpressionEditor,
+    check_image,
+    fill_mouth,
+    plan_edit,
+)
 from generation.texture import ExpressionTexture, FaceTexture
 from generation.warp import MeshWarper
 
@@ -93,6 +104,8 @@ LIDS: Final[tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]] = (
 MAX_YAW: Final[float] = 35.0  # degrees: a face turned further is a profile the warp cannot animate
 MIN_INTEROCULAR: Final[float] = 24.0  # pixels between the eye corners: smaller faces are too small to animate
 MAX_CHARS: Final[int] = 1000
+#: The weights entry of the talking head's own emotion prototypes (``scripts/fit_talking_head_plans.py``).
+PLANS_WEIGHT: Final[str] = "talking-head-plans"
 EYES: Final[tuple[tuple[int, ...], tuple[int, ...]]] = (
     (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
     (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466),
@@ -201,6 +214,7 @@ def plan_performance(
     basis: AUBasis,
     current_aus: Mapping[str, float] | None = None,
     fps: float = FPS,
+    prototypes: EmotionPrototypes | None = None,
 ) -> Performance:
     """The AU plan for saying ``text`` (``speech_duration`` seconds of audio) with ``emotion`` (a name or a
     mixture) at ``intensity`` in [0, 1], from a face whose AUs are ``current_aus`` (zeros when unknown).
@@ -210,13 +224,15 @@ def plan_performance(
     intensity; a mixture blends the changes by weight. The video runs ``LEAD_IN`` before the voice and ``TAIL`` after it; the
     expression rises over the dominant emotion's ``ONSET``, holds its apex while the voice lasts and relaxes
     to ``OFFSET_LEVEL`` over the tail. A question lifts the inner and outer brows over its last half second;
-    an exclamation strengthens the apex by a fifth while it is spoken.
+    an exclamation strengthens the apex by a fifth while it is spoken. ``prototypes`` (default: the basis's)
+    are the AU targets the emotions aim at; the talking head passes its own (``load_plans``).
     """
     mixture = canonical_mixture(emotion)
     text = check_text(text)
     if not 0.0 <= float(intensity) <= 1.0 or not np.isfinite(intensity):
         raise AffectLensError(f"intensity must be within [0, 1], got {intensity}")
-    if basis.prototypes is None:
+    prototypes = prototypes or basis.prototypes
+    if prototypes is None:
         raise AffectLensError("the AU basis has no emotion prototypes")
     current = {au: float((current_aus or {}).get(au, 0.0)) for au in AU_NAMES}
     scale = 0.5 + float(intensity)  # 0.5x .. 1.5x the basis's validated default strength
@@ -234,14 +250,14 @@ def plan_performance(
         f"(the basis's default {basis.default_strength:.2f} x {scale:.2f})"
     )
     # Global first: the portrait's own expression (a smiling photo, say) relaxes to the neutral prototype...
-    relax = plan_edit(current, "neutral", 1.0, prototypes=basis.prototypes)
+    relax = plan_edit(current, "neutral", 1.0, prototypes=prototypes)
     if relax.delta:
         reasons.append("relax the photo's own expression first: " + "; ".join(relax.reasons[:3]))
     for au, change in relax.delta.items():
         delta[AU_NAMES.index(au)] += change
     # ...then each emotion of the mixture builds on that neutral face, blended by weight.
     for name, weight in mixture.items():
-        plan = plan_edit(relax.planned, name, strength, prototypes=basis.prototypes)
+        plan = plan_edit(relax.planned, name, strength, prototypes=prototypes)
         for au, change in plan.delta.items():
             delta[AU_NAMES.index(au)] += weight * change
         if plan.delta:
@@ -469,7 +485,8 @@ class TalkingHead:
 
     ``editor`` (an ``ExpressionEditor``) finds the face, measures its AUs and carries the AU basis;
     ``texture`` adds the emotion's shading (None: shape only); ``engine`` picks the TTS ("auto": piper, then
-    espeak-ng). ``build_talking_head`` assembles the defaults.
+    espeak-ng); ``plans`` are the emotion prototypes the AU plans aim at (None: the basis's, those of still
+    expression editing). ``build_talking_head`` assembles the defaults, the shipped talking-head plans included.
     """
 
     def __init__(
@@ -479,8 +496,10 @@ class TalkingHead:
         engine: EngineChoice = "auto",
         fps: float = FPS,
         texture_gain: float | None = None,
+        plans: EmotionPrototypes | None = None,
     ) -> None:
         self.editor = editor
+        self.plans = plans
         self.texture = texture
         self.engine = engine
         self.fps = fps
@@ -551,7 +570,14 @@ class TalkingHead:
         if speech is None:
             speech = synthesize(text, mixture, intensity=intensity, engine=self.engine)
         performance = plan_performance(
-            mixture, text, speech.duration, intensity, basis=self.basis, current_aus=portrait.aus, fps=self.fps
+            mixture,
+            text,
+            speech.duration,
+            intensity,
+            basis=self.basis,
+            current_aus=portrait.aus,
+            fps=self.fps,
+            prototypes=self.plans,
         )
         n = performance.num_frames
         lead = round(LEAD_IN * self.fps)
@@ -679,11 +705,28 @@ def tree_performance_inputs(tree: AffectTree) -> tuple[dict[str, float], float]:
     return canonical_mixture(shown), float(np.clip(top, 0.3, 1.0))
 
 
-def build_talking_head(engine: EngineChoice = "auto", texture: bool = True, judge: bool = False) -> TalkingHead:
+def load_plans(path: str | Path | None = None) -> EmotionPrototypes:
+    """The talking head's emotion prototypes: ``path`` or the shipped ``talking-head-plans`` (a JSON card
+    with the prototypes, how they were fitted and their figures; ``scripts/fit_talking_head_plans.py``)."""
+    path = weights.locate(PLANS_WEIGHT).path if path is None else Path(path)
+    if not path.is_file():
+        raise AffectLensError(f"{path}: talking-head plans file missing")
+    try:
+        return EmotionPrototypes.from_dict(json.loads(path.read_text())["prototypes"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise AffectLensError(f"{path}: not a talking-head plans file ({error})") from None
+
+
+def build_talking_head(
+    engine: EngineChoice = "auto", texture: bool = True, judge: bool = False, plans: bool = True
+) -> TalkingHead:
     """The default talking head: the default expression editor (face finder, mesh, AU basis), the shipped
-    expression shading and the given TTS engine."""
+    expression shading, the shipped talking-head plans (``plans=False``: the basis's prototypes) and the given
+    TTS engine."""
     from generation.edit import build_expression_editor
 
     # The editor finds the face and carries the basis; the talking head shades frames itself (its own curve).
     editor = build_expression_editor(judge=judge, texture=False)
-    return TalkingHead(editor, ExpressionTexture.load() if texture else None, engine)
+    return TalkingHead(
+        editor, ExpressionTexture.load() if texture else None, engine, plans=load_plans() if plans else None
+    )

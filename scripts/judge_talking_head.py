@@ -126,6 +126,11 @@ def main() -> None:
         "--expression-model", default=None, help="the reader (default: the registry's default expression model)"
     )
     parser.add_argument(
+        "--basis-prototypes",
+        action="store_true",
+        help="plan with the AU basis's prototypes (still editing's) instead of the talking head's fitted ones",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -145,7 +150,7 @@ def main() -> None:
         setattr(module, name, float(value))
     torch.set_num_threads(1)
     started = time.time()
-    head: TalkingHead = build_talking_head(engine=args.engine)
+    head: TalkingHead = build_talking_head(engine=args.engine, plans=not args.basis_prototypes)
     model = create_face_expression(args.expression_model)
     mesh = FaceMesh(num_threads=1)
     image = load_portrait()
@@ -238,6 +243,7 @@ def main() -> None:
         "fer_split": args.split,
         "fer_rest_reads": rest_reads,
         "overrides": args.set,
+        "prototypes": "the AU basis's" if args.basis_prototypes else "the talking head's (talking-head-plans)",
         "per_emotion": results,
         "mean_portrait_agreement": float(np.mean([r["portrait_agreement"] for r in results.values()])),
         "mean_fer_agreement": (float(np.mean([r["fer_agreement"] for r in results.values()])) if args.faces else None),

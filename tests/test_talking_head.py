@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from affectlens.errors import AffectLensError
 from affectlens.labels import CANONICAL_EMOTIONS, canonical_mixture
-from generation.edit import AU_NAMES, AUBasis
+from generation.edit import AU_NAMES, FACS_PROTOTYPES, AUBasis
 from generation.talking_head import (
     LEAD_IN,
     LIDS,
@@ -18,6 +21,7 @@ from generation.talking_head import (
     blink_curve,
     gaze_path,
     head_motion,
+    load_plans,
     plan_performance,
     rotate_points,
     text_cues,
@@ -289,3 +293,90 @@ def test_a_photos_open_mouth_is_painted_over_once(head: TalkingHead, portrait: n
     x0, y0 = (int(v) for v in prepared.box[:2])
     assert np.array_equal(prepared.image[:y0], portrait[:y0])  # nothing else changed
     assert np.array_equal(prepared.image[:, :x0], portrait[:, :x0])
+
+
+# ---- the talking head's own prototypes (scripts/fit_talking_head_plans.py) -----------------------------------
+
+
+def _plans_script() -> Any:
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import fit_talking_head_plans
+
+    return fit_talking_head_plans
+
+
+def test_plan_performance_aims_at_the_prototypes_it_is_given(basis: AUBasis) -> None:
+    assert basis.prototypes is not None
+    script = _plans_script()
+    no_brow = {**basis.prototypes.targets["anger"], "AU04": 0.0}
+    own = script.with_targets(basis.prototypes, "anger", no_brow)
+    assert "AU04" not in own.raised["anger"] and "AU04" in basis.prototypes.raised["anger"]
+    assert set(own.raised["anger"]) == set(basis.prototypes.raised["anger"]) - {"AU04"}  # the others keep their role
+    unchanged = script.with_targets(basis.prototypes, "anger", basis.prototypes.targets["anger"])
+    assert unchanged == basis.prototypes
+    assert basis.prototypes.targets["anger"]["AU04"] > 0  # the basis's copy is untouched
+    k04 = AU_NAMES.index("AU04")
+    calm = dict.fromkeys(AU_NAMES, 0.2)
+    ordinary = plan_performance("anger", "Stop.", 2.0, 0.8, basis=basis, current_aus=calm)
+    aimed = plan_performance("anger", "Stop.", 2.0, 0.8, basis=basis, current_aus=calm, prototypes=own)
+    assert ordinary.curves[:, k04].max() > 1.0
+    assert aimed.curves[:, k04].max() <= 1e-6  # the brow is no longer lowered...
+    assert np.allclose(np.delete(aimed.curves, k04, 1), np.delete(ordinary.curves, k04, 1))  # ...nothing else moved
+
+
+def test_shipped_talking_head_plans_change_only_what_their_search_adopted(basis: AUBasis) -> None:
+    assert basis.prototypes is not None
+    script = _plans_script()
+    card = json.loads((WEIGHTS / "talking-plans.json").read_text())
+    plans = load_plans(WEIGHTS / "talking-plans.json")
+    assert plans.limits == basis.prototypes.limits
+    assert plans.targets["neutral"] == basis.prototypes.targets["neutral"]  # the relaxed face is the basis's
+    adopted = [e for e, row in card["emotions"].items() if row["adopted"]]
+    assert adopted, "the search adopted nothing: ship the basis's prototypes instead"
+    for emotion in CANONICAL_EMOTIONS[1:]:
+        row = card["emotions"].get(emotion)
+        if emotion not in adopted:
+            assert plans.targets[emotion] == basis.prototypes.targets[emotion]
+            continue
+        assert plans.targets[emotion] != basis.prototypes.targets[emotion]
+        gain = row["searched"]["check"]["agreement"] - row["basis"]["check"]["agreement"]
+        assert gain >= card["search"]["adopt_gain"]
+        # within FACS: an AU outside the emotion's prototype and companions never rises above the basis's target
+        free = set(FACS_PROTOTYPES[emotion]) | set(script.COMPANIONS[emotion])
+        for au in AU_NAMES:
+            if au in script.FIXED:
+                assert plans.targets[emotion][au] == basis.prototypes.targets[emotion][au]
+            elif au not in free:
+                assert plans.targets[emotion][au] <= basis.prototypes.targets[emotion][au] + 1e-6
+
+
+def test_plan_search_keeps_to_facs_and_climbs(basis: AUBasis) -> None:
+    assert basis.prototypes is not None
+    script = _plans_script()
+    shipped = basis.prototypes.targets["anger"]
+    grid = script.au_grid("anger", shipped, basis.prototypes.limits)
+    assert not set(script.FIXED) & set(grid)
+    assert max(grid["AU04"]) == pytest.approx(0.5 * basis.prototypes.limits["AU04"], abs=1e-3)  # FACS: free
+    assert max(grid["AU12"]) <= shipped["AU12"] + 1e-6  # anger cannot borrow a smile
+    # a separable score with its best values on the grid: the search finds them, and a large step finds nothing
+    best = {au: values[len(values) // 2] for au, values in grid.items()}
+    start = dict.fromkeys(grid, 0.0)
+
+    def score(targets: dict[str, float]) -> float:
+        return -sum((targets[au] - best[au]) ** 2 for au in grid)
+
+    found, value, moves = script.coordinate_search(score, start, grid, sweeps=1)
+    assert found == best and value == 0.0 and moves
+    stuck, _, none = script.coordinate_search(score, start, grid, sweeps=1, min_step=1e9)
+    assert stuck == start and not none
+
+
+def test_load_plans_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(AffectLensError, match="missing"):
+        load_plans(tmp_path / "nothing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"targets": {}}))
+    with pytest.raises(AffectLensError, match=r"bad\.json: not a talking-head plans file"):
+        load_plans(bad)

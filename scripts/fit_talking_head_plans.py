@@ -1,0 +1,270 @@
+"""Fit the talking head's own emotion prototypes: which AUs each emotion moves, and how far, for a face that
+speaks, chosen by how our expression model reads the rendered frames (analysis by synthesis).
+
+The AU basis's prototypes (``fit_expression_edit.py``) were chosen for still edits: FER2013's mean AUs per
+emotion plus FACS floors. A talking face differs (the mouth belongs to the voice, the expression is held for
+seconds), and on FER2013 validation faces the basis's prototypes made sadness, fear, disgust and anger read as
+the requested emotion on a quarter of the frames or less. This script searches, per emotion, the AU targets
+the plan aims at:
+
+1. Faces: FER2013 *validation* faces labelled neutral (the expression model's validation split of train; the
+   permutation ``judge_talking_head.py --split val`` draws from), the first 48 held out to check, the next 96
+   to fit (faces the talking head refuses, a profile, are skipped). Test faces are never read here.
+2. Render: each face speaks the judge's sentence with the emotion at the judge's intensity (eSpeak NG, whose
+   output is the same on every run; piper's timings move by a few frames between runs, and the voice only
+   moves the mouth); 4 frames from the apex's start to the end, the shipped shading unchanged.
+3. Search (coordinate ascent, 2 sweeps over the AUs in a seeded order): a target moves to the value of its
+   grid (0, 0.1, 0.2, 0.35 or 0.5 of the AU's limit, the 99th percentile of FER2013 train) that most raises the
+   mean probability the default expression model gives the emotion on the fit faces, by at least 0.002. The
+   search keeps to FACS: an AU of the emotion's FACS prototype (and its usual companions, ``COMPANIONS``) may
+   go up or down; any other AU only down, never above the basis's target (anger cannot borrow a smile). The
+   mouth's AU25 and AU26 belong to the lip sync and AU45 to the blinks; they stay as they are.
+4. Adopt: an emotion takes its searched targets only when the held-out faces' agreement (the share of frames
+   the default model reads as the emotion) rises by at least ``ADOPT_GAIN``; the second model,
+   ``affectlens-expression-large``, is reported beside it as a check on the same frames.
+
+Writes ``weights/expression-edit/talking-plans.json`` (the prototypes, the search's figures and choices).
+The judge then scores the shipped talking head on FER2013 test faces: ``python scripts/judge_talking_head.py``.
+
+    python scripts/fit_talking_head_plans.py             # ~12 min on 2 cores once fit_expression_edit.py cached the meshes
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from judge_talking_head import INTENSITY, SEED, SENTENCE, after_onset, fer_neutral_faces  # noqa: E402
+
+from affectlens.errors import AffectLensError  # noqa: E402
+from affectlens.labels import CANONICAL_EMOTIONS  # noqa: E402
+from affectlens.registry import create_face_expression  # noqa: E402
+from generation.edit import AU_NAMES, FACS_PROTOTYPES, EmotionPrototypes  # noqa: E402
+from generation.speech import synthesize  # noqa: E402
+from generation.talking_head import Portrait, TalkingHead, build_talking_head  # noqa: E402
+from perception.face.pipeline import mesh_box  # noqa: E402
+
+DEFAULT_OUT = REPO / "weights" / "expression-edit" / "talking-plans.json"
+EMOTIONS = ("happiness", "sadness", "surprise", "fear", "disgust", "anger")
+#: AUs that commonly come with an emotion's FACS prototype (EMFACS variants): they may move either way too.
+COMPANIONS: dict[str, tuple[str, ...]] = {
+    "happiness": (),
+    "sadness": ("AU17",),
+    "surprise": (),
+    "fear": ("AU07",),
+    "disgust": ("AU17",),
+    "anger": ("AU17",),
+}
+#: Left to the lip sync (jaw, lips) and the blinks.
+FIXED = ("AU25", "AU26", "AU45")
+FRACTIONS = (0.0, 0.1, 0.2, 0.35, 0.5)
+SWEEPS = 2
+MIN_STEP = 0.002
+ADOPT_GAIN = 0.05
+CHECK_FACES, FIT_FACES = 48, 96
+FRAMES_PER_FACE = 4
+CHECK_READER = "affectlens-expression-large"
+
+
+def au_grid(emotion: str, shipped: Mapping[str, float], limits: Mapping[str, float]) -> dict[str, list[float]]:
+    """The values each AU's target may take for ``emotion``: FACS AUs (and companions) anywhere on the grid,
+    the others only at or below the basis's target; ``FIXED`` AUs not at all."""
+    free = set(FACS_PROTOTYPES[emotion]) | set(COMPANIONS[emotion])
+    grid: dict[str, list[float]] = {}
+    for au in AU_NAMES:
+        if au in FIXED:
+            continue
+        values = [round(f * float(limits[au]), 3) for f in FRACTIONS]
+        if au not in free:
+            values = [v for v in values if v <= float(shipped[au]) + 1e-6]
+        grid[au] = values
+    return grid
+
+
+def coordinate_search(
+    score: Callable[[dict[str, float]], float],
+    start: Mapping[str, float],
+    grid: Mapping[str, Sequence[float]],
+    sweeps: int = SWEEPS,
+    seed: int = SEED,
+    min_step: float = MIN_STEP,
+) -> tuple[dict[str, float], float, list[str]]:
+    """Coordinate ascent: for each AU in a seeded order, ``sweeps`` times, move its value to the grid value
+    that raises ``score`` most, when it does by at least ``min_step``. Returns the best targets, their score
+    and one line per accepted move."""
+    best = dict(start)
+    best_score = score(best)
+    rng = np.random.default_rng(seed)
+    moves: list[str] = []
+    for sweep in range(sweeps):
+        for au in rng.permutation(sorted(grid)):
+            current = best[au]
+            for value in grid[au]:
+                if abs(value - current) < 1e-6:
+                    continue
+                trial = {**best, au: value}
+                trial_score = score(trial)
+                if trial_score > best_score + min_step:
+                    best, best_score = trial, trial_score
+            if best[au] != current:
+                moves.append(f"sweep {sweep + 1}: {au} {current:.2f} -> {best[au]:.2f} (score {best_score:.3f})")
+    return best, best_score, moves
+
+
+def with_targets(prototypes: EmotionPrototypes, emotion: str, targets: Mapping[str, float]) -> EmotionPrototypes:
+    """``prototypes`` with ``emotion`` aiming at ``targets``. An AU whose target is unchanged keeps its role
+    (raised to the target, or relaxed down to it: ``plan_edit``'s rule); a changed one is raised when its new
+    target is above the neutral prototype's, relaxed otherwise."""
+    neutral, old = prototypes.targets["neutral"], prototypes.targets[emotion]
+    raised = tuple(
+        au
+        for au in AU_NAMES
+        if (targets[au] > neutral[au] + 1e-6 if abs(targets[au] - old[au]) > 1e-6 else au in prototypes.raised[emotion])
+    )
+    return dataclasses.replace(
+        prototypes,
+        targets={**prototypes.targets, emotion: {au: float(targets[au]) for au in AU_NAMES}},
+        raised={**prototypes.raised, emotion: raised},
+    )
+
+
+class Scorer:
+    """Renders faces speaking one emotion with candidate prototypes and reads them with an expression model."""
+
+    def __init__(self, head: TalkingHead, portraits: list[Portrait], boxes: list[np.ndarray]) -> None:
+        self.head = head
+        self.portraits = portraits
+        self.boxes = boxes
+
+    def probabilities(self, model: Any, emotion: str, speech: Any, prototypes: EmotionPrototypes) -> np.ndarray:
+        """The model's probabilities for every face's frames after onset (faces x frames x 7)."""
+        self.head.plans = prototypes
+        crops = []
+        for portrait, box in zip(self.portraits, self.boxes, strict=True):
+            video = self.head.perform(portrait, SENTENCE, emotion, INTENSITY, SEED, speech=speech)
+            window = after_onset(video)
+            picks = np.linspace(window.start, video.num_frames - 1, FRAMES_PER_FACE).round().astype(int)
+            crops.append(np.stack([model.preprocess(self.head.render_frame(video, int(k)), box) for k in picks]))
+        probs = model.predict_batch(np.concatenate(crops))
+        return probs.reshape(len(self.portraits), FRAMES_PER_FACE, -1)
+
+
+def figures(probs: np.ndarray, emotion: str) -> dict[str, float]:
+    k = CANONICAL_EMOTIONS.index(emotion)
+    return {
+        "agreement": round(float((probs.argmax(-1) == k).mean()), 4),
+        "probability": round(float(probs[..., k].mean()), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--npz", type=Path, default=None)
+    parser.add_argument("--engine", default="espeak-ng")
+    parser.add_argument("--emotions", nargs="+", default=list(EMOTIONS), choices=EMOTIONS)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    started = time.time()
+    head = build_talking_head(engine=args.engine, plans=False)
+    basis_prototypes = head.basis.prototypes
+    if basis_prototypes is None:
+        raise SystemExit("the AU basis has no emotion prototypes")
+    reader, checker = create_face_expression(None), create_face_expression(CHECK_READER)
+    faces = fer_neutral_faces(args.npz, CHECK_FACES + FIT_FACES, "val")
+    sets: dict[str, tuple[list[Portrait], list[np.ndarray]]] = {"check": ([], []), "fit": ([], [])}
+    refused = 0
+    for i, (face, points) in enumerate(faces):
+        try:
+            portrait = head.prepare(face, points)
+        except AffectLensError:  # turned too far, too small: the talking head refuses it, and so does the fit
+            refused += 1
+            continue
+        found = head.editor.pipeline.locate(face)  # read as the judge reads: the box our pipeline locates
+        box = np.asarray(found[0].box if found else mesh_box(points), np.float32)
+        portraits, boxes = sets["check" if i < CHECK_FACES else "fit"]
+        portraits.append(portrait)
+        boxes.append(box)
+    fit, check = Scorer(head, *sets["fit"]), Scorer(head, *sets["check"])
+    print(f"faces: fit {len(fit.portraits)}, check {len(check.portraits)}, refused {refused}", flush=True)
+
+    prototypes = basis_prototypes
+    report: dict[str, Any] = {}
+    for emotion in args.emotions:
+        speech = synthesize(SENTENCE, emotion, intensity=INTENSITY, engine=args.engine)
+        shipped = basis_prototypes.targets[emotion]
+
+        def score(targets: dict[str, float], emotion: str = emotion, speech: Any = speech) -> float:
+            probs = fit.probabilities(reader, emotion, speech, with_targets(basis_prototypes, emotion, targets))
+            return float(probs[..., CANONICAL_EMOTIONS.index(emotion)].mean())
+
+        grid = au_grid(emotion, shipped, basis_prototypes.limits)
+        searched, _, moves = coordinate_search(score, shipped, grid)
+        row: dict[str, Any] = {"moves": moves, "searched_targets": {au: round(v, 3) for au, v in searched.items()}}
+        for name, targets in (("basis", shipped), ("searched", searched)):
+            candidate = with_targets(basis_prototypes, emotion, targets)
+            row[name] = {
+                "fit": figures(fit.probabilities(reader, emotion, speech, candidate), emotion),
+                "check": figures(check.probabilities(reader, emotion, speech, candidate), emotion),
+                "check_large": figures(check.probabilities(checker, emotion, speech, candidate), emotion),
+            }
+        gain = row["searched"]["check"]["agreement"] - row["basis"]["check"]["agreement"]
+        row["adopted"] = bool(gain >= ADOPT_GAIN)
+        if row["adopted"]:
+            prototypes = with_targets(prototypes, emotion, searched)
+        report[emotion] = row
+        print(
+            f"{emotion:<10} check agreement {row['basis']['check']['agreement']:.3f} -> "
+            f"{row['searched']['check']['agreement']:.3f} (large {row['basis']['check_large']['agreement']:.3f} -> "
+            f"{row['searched']['check_large']['agreement']:.3f}), fit {row['basis']['fit']['agreement']:.3f} -> "
+            f"{row['searched']['fit']['agreement']:.3f}: {'adopted' if row['adopted'] else 'kept the basis'}; "
+            f"{len(moves)} moves, {time.time() - started:.0f} s",
+            flush=True,
+        )
+    adopted = ", ".join(e for e in args.emotions if report[e]["adopted"]) or "none"
+    prototypes = dataclasses.replace(
+        prototypes, description=f"{basis_prototypes.description}; talking-head targets searched for: {adopted}"
+    )
+    card = {
+        "description": "The talking head's emotion prototypes: the AU basis's, with the AU targets of some emotions "
+        "searched on FER2013 validation faces by how affectlens-expression reads the rendered, speaking frames "
+        "(scripts/fit_talking_head_plans.py).",
+        "prototypes": prototypes.to_dict(),
+        "search": {
+            "faces": {"fit": len(fit.portraits), "check": len(check.portraits), "refused": refused},
+            "split": "FER2013 train, the expression model's validation split, faces labelled neutral",
+            "sentence": SENTENCE,
+            "intensity": INTENSITY,
+            "engine": args.engine,
+            "frames_per_face": FRAMES_PER_FACE,
+            "grid_fractions_of_limit": list(FRACTIONS),
+            "sweeps": SWEEPS,
+            "min_step": MIN_STEP,
+            "adopt_gain": ADOPT_GAIN,
+            "companions": COMPANIONS,
+            "fixed": list(FIXED),
+            "reader": "affectlens-expression",
+            "check_reader": CHECK_READER,
+        },
+        "emotions": report,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(card, indent=1) + "\n")
+    print(f"wrote {args.out} ({time.time() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
