@@ -4,10 +4,11 @@ After Think-Before-Draw, labels are too coarse to drive a face: the emotion is f
 muscles move, how strongly and when, and only then rendered, global emotion first, local muscles after.
 
 1. **AU plan** (``plan_performance``): the emotion mixture and intensity (from the tree or asked for) become,
-   through the AU basis's emotion prototypes (``generation.edit.plan_edit``, blended by weight), per-AU
-   targets; an onset, apex and offset per emotion (surprise is fast, sadness slow); cues from the text (a
-   question raises the brows at its end, an exclamation strengthens the apex). Out come AU intensity curves at
-   25 fps for the 17 AUs and a readable chain of thought (``Performance.reasons``).
+   through the talking head's emotion prototypes (``load_plans``: the AU basis's, with the targets of some
+   emotions searched for a speaking face; ``generation.edit.plan_edit``, blended by weight), per-AU targets;
+   an onset, apex and offset per emotion (surprise is fast, sadness slow); cues from the text (a question
+   raises the brows at its end, an exclamation strengthens the apex). Out come AU intensity curves at 25 fps
+   for the 17 AUs and a readable chain of thought (``Performance.reasons``).
 2. **Speech** (``generation.speech``): piper with the shipped Joe voice in a separate process (piper is GPL),
    espeak-ng as the fallback, rate and pitch nudged by the emotion.
 3. **Lip sync** (``generation.lipsync``): piper reports no phoneme timings, so the mouth follows the audio:
@@ -260,10 +261,9 @@ def plan_performance(
         plan = plan_edit(relax.planned, name, strength, prototypes=prototypes)
         for au, change in plan.delta.items():
             delta[AU_NAMES.index(au)] += weight * change
-        if plan.delta:
-            reasons.append(f"{name} ({weight:.0%}): " + "; ".join(plan.reasons[:4]))
-        else:
-            reasons.append(f"{name} ({weight:.0%}): {plan.reasons[0]}")
+        own = basis.prototypes is not None and prototypes.targets[name] != basis.prototypes.targets[name]
+        label = f"{name} ({weight:.0%}{', targets fitted for a speaking face' if own else ''})"
+        reasons.append(f"{label}: " + ("; ".join(plan.reasons[:4]) if plan.delta else plan.reasons[0]))
     moved = [(AU_NAMES[k], float(delta[k])) for k in np.argsort(-np.abs(delta)) if abs(delta[k]) >= 0.05]
     if moved:
         reasons.append(

@@ -324,6 +324,8 @@ def test_plan_performance_aims_at_the_prototypes_it_is_given(basis: AUBasis) -> 
     assert ordinary.curves[:, k04].max() > 1.0
     assert aimed.curves[:, k04].max() <= 1e-6  # the brow is no longer lowered...
     assert np.allclose(np.delete(aimed.curves, k04, 1), np.delete(ordinary.curves, k04, 1))  # ...nothing else moved
+    assert "targets fitted for a speaking face" in " ".join(aimed.reasons)
+    assert "targets fitted for a speaking face" not in " ".join(ordinary.reasons)
 
 
 def test_shipped_talking_head_plans_change_only_what_their_search_adopted(basis: AUBasis) -> None:
