@@ -288,6 +288,22 @@ class EmotionPrototypes:
         description = f"mode={mode}, facs_floor={facs_floor:g}, margin={margin:g}"
         return cls(targets, raised, {au: float(limits[au]) for au in AU_NAMES}, description)
 
+    def with_targets(self, emotion: str, targets: Mapping[str, float]) -> EmotionPrototypes:
+        """A copy with ``emotion`` aiming at ``targets``. An AU whose target is unchanged keeps its role (raised
+        to the target, or relaxed down to it: ``plan_edit``'s rule); a changed one is raised when its new target
+        is above the neutral prototype's, relaxed otherwise."""
+        neutral, old = self.targets["neutral"], self.targets[emotion]
+        raised = tuple(
+            au
+            for au in AU_NAMES
+            if (targets[au] > neutral[au] + 1e-6 if abs(targets[au] - old[au]) > 1e-6 else au in self.raised[emotion])
+        )
+        return dataclasses.replace(
+            self,
+            targets={**self.targets, emotion: {au: float(targets[au]) for au in AU_NAMES}},
+            raised={**self.raised, emotion: raised},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "description": self.description,

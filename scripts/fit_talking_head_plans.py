@@ -124,42 +124,32 @@ def coordinate_search(
     return best, best_score, moves
 
 
-def with_targets(prototypes: EmotionPrototypes, emotion: str, targets: Mapping[str, float]) -> EmotionPrototypes:
-    """``prototypes`` with ``emotion`` aiming at ``targets``. An AU whose target is unchanged keeps its role
-    (raised to the target, or relaxed down to it: ``plan_edit``'s rule); a changed one is raised when its new
-    target is above the neutral prototype's, relaxed otherwise."""
-    neutral, old = prototypes.targets["neutral"], prototypes.targets[emotion]
-    raised = tuple(
-        au
-        for au in AU_NAMES
-        if (targets[au] > neutral[au] + 1e-6 if abs(targets[au] - old[au]) > 1e-6 else au in prototypes.raised[emotion])
-    )
-    return dataclasses.replace(
-        prototypes,
-        targets={**prototypes.targets, emotion: {au: float(targets[au]) for au in AU_NAMES}},
-        raised={**prototypes.raised, emotion: raised},
-    )
-
-
 class Scorer:
-    """Renders faces speaking one emotion with candidate prototypes and reads them with an expression model."""
+    """Renders faces speaking one emotion with candidate prototypes and reads them with expression models."""
 
     def __init__(self, head: TalkingHead, portraits: list[Portrait], boxes: list[np.ndarray]) -> None:
         self.head = head
         self.portraits = portraits
         self.boxes = boxes
 
-    def probabilities(self, model: Any, emotion: str, speech: Any, prototypes: EmotionPrototypes) -> np.ndarray:
-        """The model's probabilities for every face's frames after onset (faces x frames x 7)."""
+    def probabilities(
+        self, models: Sequence[Any], emotion: str, speech: Any, prototypes: EmotionPrototypes
+    ) -> list[np.ndarray]:
+        """Each model's probabilities for every face's frames after onset (faces x frames x 7); the frames are
+        rendered once for all models."""
         self.head.plans = prototypes
-        crops = []
+        crops: list[list[np.ndarray]] = [[] for _ in models]
         for portrait, box in zip(self.portraits, self.boxes, strict=True):
             video = self.head.perform(portrait, SENTENCE, emotion, INTENSITY, SEED, speech=speech)
             window = after_onset(video)
             picks = np.linspace(window.start, video.num_frames - 1, FRAMES_PER_FACE).round().astype(int)
-            crops.append(np.stack([model.preprocess(self.head.render_frame(video, int(k)), box) for k in picks]))
-        probs = model.predict_batch(np.concatenate(crops))
-        return probs.reshape(len(self.portraits), FRAMES_PER_FACE, -1)
+            frames = [self.head.render_frame(video, int(k)) for k in picks]
+            for model, out in zip(models, crops, strict=True):
+                out.append(np.stack([model.preprocess(frame, box) for frame in frames]))
+        return [
+            model.predict_batch(np.concatenate(out)).reshape(len(self.portraits), FRAMES_PER_FACE, -1)
+            for model, out in zip(models, crops, strict=True)
+        ]
 
 
 def figures(probs: np.ndarray, emotion: str) -> dict[str, float]:
@@ -208,23 +198,25 @@ def main() -> None:
         shipped = basis_prototypes.targets[emotion]
 
         def score(targets: dict[str, float], emotion: str = emotion, speech: Any = speech) -> float:
-            probs = fit.probabilities(reader, emotion, speech, with_targets(basis_prototypes, emotion, targets))
+            (probs,) = fit.probabilities([reader], emotion, speech, basis_prototypes.with_targets(emotion, targets))
             return float(probs[..., CANONICAL_EMOTIONS.index(emotion)].mean())
 
         grid = au_grid(emotion, shipped, basis_prototypes.limits)
         searched, _, moves = coordinate_search(score, shipped, grid)
         row: dict[str, Any] = {"moves": moves, "searched_targets": {au: round(v, 3) for au, v in searched.items()}}
         for name, targets in (("basis", shipped), ("searched", searched)):
-            candidate = with_targets(basis_prototypes, emotion, targets)
+            candidate = basis_prototypes.with_targets(emotion, targets)
+            (on_fit,) = fit.probabilities([reader], emotion, speech, candidate)
+            on_check, on_check_large = check.probabilities([reader, checker], emotion, speech, candidate)
             row[name] = {
-                "fit": figures(fit.probabilities(reader, emotion, speech, candidate), emotion),
-                "check": figures(check.probabilities(reader, emotion, speech, candidate), emotion),
-                "check_large": figures(check.probabilities(checker, emotion, speech, candidate), emotion),
+                "fit": figures(on_fit, emotion),
+                "check": figures(on_check, emotion),
+                "check_large": figures(on_check_large, emotion),
             }
         gain = row["searched"]["check"]["agreement"] - row["basis"]["check"]["agreement"]
         row["adopted"] = bool(gain >= ADOPT_GAIN)
         if row["adopted"]:
-            prototypes = with_targets(prototypes, emotion, searched)
+            prototypes = prototypes.with_targets(emotion, searched)
         report[emotion] = row
         print(
             f"{emotion:<10} check agreement {row['basis']['check']['agreement']:.3f} -> "

@@ -309,12 +309,11 @@ def _plans_script() -> Any:
 
 def test_plan_performance_aims_at_the_prototypes_it_is_given(basis: AUBasis) -> None:
     assert basis.prototypes is not None
-    script = _plans_script()
     no_brow = {**basis.prototypes.targets["anger"], "AU04": 0.0}
-    own = script.with_targets(basis.prototypes, "anger", no_brow)
+    own = basis.prototypes.with_targets("anger", no_brow)
     assert "AU04" not in own.raised["anger"] and "AU04" in basis.prototypes.raised["anger"]
     assert set(own.raised["anger"]) == set(basis.prototypes.raised["anger"]) - {"AU04"}  # the others keep their role
-    unchanged = script.with_targets(basis.prototypes, "anger", basis.prototypes.targets["anger"])
+    unchanged = basis.prototypes.with_targets("anger", basis.prototypes.targets["anger"])
     assert unchanged == basis.prototypes
     assert basis.prototypes.targets["anger"]["AU04"] > 0  # the basis's copy is untouched
     k04 = AU_NAMES.index("AU04")
