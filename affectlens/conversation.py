@@ -502,7 +502,9 @@ class Conversation:
             self.animator = build_talking_head(engine=engine or "auto")
         head = self.animator
         if engine is not None and engine != head.engine:  # same models, another voice
-            head = TalkingHead(head.editor, head.texture, engine, head.fps, head.texture_gain, head.plans)
+            head = TalkingHead(
+                head.editor, head.texture, engine, head.fps, head.texture_gain, head.plans, head.shading_gains
+            )
         try:
             prepared = head.prepare(image)
         except AffectLensError as exc:

@@ -31,7 +31,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -82,6 +82,8 @@ OFFSET_LEVEL: Final[float] = 0.6
 TEXTURE_GAIN: Final[float] = 2.0
 #: Share of the photo's own expression shading divided out as the new expression sets in.
 OWN_SHADING: Final[float] = 1.0
+#: Largest per-emotion shading gain a plans file may set (``load_shading_gains``).
+MAX_SHADING_GAIN: Final[float] = 4.0
 #: Blur of the shading on a photo, in interocular distances (0.08 looked softer on the sample portrait but cost
 #: agreement on FER2013 validation faces: 0.36 against 0.44 with the other settings here).
 SOFTEN: Final[float] = 0.0
@@ -486,7 +488,9 @@ class TalkingHead:
     ``editor`` (an ``ExpressionEditor``) finds the face, measures its AUs and carries the AU basis;
     ``texture`` adds the emotion's shading (None: shape only); ``engine`` picks the TTS ("auto": piper, then
     espeak-ng); ``plans`` are the emotion prototypes the AU plans aim at (None: the basis's, those of still
-    expression editing). ``build_talking_head`` assembles the defaults, the shipped talking-head plans included.
+    expression editing); ``shading_gains`` multiply an emotion's own shading (1 for an emotion not named; the
+    talking-head plans file fits them, ``load_shading_gains``). ``build_talking_head`` assembles the defaults,
+    the shipped talking-head plans and shading gains included.
     """
 
     def __init__(
@@ -497,9 +501,11 @@ class TalkingHead:
         fps: float = FPS,
         texture_gain: float | None = None,
         plans: EmotionPrototypes | None = None,
+        shading_gains: Mapping[str, float] | None = None,
     ) -> None:
         self.editor = editor
         self.plans = plans
+        self.shading_gains: dict[str, float] = dict(shading_gains or {})
         self.texture = texture
         self.engine = engine
         self.fps = fps
@@ -579,6 +585,14 @@ class TalkingHead:
             fps=self.fps,
             prototypes=self.plans,
         )
+        stronger = [
+            f"{e}'s learned shading (FER2013 ratio images) at {self.shading_gains[e]:g}x the usual weight"
+            for e in performance.emotion
+            if self.texture is not None and self.shading_gains.get(e, 1.0) != 1.0
+        ]
+        if stronger:  # the chain of thought says so when an emotion's shading is not at the usual weight
+            why = "shading fitted for a speaking face: " + "; ".join(stronger)
+            performance = replace(performance, reasons=(*performance.reasons, why))
         n = performance.num_frames
         lead = round(LEAD_IN * self.fps)
         voice = mouth_curves(speech.samples, speech.sample_rate, self.fps, max(1, n - lead))
@@ -611,16 +625,27 @@ class TalkingHead:
         gaze = gaze_path(n, self.fps, rng)
         return TalkingHeadVideo(portrait, performance, speech, voice, aus.astype(np.float32), pose, gaze, blinks, self)
 
+    def shading_weights(
+        self, portrait: Portrait, emotion: Mapping[str, float], level: float, intensity: float
+    ) -> dict[str, float]:
+        """The weight of each emotion's ratio image at expression ``level`` (0 at rest, 1 at the apex): the
+        photo's own expression divided out, the performed mixture's emotions multiplied in, stronger with the
+        intensity and by each emotion's shading gain."""
+        level *= self.texture_gain
+        scale = 0.5 + intensity
+        weights = {e: -OWN_SHADING * level * p for e, p in portrait.expression.items() if e != "neutral"}
+        for e, w in emotion.items():
+            weights[e] = weights.get(e, 0.0) + level * scale * w * self.shading_gains.get(e, 1.0)
+        return weights
+
     def render_frame(self, video: TalkingHeadVideo, k: int) -> np.ndarray:
         """Frame ``k`` of ``video``: shading, then the mesh moved by the frame's AUs, pose and gaze."""
         portrait = video.portrait
         image = portrait.image
         if portrait.texture is not None:
-            level = float(video.performance.level[k]) * self.texture_gain
-            scale = 0.5 + video.performance.intensity
-            weights = {e: -OWN_SHADING * level * p for e, p in portrait.expression.items() if e != "neutral"}
-            for e, w in video.performance.emotion.items():
-                weights[e] = weights.get(e, 0.0) + level * scale * w
+            weights = self.shading_weights(
+                portrait, video.performance.emotion, float(video.performance.level[k]), video.performance.intensity
+            )
             image = portrait.texture.shade(image, weights)
         moved = portrait.points.astype(np.float64).copy()
         moved[:, :2] = self.basis.to_image(portrait.points, self.basis.displacement(video.aus[k]))
@@ -717,16 +742,39 @@ def load_plans(path: str | Path | None = None) -> EmotionPrototypes:
         raise AffectLensError(f"{path}: not a talking-head plans file ({error})") from None
 
 
+def load_shading_gains(path: str | Path | None = None) -> dict[str, float]:
+    """The per-emotion shading gains of the talking-head plans file (``path`` or the shipped
+    ``talking-head-plans``); an emotion it does not name keeps gain 1 (a file without gains: none)."""
+    path = weights.locate(PLANS_WEIGHT).path if path is None else Path(path)
+    if not path.is_file():
+        raise AffectLensError(f"{path}: talking-head plans file missing")
+    try:
+        gains = json.loads(path.read_text()).get("shading_gains", {})
+        out = {str(emotion): float(gain) for emotion, gain in gains.items()}
+    except (ValueError, AttributeError, TypeError) as error:
+        raise AffectLensError(f"{path}: not a talking-head plans file ({error})") from None
+    unknown = sorted(set(out) - set(CANONICAL_EMOTIONS))
+    if unknown or any(not 0 < gain <= MAX_SHADING_GAIN for gain in out.values()):
+        raise AffectLensError(
+            f"{path}: shading gains must name canonical emotions and lie in (0, {MAX_SHADING_GAIN:g}]: {gains}"
+        )
+    return out
+
+
 def build_talking_head(
     engine: EngineChoice = "auto", texture: bool = True, judge: bool = False, plans: bool = True
 ) -> TalkingHead:
     """The default talking head: the default expression editor (face finder, mesh, AU basis), the shipped
-    expression shading, the shipped talking-head plans (``plans=False``: the basis's prototypes) and the given
-    TTS engine."""
+    expression shading, the shipped talking-head plans and shading gains (``plans=False``: the basis's
+    prototypes, every shading gain 1) and the given TTS engine."""
     from generation.edit import build_expression_editor
 
     # The editor finds the face and carries the basis; the talking head shades frames itself (its own curve).
     editor = build_expression_editor(judge=judge, texture=False)
     return TalkingHead(
-        editor, ExpressionTexture.load() if texture else None, engine, plans=load_plans() if plans else None
+        editor,
+        ExpressionTexture.load() if texture else None,
+        engine,
+        plans=load_plans() if plans else None,
+        shading_gains=load_shading_gains() if plans else None,
     )

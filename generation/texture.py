@@ -289,16 +289,33 @@ class FaceTexture:
     region: tuple[int, int, int, int]
     log_ratio: dict[str, np.ndarray]
 
-    def shade(self, image: np.ndarray, emotions: Mapping[str, float]) -> np.ndarray:
-        """``image`` (RGB uint8, the face's image) with the emotions' shading multiplied in (weights: how
-        much of each emotion's ratio; 0 everywhere returns the image unchanged); the summed log shading is
-        clipped to +-``MAX_SHADE``."""
+    def log_shading(self, emotions: Mapping[str, float]) -> np.ndarray | None:
+        """The summed log shading over ``region`` before the clip (None: no weight on any emotion here)."""
         total: np.ndarray | None = None
         for emotion, weight in emotions.items():
             ratio = self.log_ratio.get(emotion)
             if ratio is None or not weight:
                 continue
             total = ratio * np.float32(weight) if total is None else total + ratio * np.float32(weight)
+        return total
+
+    def saturated_share(self, emotions: Mapping[str, float]) -> float:
+        """Share of the shaded pixels (where any of the emotions' ratios is non-zero) whose summed log shading
+        reaches the clip, ``MAX_SHADE``: how much of the face the shading would flatten into glare or blotches."""
+        total = self.log_shading(emotions)
+        if total is None:
+            return 0.0
+        shaded = np.zeros(total.shape, bool)
+        for emotion, weight in emotions.items():
+            if weight and emotion in self.log_ratio:
+                shaded |= np.abs(self.log_ratio[emotion]) > 1e-4
+        return float((np.abs(total[shaded]) >= MAX_SHADE).mean()) if shaded.any() else 0.0
+
+    def shade(self, image: np.ndarray, emotions: Mapping[str, float]) -> np.ndarray:
+        """``image`` (RGB uint8, the face's image) with the emotions' shading multiplied in (weights: how
+        much of each emotion's ratio; 0 everywhere returns the image unchanged); the summed log shading is
+        clipped to +-``MAX_SHADE``."""
+        total = self.log_shading(emotions)
         if total is None:
             return image
         x0, y0, x1, y1 = self.region

@@ -22,6 +22,7 @@ from generation.talking_head import (
     gaze_path,
     head_motion,
     load_plans,
+    load_shading_gains,
     plan_performance,
     rotate_points,
     text_cues,
@@ -76,6 +77,12 @@ def test_texture_fit_finds_a_darker_region_and_shading_leaves_the_rest() -> None
     assert np.array_equal(carried.shade(image, {"anger": 0.0}), image)
     assert shaded[:35].tolist() == image[:35].tolist()  # above the face: untouched
     assert shaded[40 + 32 : 40 + 38, 70:130].mean() < 120  # the band landed on the face, darker
+    # how much of the face sits at the shading's clip: nothing at no weight, more the stronger the weight
+    assert carried.saturated_share({"anger": 0.0}) == 0.0
+    assert carried.saturated_share({"anger": 1.0}) < carried.saturated_share({"anger": 10.0}) <= 1.0
+    doubled = carried.log_shading({"anger": 2.0})
+    assert doubled is not None and np.array_equal(doubled, 2.0 * carried.log_ratio["anger"])
+    assert carried.log_shading({"anger": 0.0}) is None
     with pytest.raises(AffectLensError, match="neutral"):
         ExpressionTexture.fit(frame, np.stack(faces[:1]), points[None], ["anger"])
 
@@ -295,6 +302,30 @@ def test_a_photos_open_mouth_is_painted_over_once(head: TalkingHead, portrait: n
     assert np.array_equal(prepared.image[:, :x0], portrait[:, :x0])
 
 
+@pytest.mark.weights
+def test_a_shading_gain_strengthens_only_its_own_emotions_shading(head: TalkingHead, portrait: np.ndarray) -> None:
+    stronger = TalkingHead(head.editor, head.texture, head.engine, plans=head.plans, shading_gains={"anger": 2.0})
+    plain = TalkingHead(head.editor, head.texture, head.engine, plans=head.plans, shading_gains={})
+    prepared = plain.prepare(portrait)
+    assert prepared.texture is not None
+    for emotion, differs in (("anger", True), ("sadness", False)):
+        video = plain.perform(prepared, "Stop that now.", emotion, 0.8, seed=2)
+        apex = int(video.performance.apex[0] * video.fps) + 1
+        ours, theirs = plain.render_frame(video, apex), stronger.render_frame(video, apex)
+        assert (not np.array_equal(ours, theirs)) is differs
+        said = " ".join(stronger.perform(prepared, "Stop that now.", emotion, 0.8, seed=2).performance.reasons)
+        assert (
+            "shading fitted for a speaking face" in said
+            and "anger's learned shading (FER2013 ratio images) at 2x" in said
+        ) is differs
+        assert np.array_equal(plain.render_frame(video, 0), stronger.render_frame(video, 0))  # at rest: no shading
+    weights = plain.shading_weights(prepared, {"anger": 1.0}, 1.0, 0.8)
+    doubled = stronger.shading_weights(prepared, {"anger": 1.0}, 1.0, 0.8)
+    own = plain.shading_weights(prepared, {}, 1.0, 0.8).get("anger", 0.0)  # the photo's own anger, divided out
+    assert doubled["anger"] - own == pytest.approx(2 * (weights["anger"] - own))
+    assert prepared.texture.saturated_share(doubled) >= prepared.texture.saturated_share(weights)
+
+
 # ---- the talking head's own prototypes (scripts/fit_talking_head_plans.py) -----------------------------------
 
 
@@ -353,6 +384,28 @@ def test_shipped_talking_head_plans_change_only_what_their_search_adopted(basis:
                 assert plans.targets[emotion][au] <= basis.prototypes.targets[emotion][au] + 1e-6
 
 
+def test_shipped_shading_gains_keep_within_their_bound_and_adoption_rule() -> None:
+    script = _plans_script()
+    card = json.loads((WEIGHTS / "talking-plans.json").read_text())
+    gains = load_shading_gains(WEIGHTS / "talking-plans.json")
+    search = card["shading_search"]
+    assert gains == card["shading_gains"] and search["max_saturated"] == script.MAX_SATURATED
+    for emotion, row in search["emotions"].items():
+        chosen = next(entry for entry in row["grid"] if entry["gain"] == row["fitted_gain"])
+        assert chosen["saturated"] <= search["max_saturated"]  # never beyond the glare bound
+        for entry in row["grid"]:  # the fitted gain scored best on the fit faces among those within the bound
+            if "fit" in entry:
+                assert entry["fit"]["probability"] <= chosen["fit"]["probability"] + script.MIN_STEP
+        if emotion in gains:
+            assert row["adopted"] and gains[emotion] == row["fitted_gain"] != 1.0
+            gain = row["fitted"]["check"]["agreement"] - row["gain_1"]["check"]["agreement"]
+            assert gain >= card["search"]["adopt_gain"]
+        else:  # kept at 1: it failed the rule, or passed it and was withheld, with the reason on the card
+            assert not row["adopted"]
+            if "withheld" in row:
+                assert row["withheld"] == script.WITHHELD[emotion] and row["fitted_gain"] != 1.0
+
+
 def test_plan_search_keeps_to_facs_and_climbs(basis: AUBasis) -> None:
     assert basis.prototypes is not None
     script = _plans_script()
@@ -381,3 +434,10 @@ def test_load_plans_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"targets": {}}))
     with pytest.raises(AffectLensError, match=r"bad\.json: not a talking-head plans file"):
         load_plans(bad)
+    assert load_shading_gains(bad) == {}  # a plans file from before the shading gains: every gain 1
+    with pytest.raises(AffectLensError, match="missing"):
+        load_shading_gains(tmp_path / "nothing.json")
+    for gains in ({"angry": 2.0}, {"anger": 0.0}, {"anger": 9.0}, {"anger": "strong"}, ["anger"]):
+        bad.write_text(json.dumps({"shading_gains": gains}))
+        with pytest.raises(AffectLensError, match=r"bad\.json"):
+            load_shading_gains(bad)
