@@ -730,14 +730,23 @@ def tree_performance_inputs(tree: AffectTree) -> tuple[dict[str, float], float]:
     return canonical_mixture(shown), float(np.clip(top, 0.3, 1.0))
 
 
-def load_plans(path: str | Path | None = None) -> EmotionPrototypes:
-    """The talking head's emotion prototypes: ``path`` or the shipped ``talking-head-plans`` (a JSON card
-    with the prototypes, how they were fitted and their figures; ``scripts/fit_talking_head_plans.py``)."""
+def _plans_card(path: str | Path | None) -> tuple[Path, Any]:
+    """(the file, its parsed JSON): ``path`` or the shipped ``talking-head-plans``."""
     path = weights.locate(PLANS_WEIGHT).path if path is None else Path(path)
     if not path.is_file():
         raise AffectLensError(f"{path}: talking-head plans file missing")
     try:
-        return EmotionPrototypes.from_dict(json.loads(path.read_text())["prototypes"])
+        return path, json.loads(path.read_text())
+    except ValueError as error:
+        raise AffectLensError(f"{path}: not a talking-head plans file ({error})") from None
+
+
+def load_plans(path: str | Path | None = None) -> EmotionPrototypes:
+    """The talking head's emotion prototypes: ``path`` or the shipped ``talking-head-plans`` (a JSON card
+    with the prototypes, how they were fitted and their figures; ``scripts/fit_talking_head_plans.py``)."""
+    path, card = _plans_card(path)
+    try:
+        return EmotionPrototypes.from_dict(card["prototypes"])
     except (ValueError, KeyError, TypeError) as error:
         raise AffectLensError(f"{path}: not a talking-head plans file ({error})") from None
 
@@ -745,11 +754,9 @@ def load_plans(path: str | Path | None = None) -> EmotionPrototypes:
 def load_shading_gains(path: str | Path | None = None) -> dict[str, float]:
     """The per-emotion shading gains of the talking-head plans file (``path`` or the shipped
     ``talking-head-plans``); an emotion it does not name keeps gain 1 (a file without gains: none)."""
-    path = weights.locate(PLANS_WEIGHT).path if path is None else Path(path)
-    if not path.is_file():
-        raise AffectLensError(f"{path}: talking-head plans file missing")
+    path, card = _plans_card(path)
     try:
-        gains = json.loads(path.read_text()).get("shading_gains", {})
+        gains = card.get("shading_gains", {})
         out = {str(emotion): float(gain) for emotion, gain in gains.items()}
     except (ValueError, AttributeError, TypeError) as error:
         raise AffectLensError(f"{path}: not a talking-head plans file ({error})") from None
