@@ -4,18 +4,21 @@ the voice, how fast does it render?
 For each emotion, one sentence is spoken (piper with the Joe voice, espeak-ng when piper is missing) and
 rendered from
 
-- the sample portrait (``demo/assets/astronaut.jpg``, NASA, public domain; she smiles broadly in the photo,
-  which every other emotion has to overcome), and
+- two public-domain colour portraits: the sample portrait (``demo/assets/astronaut.jpg``, NASA; she smiles
+  broadly in the photo, which every other emotion has to overcome) and Grace Hopper (US Navy; matplotlib's
+  sample data ``grace_hopper.jpg``, shipped with a dependency; closed lips, glasses, the expression model reads
+  her as neutral), and
 - ``--faces`` FER2013 *test* faces labelled neutral (48x48 upscaled to 192x192, meshed as in
   ``fit_expression_edit.py``; never written anywhere).
 
 Agreement: the share of frames after the onset (from the apex's start to the end) that the default expression
 model (``affectlens-expression``) classifies as the requested emotion, per emotion, each face cropped as our face
 pipeline frames it (the box it locates on the rest image). Sync: our MediaPipe mesh
-run again on every rendered frame of the portrait, the inner-lip gap (mesh points 13-14) divided by the
-interocular distance, against the speech's RMS envelope at the same frame: Pearson r, per emotion and pooled.
+run again on every rendered frame of the portraits, the inner-lip gap (mesh points 13-14) divided by the
+interocular distance, against the speech's RMS envelope at the same frame: Pearson r, per emotion (the sample
+portrait) and pooled (both portraits).
 Speed: frames per second of rendering (``render_frame``, no encoding) and of the whole MP4 write, and the TTS's
-real-time factor. Key frames of the portrait go to ``docs/talking-head/``; the figures to ``--json``.
+real-time factor. Key frames of each portrait go to ``docs/talking-head/``; the figures to ``--json``.
 
     python scripts/judge_talking_head.py                    # ~4 min CPU
 """
@@ -26,6 +29,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,25 @@ SENTENCE = "I hear you, and I am right here with you. Tell me more about what ha
 DOCS = REPO / "docs" / "talking-head"
 INTENSITY = 0.8
 SEED = 0
+
+
+def load_hopper() -> np.ndarray:
+    """Grace Hopper's portrait (US Navy, public domain) from matplotlib's sample data, as RGB uint8."""
+    from matplotlib import cbook
+
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    bgr = cv2.imread(str(path))
+    if bgr is None:
+        raise FileNotFoundError(f"{path}: matplotlib's sample portrait is missing")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+#: The judge's portraits: name -> (loader, where it comes from). The first is the sample portrait (per-emotion
+#: sync, the MP4 write, ``key-frames.jpg``); every portrait's key frames go to ``key-frames[-NAME].jpg``.
+PORTRAITS: dict[str, tuple[Callable[[], np.ndarray], str]] = {
+    "astronaut": (load_portrait, "demo/assets/astronaut.jpg (NASA, public domain)"),
+    "hopper": (load_hopper, "matplotlib sample data grace_hopper.jpg (US Navy, public domain)"),
+}
 
 
 def read_frames(model: Any, frames: list[np.ndarray], box: np.ndarray) -> np.ndarray:
@@ -97,6 +120,17 @@ def key_frames(video: TalkingHeadVideo, frames: list[np.ndarray], box: np.ndarra
     return np.concatenate(tiles, axis=1)
 
 
+def write_key_frames(tiles: list[np.ndarray], path: Path) -> None:
+    """One row of key frames per emotion, labelled, as a JPEG."""
+    grid = np.concatenate(tiles, axis=0)
+    for row, emotion in enumerate(CANONICAL_EMOTIONS):
+        y = row * tiles[0].shape[0] + 22
+        cv2.putText(grid, emotion, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 3, cv2.LINE_AA)
+        cv2.putText(grid, emotion, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (20, 20, 20), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+
+
 def fer_neutral_faces(npz: Path, count: int, split_name: str = "test") -> list[tuple[np.ndarray, np.ndarray]]:
     """``count`` FER2013 faces labelled neutral as (192x192 RGB, 468x3 mesh), from the test split or (``val``)
     the expression model's validation split of train, which settings are chosen on."""
@@ -114,8 +148,11 @@ def fer_neutral_faces(npz: Path, count: int, split_name: str = "test") -> list[t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--faces", type=int, default=20, help="FER2013 test neutral faces (0: portrait only)")
+    parser.add_argument("--faces", type=int, default=20, help="FER2013 test neutral faces (0: the portraits only)")
     parser.add_argument("--npz", type=Path, default=None)
+    parser.add_argument(
+        "--portraits", nargs="+", choices=tuple(PORTRAITS), default=list(PORTRAITS), help="the first is the sample"
+    )
     parser.add_argument(
         "--split", choices=("test", "val"), default="test", help="FER2013 faces: val to choose settings"
     )
@@ -153,45 +190,67 @@ def main() -> None:
     head: TalkingHead = build_talking_head(engine=args.engine, plans=not args.basis_prototypes)
     model = create_face_expression(args.expression_model)
     mesh = FaceMesh(num_threads=1)
-    image = load_portrait()
-    portrait = head.prepare(image)
-    box = np.asarray(portrait.box, np.float32)
-    print(f"portrait reads as {CANONICAL_EMOTIONS[read_frames(model, [image], box)[0]]} before any change")
-
-    speeches, results, tiles = {}, {}, []
-    for emotion in CANONICAL_EMOTIONS:
-        speech = synthesize(SENTENCE, emotion, intensity=INTENSITY, engine=args.engine)
-        speeches[emotion] = speech
-        video = head.perform(portrait, SENTENCE, emotion, INTENSITY, SEED, speech=speech)
-        t0 = time.perf_counter()
-        frames = list(video.frames())
-        render_s = time.perf_counter() - t0
-        k = CANONICAL_EMOTIONS.index(emotion)
-        reads = read_frames(model, frames, box)[after_onset(video)]
-        gaps = mouth_gaps(mesh, frames, box)
-        lead = round(LEAD_IN * video.fps)
-        env = np.zeros(video.num_frames)
-        env[lead : lead + len(video.mouth.envelope)] = video.mouth.envelope[: video.num_frames - lead]
-        valid = np.isfinite(gaps)
-        sync = envelope_correlation(gaps[valid], env[valid])
-        results[emotion] = {
-            "portrait_agreement": float((reads == k).mean()),
-            "portrait_reads": read_shares(reads),
-            "sync_r": sync,
-            "frames": video.num_frames,
-            "speech_seconds": speech.duration,
-            "tts_seconds": speech.seconds,
-            "render_fps": video.num_frames / render_s,
-            "performance": video.performance.to_dict(),
-            "_gaps": gaps,
-            "_env": env,
+    speeches = {e: synthesize(SENTENCE, e, intensity=INTENSITY, engine=args.engine) for e in CANONICAL_EMOTIONS}
+    results: dict[str, dict[str, Any]] = {e: {"portraits": {}} for e in CANONICAL_EMOTIONS}
+    portraits: dict[str, Any] = {}
+    gaps_pooled, env_pooled = [], []
+    for name in args.portraits:
+        load, source = PORTRAITS[name]
+        image = load()
+        portrait = head.prepare(image)
+        box = np.asarray(portrait.box, np.float32)
+        rest = CANONICAL_EMOTIONS[read_frames(model, [image], box)[0]]
+        print(f"portrait {name} reads as {rest} before any change", flush=True)
+        tiles = []
+        for emotion in CANONICAL_EMOTIONS:
+            speech = speeches[emotion]
+            video = head.perform(portrait, SENTENCE, emotion, INTENSITY, SEED, speech=speech)
+            t0 = time.perf_counter()
+            frames = list(video.frames())
+            render_s = time.perf_counter() - t0
+            k = CANONICAL_EMOTIONS.index(emotion)
+            reads = read_frames(model, frames, box)[after_onset(video)]
+            gaps = mouth_gaps(mesh, frames, box)
+            lead = round(LEAD_IN * video.fps)
+            env = np.zeros(video.num_frames)
+            env[lead : lead + len(video.mouth.envelope)] = video.mouth.envelope[: video.num_frames - lead]
+            valid = np.isfinite(gaps)
+            sync = envelope_correlation(gaps[valid], env[valid])
+            gaps_pooled.append(gaps)
+            env_pooled.append(env)
+            entry = {
+                "agreement": float((reads == k).mean()),
+                "reads": read_shares(reads),
+                "sync_r": sync,
+                "render_fps": video.num_frames / render_s,
+            }
+            results[emotion]["portraits"][name] = entry
+            if name == args.portraits[0]:  # the sample portrait's figures keep their old keys
+                results[emotion].update(
+                    portrait_agreement=entry["agreement"],
+                    portrait_reads=entry["reads"],
+                    sync_r=sync,
+                    frames=video.num_frames,
+                    speech_seconds=speech.duration,
+                    tts_seconds=speech.seconds,
+                    render_fps=entry["render_fps"],
+                    performance=video.performance.to_dict(),
+                )
+            tiles.append(key_frames(video, frames, box))
+            print(
+                f"{emotion:<10} portrait {name} agreement {entry['agreement']:.2f}  sync r {sync:.2f}  "
+                f"render {entry['render_fps']:.0f} fps  tts {speech.seconds:.2f} s for {speech.duration:.2f} s",
+                flush=True,
+            )
+        portraits[name] = {
+            "source": source,
+            "rest_read": rest,
+            "mean_agreement": float(np.mean([r["portraits"][name]["agreement"] for r in results.values()])),
         }
-        tiles.append(key_frames(video, frames, box))
-        print(
-            f"{emotion:<10} portrait agreement {results[emotion]['portrait_agreement']:.2f}  sync r {sync:.2f}  "
-            f"render {results[emotion]['render_fps']:.0f} fps  tts {speech.seconds:.2f} s for {speech.duration:.2f} s",
-            flush=True,
-        )
+        if not args.no_figures:
+            write_key_frames(
+                tiles, DOCS / ("key-frames.jpg" if name == args.portraits[0] else f"key-frames-{name}.jpg")
+            )
 
     rest_reads: dict[str, float] | None = None
     if args.faces:
@@ -226,18 +285,19 @@ def main() -> None:
             results[emotion]["fer_refused"] = refused
             print(f"{emotion:<10} FER2013 {args.split} neutral faces: agreement {np.mean(shares):.2f}", flush=True)
 
-    pooled_gaps = np.concatenate([r.pop("_gaps") for r in results.values()])
-    pooled_env = np.concatenate([r.pop("_env") for r in results.values()])
+    pooled_gaps, pooled_env = np.concatenate(gaps_pooled), np.concatenate(env_pooled)
     valid = np.isfinite(pooled_gaps)
     pooled = envelope_correlation(pooled_gaps[valid], pooled_env[valid])
-    video = head.perform(portrait, SENTENCE, "happiness", INTENSITY, SEED, speech=speeches["happiness"])
+    sample = head.prepare(PORTRAITS[args.portraits[0]][0]())
+    video = head.perform(sample, SENTENCE, "happiness", INTENSITY, SEED, speech=speeches["happiness"])
     DOCS.mkdir(parents=True, exist_ok=True)
     write = video.write(Path("/tmp") / "affectlens-judge-talking-head.mp4")
     summary = {
         "sentence": SENTENCE,
         "intensity": INTENSITY,
         "engine": speeches["neutral"].engine,
-        "portrait": "demo/assets/astronaut.jpg",
+        "portrait": PORTRAITS[args.portraits[0]][1],
+        "portraits": portraits,
         "reader": model.name,
         "fer_faces": args.faces,
         "fer_split": args.split,
@@ -258,15 +318,10 @@ def main() -> None:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=1) + "\n")
-    if not args.no_figures:
-        grid = np.concatenate(tiles, axis=0)
-        for row, emotion in enumerate(CANONICAL_EMOTIONS):
-            y = row * tiles[0].shape[0] + 22
-            cv2.putText(grid, emotion, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 3, cv2.LINE_AA)
-            cv2.putText(grid, emotion, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (20, 20, 20), 1, cv2.LINE_AA)
-        cv2.imwrite(str(DOCS / "key-frames.jpg"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
     print(
-        f"mean portrait agreement {summary['mean_portrait_agreement']:.2f}; FER {summary['mean_fer_agreement']}; "
+        "mean portrait agreement "
+        + ", ".join(f"{name} {entry['mean_agreement']:.2f}" for name, entry in portraits.items())
+        + f"; FER {summary['mean_fer_agreement']}; "
         f"sync r pooled {pooled:.2f}; render {summary['render_fps_mean']:.0f} fps; "
         f"MP4 write {write['render_fps']:.0f} fps; TTS RTF {summary['tts_real_time_factor']:.2f} -> {args.json}"
     )

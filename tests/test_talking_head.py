@@ -441,3 +441,19 @@ def test_load_plans_errors_name_the_file(tmp_path: Path) -> None:
         bad.write_text(json.dumps({"shading_gains": gains}))
         with pytest.raises(AffectLensError, match=r"bad\.json"):
             load_shading_gains(bad)
+
+
+@pytest.mark.weights
+def test_the_judges_second_portrait_is_a_frontal_face_the_head_prepares(head: TalkingHead) -> None:
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import judge_talking_head
+
+    assert list(judge_talking_head.PORTRAITS) == ["astronaut", "hopper"]  # the sample portrait comes first
+    image = judge_talking_head.PORTRAITS["hopper"][0]()
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+    prepared = head.prepare(image)
+    x0, y0, x1, y1 = prepared.box
+    assert abs(prepared.yaw) < 20  # frontal: the warp can animate her
+    assert 0.25 < (x1 - x0) / image.shape[1] < 0.8 and (y0 + y1) / 2 < image.shape[0] / 2  # her face, upper half
