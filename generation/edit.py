@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
@@ -508,6 +508,7 @@ def plan_edit(
     *,
     prototypes: EmotionPrototypes | None = None,
     min_change: float = 0.05,
+    held: Collection[str] = (),
 ) -> AUPlan:
     """The AU plan that takes a face from ``current_aus`` (intensities 0-5) to ``target_emotion``.
 
@@ -516,14 +517,15 @@ def plan_edit(
     edit to sadness); nothing else moves, so the face keeps its own resting shape. Changes are scaled by
     ``strength``, planned intensities kept within 0 and the prototypes' ``limits`` (an AU already beyond its
     limit is not lowered for that), and changes under ``min_change`` dropped. ``prototypes`` defaults to the
-    shipped basis's.
+    shipped basis's. The AUs in ``held`` never move (the talking head holds AU45: its blinks are drawn
+    geometrically, and the fitted AU45 component moves the chin more than the lids).
     """
     emotion = resolve_emotion(target_emotion)
     strength = check_strength(strength)
     prototypes = prototypes or shipped_basis().prototypes
     if prototypes is None:
         raise AffectLensError("the AU basis has no emotion prototypes")
-    unknown = sorted(set(current_aus) - set(AU_NAMES))
+    unknown = sorted((set(current_aus) | set(held)) - set(AU_NAMES))
     if unknown:
         raise AffectLensError(f"unknown action units {unknown}; known: {', '.join(AU_NAMES)}")
     target, up = prototypes.targets[emotion], set(prototypes.raised[emotion])
@@ -531,6 +533,8 @@ def plan_edit(
     delta: dict[str, float] = {}
     reasons: list[tuple[float, str]] = []
     for au in AU_NAMES:
+        if au in held:
+            continue
         gap = target[au] - current[au]
         change = max(gap, 0.0) if au in up else min(gap, 0.0)
         ceiling = max(prototypes.limits[au], current[au])

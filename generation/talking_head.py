@@ -97,6 +97,10 @@ ROUND_GAIN: Final[float] = 1.2
 #: How much of the emotion's own mouth opening gives way while the voice is loud.
 MOUTH_YIELD: Final[float] = 0.7
 BLINK_PROFILE: Final[tuple[float, ...]] = (0.45, 1.0, 0.75, 0.3)  # lid closure per frame of a blink
+#: AUs the plans never move: the blinks draw the lids (below), and the fitted AU45 component moves the chin and
+#: lips more than the lids (0.035 and 0.026 against 0.014 interocular distances per unit), so relaxing a photo's
+#: AU45 reading (1.5-2.0 for hooded or smiling eyes) used to shift the lower face instead of opening the eyes.
+HELD_AUS: Final[tuple[str, ...]] = ("AU45",)
 #: Upper and lower lid contours of each eye (MediaPipe mesh), paired point by point: a blink moves the upper
 #: lid onto the lower one. (The fitted AU45 component also moves the chin: FER2013's blinks come with other
 #: movements, so blinks are drawn geometrically instead.)
@@ -224,7 +228,7 @@ def plan_performance(
 
     The face's own expression first relaxes to the neutral prototype (``plan_edit`` to neutral); each
     emotion's AU change then comes from ``plan_edit`` from that relaxed face at a strength that grows with the
-    intensity; a mixture blends the changes by weight. The video runs ``LEAD_IN`` before the voice and ``TAIL`` after it; the
+    intensity; a mixture blends the changes by weight. ``HELD_AUS`` (the blink) never move. The video runs ``LEAD_IN`` before the voice and ``TAIL`` after it; the
     expression rises over the dominant emotion's ``ONSET``, holds its apex while the voice lasts and relaxes
     to ``OFFSET_LEVEL`` over the tail. A question lifts the inner and outer brows over its last half second;
     an exclamation strengthens the apex by a fifth while it is spoken. ``prototypes`` (default: the basis's)
@@ -253,14 +257,14 @@ def plan_performance(
         f"(the basis's default {basis.default_strength:.2f} x {scale:.2f})"
     )
     # Global first: the portrait's own expression (a smiling photo, say) relaxes to the neutral prototype...
-    relax = plan_edit(current, "neutral", 1.0, prototypes=prototypes)
+    relax = plan_edit(current, "neutral", 1.0, prototypes=prototypes, held=HELD_AUS)
     if relax.delta:
         reasons.append("relax the photo's own expression first: " + "; ".join(relax.reasons[:3]))
     for au, change in relax.delta.items():
         delta[AU_NAMES.index(au)] += change
     # ...then each emotion of the mixture builds on that neutral face, blended by weight.
     for name, weight in mixture.items():
-        plan = plan_edit(relax.planned, name, strength, prototypes=prototypes)
+        plan = plan_edit(relax.planned, name, strength, prototypes=prototypes, held=HELD_AUS)
         for au, change in plan.delta.items():
             delta[AU_NAMES.index(au)] += weight * change
         own = basis.prototypes is not None and prototypes.targets[name] != basis.prototypes.targets[name]

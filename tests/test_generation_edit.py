@@ -162,6 +162,18 @@ def test_plan_raises_the_prototype_aus(basis: AUBasis) -> None:
     assert all(strong.planned[au] <= max(limits[au], calm[au]) + 1e-3 for au in AU_NAMES)
 
 
+def test_plan_holds_the_aus_it_is_told_to(basis: AUBasis) -> None:
+    squinting = {**dict.fromkeys(AU_NAMES, 0.2), "AU45": 2.0, "AU12": 3.0}
+    free = plan_edit(squinting, "sadness", prototypes=basis.prototypes)
+    held = plan_edit(squinting, "sadness", prototypes=basis.prototypes, held=("AU45",))
+    assert free.delta["AU45"] < 0  # unheld, the photo's eye closure is relaxed like an expression...
+    assert "AU45" not in held.delta and held.planned["AU45"] == 2.0  # ...held, it stays where it was
+    assert not any("AU45" in r for r in held.reasons)
+    assert {au: d for au, d in free.delta.items() if au != "AU45"} == held.delta  # nothing else changes
+    with pytest.raises(AffectLensError, match="unknown action units"):
+        plan_edit(squinting, "sadness", prototypes=basis.prototypes, held=("AU99",))
+
+
 def test_plan_errors(basis: AUBasis) -> None:
     with pytest.raises(AffectLensError, match="allowed: neutral, happiness"):
         plan_edit({}, "smug", prototypes=basis.prototypes)

@@ -338,6 +338,21 @@ def _plans_script() -> Any:
     return fit_talking_head_plans
 
 
+def test_plan_performance_never_moves_the_blink(basis: AUBasis) -> None:
+    from generation.talking_head import HELD_AUS
+
+    assert HELD_AUS == ("AU45",)
+    k45 = AU_NAMES.index("AU45")
+    calm = dict.fromkeys(AU_NAMES, 0.2)
+    hooded = {**calm, "AU45": 2.0}  # a photo whose eyes read as half closed (hooded lids, a smile's squint)
+    for emotion in ("neutral", "happiness", "sadness", "disgust"):  # relaxed, raised, lowered, raised
+        perf = plan_performance(emotion, "I am here.", 2.0, 0.8, basis=basis, current_aus=hooded)
+        assert np.abs(perf.curves[:, k45]).max() == 0.0  # the blinks draw the lids; the basis's AU45 never moves
+        assert "AU45" not in " ".join(perf.reasons)
+        same = plan_performance(emotion, "I am here.", 2.0, 0.8, basis=basis, current_aus=calm)
+        assert np.allclose(perf.curves, same.curves)  # the photo's eye closure changes nothing else either
+
+
 def test_plan_performance_aims_at_the_prototypes_it_is_given(basis: AUBasis) -> None:
     assert basis.prototypes is not None
     no_brow = {**basis.prototypes.targets["anger"], "AU04": 0.0}
