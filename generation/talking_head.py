@@ -228,8 +228,8 @@ def plan_performance(
 
     The face's own expression first relaxes to the neutral prototype (``plan_edit`` to neutral); each
     emotion's AU change then comes from ``plan_edit`` from that relaxed face at a strength that grows with the
-    intensity; a mixture blends the changes by weight. ``HELD_AUS`` (the blink) never move. The video runs ``LEAD_IN`` before the voice and ``TAIL`` after it; the
-    expression rises over the dominant emotion's ``ONSET``, holds its apex while the voice lasts and relaxes
+    intensity; a mixture blends the changes by weight; ``HELD_AUS`` (the blink) never move. The video runs
+    ``LEAD_IN`` before the voice and ``TAIL`` after it; the expression rises over the dominant emotion's ``ONSET``, holds its apex while the voice lasts and relaxes
     to ``OFFSET_LEVEL`` over the tail. A question lifts the inner and outer brows over its last half second;
     an exclamation strengthens the apex by a fifth while it is spoken. ``prototypes`` (default: the basis's)
     are the AU targets the emotions aim at; the talking head passes its own (``load_plans``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -329,13 +330,12 @@ def test_a_shading_gain_strengthens_only_its_own_emotions_shading(head: TalkingH
 # ---- the talking head's own prototypes (scripts/fit_talking_head_plans.py) -----------------------------------
 
 
-def _plans_script() -> Any:
+def _script(name: str) -> Any:
+    """A module of ``scripts/`` (``fit_talking_head_plans``, ``judge_talking_head``)."""
     scripts = str(Path(__file__).resolve().parents[1] / "scripts")
     if scripts not in sys.path:
         sys.path.insert(0, scripts)
-    import fit_talking_head_plans
-
-    return fit_talking_head_plans
+    return importlib.import_module(name)
 
 
 def test_plan_performance_never_moves_the_blink(basis: AUBasis) -> None:
@@ -375,7 +375,7 @@ def test_plan_performance_aims_at_the_prototypes_it_is_given(basis: AUBasis) -> 
 
 def test_shipped_talking_head_plans_change_only_what_their_search_adopted(basis: AUBasis) -> None:
     assert basis.prototypes is not None
-    script = _plans_script()
+    script = _script("fit_talking_head_plans")
     card = json.loads((WEIGHTS / "talking-plans.json").read_text())
     plans = load_plans(WEIGHTS / "talking-plans.json")
     assert plans.limits == basis.prototypes.limits
@@ -400,7 +400,7 @@ def test_shipped_talking_head_plans_change_only_what_their_search_adopted(basis:
 
 
 def test_shipped_shading_gains_keep_within_their_bound_and_adoption_rule() -> None:
-    script = _plans_script()
+    script = _script("fit_talking_head_plans")
     card = json.loads((WEIGHTS / "talking-plans.json").read_text())
     gains = load_shading_gains(WEIGHTS / "talking-plans.json")
     search = card["shading_search"]
@@ -423,7 +423,7 @@ def test_shipped_shading_gains_keep_within_their_bound_and_adoption_rule() -> No
 
 def test_plan_search_keeps_to_facs_and_climbs(basis: AUBasis) -> None:
     assert basis.prototypes is not None
-    script = _plans_script()
+    script = _script("fit_talking_head_plans")
     shipped = basis.prototypes.targets["anger"]
     grid = script.au_grid("anger", shipped, basis.prototypes.limits)
     assert not set(script.FIXED) & set(grid)
@@ -460,11 +460,7 @@ def test_load_plans_errors_name_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.weights
 def test_the_judges_second_portrait_is_a_frontal_face_the_head_prepares(head: TalkingHead) -> None:
-    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    import judge_talking_head
-
+    judge_talking_head = _script("judge_talking_head")
     assert list(judge_talking_head.PORTRAITS) == ["astronaut", "hopper"]  # the sample portrait comes first
     image = judge_talking_head.PORTRAITS["hopper"][0]()
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
