@@ -492,7 +492,7 @@ class Conversation:
             AffectLensError: no such turn, an unreadable portrait, no usable face, an empty reply, no speech engine.
         """
         from affectlens.errors import AffectLensError
-        from generation.talking_head import TalkingHead, build_talking_head
+        from generation.talking_head import build_talking_head
         from perception.media import load_image
 
         chosen = self._turn(turn)
@@ -502,9 +502,7 @@ class Conversation:
             self.animator = build_talking_head(engine=engine or "auto")
         head = self.animator
         if engine is not None and engine != head.engine:  # same models, another voice
-            head = TalkingHead(
-                head.editor, head.texture, engine, head.fps, head.texture_gain, head.plans, head.shading_gains
-            )
+            head = head.with_engine(engine)
         try:
             prepared = head.prepare(image)
         except AffectLensError as exc:

@@ -25,6 +25,7 @@ muscles move, how strongly and when, and only then rendered, global emotion firs
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -226,13 +227,14 @@ def plan_performance(
     """The AU plan for saying ``text`` (``speech_duration`` seconds of audio) with ``emotion`` (a name or a
     mixture) at ``intensity`` in [0, 1], from a face whose AUs are ``current_aus`` (zeros when unknown).
 
-    The face's own expression first relaxes to the neutral prototype (``plan_edit`` to neutral); each
-    emotion's AU change then comes from ``plan_edit`` from that relaxed face at a strength that grows with the
-    intensity; a mixture blends the changes by weight; ``HELD_AUS`` (the blink) never move. The video runs
-    ``LEAD_IN`` before the voice and ``TAIL`` after it; the expression rises over the dominant emotion's ``ONSET``, holds its apex while the voice lasts and relaxes
-    to ``OFFSET_LEVEL`` over the tail. A question lifts the inner and outer brows over its last half second;
-    an exclamation strengthens the apex by a fifth while it is spoken. ``prototypes`` (default: the basis's)
-    are the AU targets the emotions aim at; the talking head passes its own (``load_plans``).
+    The face's own expression first relaxes to the neutral prototype (``plan_edit`` to neutral); each emotion's AU
+    change then comes from ``plan_edit`` from that relaxed face at a strength that grows with the intensity; a
+    mixture blends the changes by weight; ``HELD_AUS`` (the blink) never move. The video runs ``LEAD_IN`` before
+    the voice and ``TAIL`` after it; the expression rises over the dominant emotion's ``ONSET``, holds its apex
+    while the voice lasts and relaxes to ``OFFSET_LEVEL`` over the tail. A question lifts the inner and outer
+    brows over its last half second; an exclamation strengthens the apex by a fifth while it is spoken.
+    ``prototypes`` (default: the basis's) are the AU targets the emotions aim at; the talking head passes its own
+    (``load_plans``).
     """
     mixture = canonical_mixture(emotion)
     text = check_text(text)
@@ -520,6 +522,12 @@ class TalkingHead:
     @property
     def basis(self) -> AUBasis:
         return self.editor.basis
+
+    def with_engine(self, engine: EngineChoice) -> TalkingHead:
+        """The same models, plans and settings speaking with another TTS ``engine`` (a shallow copy)."""
+        other = copy.copy(self)
+        other.engine = engine
+        return other
 
     def prepare(self, image: np.ndarray, points: np.ndarray | None = None) -> Portrait:
         """Find the portrait's one face and get it ready to animate; ``AffectLensError`` for no face, several

@@ -468,3 +468,10 @@ def test_the_judges_second_portrait_is_a_frontal_face_the_head_prepares(head: Ta
     x0, y0, x1, y1 = prepared.box
     assert abs(prepared.yaw) < 20  # frontal: the warp can animate her
     assert 0.25 < (x1 - x0) / image.shape[1] < 0.8 and (y0 + y1) / 2 < image.shape[0] / 2  # her face, upper half
+
+
+@pytest.mark.weights
+def test_with_engine_keeps_every_model_and_setting(head: TalkingHead) -> None:
+    other = head.with_engine("piper")
+    assert other is not head and other.engine == "piper" and head.engine == "espeak-ng"
+    assert vars(other) == {**vars(head), "engine": "piper"}  # the same editor, texture, plans and settings
