@@ -170,7 +170,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         if (step + 1) % 10 == 0:
             logger.info(
                 "step %d / %d: loss %.3f (%.0f s)", step + 1, len(plan), np.mean(history[-20:]), time.time() - t0
@@ -224,11 +224,11 @@ def main() -> None:
     from affectlens.registry import create_language_model
 
     train_all = samples(read_dialogues(DATA / "train.jsonl"), per_dialogue=10_000, words=(5, 60))
-    train = rng.sample(train_all, min(args.train_samples, len(train_all)))
+    chosen_samples = rng.sample(train_all, min(args.train_samples, len(train_all)))
     valid = samples(read_dialogues(DATA / "valid.jsonl", args.valid_dialogues), per_dialogue=2)
-    facts = tree_facts([s["seeker"] for s in train + valid], args.cache / "tree-facts.json")
+    facts = tree_facts([s["seeker"] for s in chosen_samples + valid], args.cache / "tree-facts.json")
     bank = ExemplarBank.from_esconv(DATA / "train.jsonl")
-    vectors = bank.embed([s["seeker"] for s in train + valid])
+    vectors = bank.embed([s["seeker"] for s in chosen_samples + valid])
 
     def exemplar(sample: dict[str, Any], vector: np.ndarray, exclude: bool) -> str | None:
         found = bank.retrieve(
@@ -239,10 +239,10 @@ def main() -> None:
 
     lm = create_language_model()
     rows = []
-    for sample, vector in zip(train, vectors[: len(train)], strict=True):
+    for sample, vector in zip(chosen_samples, vectors[: len(chosen_samples)], strict=True):
         shown = exemplar(sample, vector, exclude=True) if rng.random() < args.exemplar_rate else None
         rows.append(encode(lm, prompt_of(sample, facts, shown), sample["reference"]))
-    valid_vectors = vectors[len(train) :]
+    valid_vectors = vectors[len(chosen_samples) :]
     valid_prompts = {
         "with_exemplar": [
             prompt_of(s, facts, exemplar(s, v, exclude=False)) for s, v in zip(valid, valid_vectors, strict=True)
