@@ -126,7 +126,8 @@ def main() -> None:
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
 
     rows = [
-        pipe(e, num_images=8, generator=torch.Generator().manual_seed(1), display_size=96).images for e in pipe.emotions
+        pipe(e, num_images=8, generator=torch.Generator().manual_seed(1), display_size=96, return_dict=False)[0]
+        for e in pipe.emotions
     ]
     args.grid_image.parent.mkdir(parents=True, exist_ok=True)
     image_grid(rows, labels=list(pipe.emotions)).save(args.grid_image)

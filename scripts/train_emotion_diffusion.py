@@ -64,7 +64,7 @@ def load_split(npz: Path, split: str, size: int = SAMPLE_SIZE) -> tuple[np.ndarr
 
 def min_snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
     """min(SNR, gamma) / (SNR + 1): the min-SNR weighting for a v-prediction loss."""
-    alpha = scheduler.alphas_cumprod.to(t.device)[t]
+    alpha = scheduler.alphas_cumprod.to(t.device)[t]  # type: ignore[attr-defined]  # set in the scheduler's __init__
     snr = alpha / (1 - alpha)
     return torch.clamp(snr, max=gamma) / (snr + 1)
 
@@ -101,7 +101,7 @@ def main() -> None:
     data, labels = torch.from_numpy(x), torch.from_numpy(y)
 
     device = torch.device(args.device)
-    unet = build_unet().to(device)
+    unet = build_unet().to(device)  # type: ignore[arg-type]  # diffusers' .to wrapper is typed without self
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     noise_scheduler = DDPMScheduler.from_config(build_scheduler().config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)

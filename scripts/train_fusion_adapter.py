@@ -27,7 +27,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from fusion.adapter import (  # noqa: E402
     TokenBatch,
     label_token_ids,
 )
-from fusion.late import LateFusion, ModalityEvidence  # noqa: E402
+from fusion.late import LateFusion, Modality, ModalityEvidence  # noqa: E402
 from fusion.reasoner import AdapterReasoner, build_batch, prompt_pieces  # noqa: E402
 
 logger = logging.getLogger("train_fusion_adapter")
@@ -119,7 +119,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def evidence_of(sample: fd.Sample) -> list[ModalityEvidence]:
-    return [ModalityEvidence(m, p, s) for m, (p, s) in sample.evidence.items()]  # type: ignore[arg-type]
+    return [ModalityEvidence(cast(Modality, m), p, s) for m, (p, s) in sample.evidence.items()]
 
 
 def pretrain(adapter: FusionAdapter, train: list[fd.Sample], val: list[fd.Sample], args: argparse.Namespace) -> dict:
@@ -356,7 +356,7 @@ def main() -> None:
 
     # The raw encoder features (pooled Whisper frames, sentence embeddings) overfit the few speakers and texts
     # here: with them the auxiliary head scored 0.766 on the held-back samples, without them 0.800 (4 epochs each).
-    raw = {} if args.raw_features else {"voice_raw_dim": 0, "text_raw_dim": 0}
+    raw: dict[str, Any] = {} if args.raw_features else {"voice_raw_dim": 0, "text_raw_dim": 0}
     config = FusionAdapterConfig(projector=args.projector, **raw)
     pools = fd.build_pools(args.cache, args.feature_cache, config)
     train = fd.assemble(pools["train"], args.train_samples, args.seed + 10, 0.3, max_repeat=3)
@@ -365,7 +365,7 @@ def main() -> None:
     y_val = np.array([s.label for s in val])
 
     late = LateFusion()
-    late.fit([evidence_of(s) for s in val], y_val)
+    late.fit([evidence_of(s) for s in val], y_val.tolist())
     late_val = np.stack([list(late(evidence_of(s)).probabilities.values()) for s in val])
     late.config.fitted_on = f"{len(val)} assembled validation samples (scripts/train_fusion_adapter.py)"
     late.config.metrics = {"val_accuracy": metrics(late_val, y_val)["accuracy"]}
@@ -384,7 +384,7 @@ def main() -> None:
         reasoner = AdapterReasoner(adapter, lm)
         rng = random.Random(args.seed)
         esconv = fd.dialogue_turns("train", fd.text_model(), config, args.reply, args.seed)
-        stages = [
+        stages: list[tuple[str, list[tuple[str, Any]]]] = [
             ("caption", [("caption", s) for s in train[: args.caption]]),
             ("reason", [("reason", s) for s in train[args.caption : args.caption + args.reason]]),
         ]

@@ -174,11 +174,8 @@ def cached(embed: Callable[[list[str]], Any], path: Path) -> Callable[[list[str]
             store.update({t: tuple(a[i] for a in out) for i, t in enumerate(missing)})
             texts_all = list(store)
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(
-                path,
-                texts=np.array(texts_all, dtype=object),
-                **{f"a{k}": np.stack([store[t][k] for t in texts_all]) for k in range(len(out))},
-            )
+            named: dict[str, Any] = {f"a{k}": np.stack([store[t][k] for t in texts_all]) for k in range(len(out))}
+            np.savez(path, texts=np.array(texts_all, dtype=object), **named)
         rows = [store[t] for t in texts]
         arrays = tuple(np.stack([r[k] for r in rows]) for k in range(len(rows[0]))) if rows else ()
         return arrays if len(arrays) > 1 else arrays[0]
@@ -764,10 +761,9 @@ def main() -> None:
                 loaded = load_strategy_encoder(folder, members=count)
                 encoders += loaded.members if isinstance(loaded, StrategyEncoderEnsemble) else [loaded]
                 for k in range(count):
-                    origins.append(
-                        {"folder": str(folder), "member": k, "sha256": sha256_file(folder / member_files(k)[1])}
-                    )
-                    logger.info("encoder from %s (sha256 %s), not trained again", folder, origins[-1]["sha256"])
+                    origin = {"folder": str(folder), "member": k, "sha256": sha256_file(folder / member_files(k)[1])}
+                    origins.append(origin)
+                    logger.info("encoder from %s (sha256 %s), not trained again", folder, origin["sha256"])
         else:
             for k, epochs in enumerate(encoder_epochs):
                 encoder, _ = train_encoder(
@@ -809,10 +805,9 @@ def main() -> None:
                 parser.error(f"--lm-reader-from {folder}: no saved strategy LM reader there")
             for k in range(count):
                 readers.append(StrategyLMReader(lm, StrategyLMDelta.from_pretrained(folder, k)))
-                lm_origins.append(
-                    {"folder": str(folder), "member": k, "sha256": sha256_file(folder / lm_reader_files(k)[1])}
-                )
-                logger.info("LM reader from %s (sha256 %s), not trained again", folder, lm_origins[-1]["sha256"])
+                origin = {"folder": str(folder), "member": k, "sha256": sha256_file(folder / lm_reader_files(k)[1])}
+                lm_origins.append(origin)
+                logger.info("LM reader from %s (sha256 %s), not trained again", folder, origin["sha256"])
         trained = range(len(readers), max(len(readers), args.lm_reader_members))  # the members still missing
         for _ in trained:
             lm_config = StrategyLMConfig(
@@ -952,10 +947,10 @@ def main() -> None:
         }
         if args.combiner_cv:
             groups = np.array([k for k, d in enumerate(dialogues["valid"]) for _ in turn_examples([d])])
-            at = first["valid"]
-            model_probs = {"mlp": mlp_probs["valid"][at]}
-            model_probs |= {"encoder": encoder_probs["valid"][at]} if encoder_probs else {}
-            model_probs |= {"lm_reader": lm_probs["valid"][at]} if lm_probs else {}
+            opening = first["valid"]
+            model_probs = {"mlp": mlp_probs["valid"][opening]}
+            model_probs |= {"encoder": encoder_probs["valid"][opening]} if encoder_probs else {}
+            model_probs |= {"lm_reader": lm_probs["valid"][opening]} if lm_probs else {}
             ablation["combiner_cv"] = combiner_cv(model_probs, sets["valid"], groups)
         print(json.dumps(ablation))
         return
