@@ -367,7 +367,7 @@ def _eval_esconv(args: argparse.Namespace, started: float) -> int:
         limit, turns = evaluation.DIALOGUE_SAMPLE
         report = evaluation.evaluate_dialogue(
             args.data, limit=args.limit or limit, turns_per_dialogue=args.turns_per_dialogue or turns,
-            exemplars=args.exemplars, reply_lora=not args.no_reply_lora,
+            exemplars=args.exemplars, reply_lora=args.reply_lora or not args.no_reply_lora,
         )  # fmt: skip
     report["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
@@ -799,7 +799,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="dialogue: retrieve supporter replies of the planned strategy from this ESConv file (use train, never "
         "the file scored; default: $AFFECTLENS_ESCONV, else none)",
     )  # fmt: skip
-    p.add_argument("--no-reply-lora", action="store_true", help="dialogue: the base LM replies (no reply LoRA)")
+    lora = p.add_mutually_exclusive_group()
+    lora.add_argument("--no-reply-lora", action="store_true", help="dialogue: the base LM replies (no reply LoRA)")
+    lora.add_argument(
+        "--reply-lora", metavar="DIR",
+        help="dialogue: the reply LoRA in DIR (config.json + lora.safetensors, as scripts/train_reply_lora.py --out "
+        "writes it) instead of the shipped one",
+    )  # fmt: skip
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("weights", help="fetch, list or verify the offline weight files")

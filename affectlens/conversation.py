@@ -245,12 +245,13 @@ def build_lm_responder(
     lm: Any | None = None,
     *,
     exemplars: str | os.PathLike[str] | None = None,
-    reply_lora: bool = True,
+    reply_lora: bool | str | os.PathLike[str] = True,
     embed: Callable[[list[str]], np.ndarray] | None = None,
 ) -> LMResponder:
     """The compact LM responder as shipped: the default LM (or ``lm``), the shipped reply LoRA (unless
     ``reply_lora`` is False, its files are missing or ``lm`` is not the model it was trained on: then the base
-    model replies) and an exemplar bank from the
+    model replies; a folder instead of True: the reply LoRA there, e.g. one ``scripts/train_reply_lora.py --out``
+    wrote, and a missing or unreadable one is an error) and an exemplar bank from the
     ESConv file ``exemplars`` (or ``AFFECTLENS_ESCONV``; none by default: ESConv is not redistributed), embedded by
     ``embed`` (pass the sentence embedder the conversation's memory already loaded; default: a new one)."""
     from affectlens.errors import WeightsError
@@ -261,11 +262,18 @@ def build_lm_responder(
 
         lm = create_language_model()
     lora = None
-    if reply_lora:
+    if reply_lora is True:
         try:
             lora = load_reply_lora()
         except (WeightsError, OSError) as exc:
             logger.warning("no reply LoRA (%s): the base LM replies", exc)
+    elif reply_lora is not False:  # a folder the caller named: it must be there
+        try:
+            lora = load_reply_lora(reply_lora)
+        except (OSError, ValueError, KeyError) as exc:
+            raise WeightsError(
+                f"{reply_lora}: not a reply LoRA folder (config.json + lora.safetensors): {exc}"
+            ) from exc
     trained_on = lora.config.get("base_weights") if lora is not None else None
     if trained_on and dict(getattr(lm, "weight_files", {}) or {}) != trained_on:
         logger.warning("the reply LoRA was trained on %s, not on %s: the base LM replies", trained_on, lm.name)

@@ -511,11 +511,13 @@ ConversationFactory = Callable[[Sequence["Message"]], "Conversation"]
 """history (the reference dialogue before the seeker's last message) -> a ``Conversation`` continuing it."""
 
 
-def shipped_conversations(exemplars: str | Path | None = None, reply_lora: bool = True) -> ConversationFactory:
+def shipped_conversations(
+    exemplars: str | Path | None = None, reply_lora: bool | str | Path = True
+) -> ConversationFactory:
     """Conversations on the shipped models (loaded once, shared): each starts from the given history with a fresh
     affect tracker and emotional memory, as ``Conversation`` builds its default parts; the compact LM replies
-    (``build_lm_responder``: the reply LoRA unless ``reply_lora`` is False, exemplars from the ESConv file
-    ``exemplars``)."""
+    (``build_lm_responder``: the shipped reply LoRA unless ``reply_lora`` is False or another LoRA's folder,
+    exemplars from the ESConv file ``exemplars``)."""
     from affectlens.analyzer import Analyzer
     from affectlens.conversation import Conversation, build_lm_responder
     from fusion.affect_state import AffectTracker
@@ -543,7 +545,7 @@ def evaluate_dialogue(
     conversations: ConversationFactory | None = None,
     examples: int = 3,
     exemplars: str | Path | None = None,
-    reply_lora: bool = True,
+    reply_lora: bool | str | Path = True,
 ) -> dict[str, Any]:
     """Reply quality on an ESConv JSONL file: for the first ``turns_per_dialogue`` supporter turns answering the
     seeker in each of the first ``limit`` dialogues, a ``Conversation`` continues the reference history, is sent the
@@ -588,6 +590,9 @@ def evaluate_dialogue(
         "model": model,
         "data": str(data),
         "exemplars": None if exemplars is None else str(exemplars),
+        "reply_lora": (
+            None if conversations or reply_lora is False else "shipped" if reply_lora is True else str(reply_lora)
+        ),
         "dialogues": len({s.dialogue for s in samples}),
         "n": len(samples),
         "reply": text_scores(replies, references),

@@ -302,7 +302,7 @@ class RecordingFactory:
 
     made: list[RecordingFactory] = []  # noqa: RUF012 - every factory the CLI built, for its arguments
 
-    def __init__(self, exemplars: str | Path | None = None, reply_lora: bool = True) -> None:
+    def __init__(self, exemplars: str | Path | None = None, reply_lora: bool | str | Path = True) -> None:
         self.histories: list[list[str]] = []
         self.exemplars, self.reply_lora = exemplars, reply_lora
         RecordingFactory.made.append(self)
@@ -353,8 +353,15 @@ def test_cli_eval_dialogue_prints_and_json(
     assert RecordingFactory.made[-1].exemplars is None and RecordingFactory.made[-1].reply_lora
     bank = write_jsonl(tmp_path / "train.jsonl")
     assert main(["eval", "dialogue", "--data", str(path), "--exemplars", str(bank), "--no-reply-lora", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["exemplars"] == str(bank)
+    report = json.loads(capsys.readouterr().out)
+    assert report["exemplars"] == str(bank) and report["reply_lora"] is None
     assert RecordingFactory.made[-1].exemplars == str(bank) and not RecordingFactory.made[-1].reply_lora
+    assert main(["eval", "dialogue", "--data", str(path), "--reply-lora", str(tmp_path / "lora"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reply_lora"] == str(tmp_path / "lora")
+    assert RecordingFactory.made[-1].reply_lora == str(tmp_path / "lora")
+    with pytest.raises(SystemExit):  # a LoRA folder and no LoRA at all
+        main(["eval", "dialogue", "--data", str(path), "--reply-lora", "x", "--no-reply-lora"])
+    assert "not allowed with argument" in capsys.readouterr().err
     assert main(["eval", "dialogue", "--data", str(path), "--exemplars", str(path)]) == 1  # its own references
     assert "is the file being scored" in capsys.readouterr().err
 

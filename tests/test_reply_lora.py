@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from affectlens.conversation import LMResponder, ReplyLoRA, load_reply_lora, reply_prompt
+from affectlens.errors import WeightsError
 from fusion.exemplars import ExemplarBank, default_bank
 from fusion.lm import LoRALinear, apply_lora, lora_state_dict, lora_swapped, tiny_language_model
 from fusion.strategy import Message
@@ -182,6 +183,18 @@ def test_build_lm_responder_uses_the_reply_lora_only_on_its_own_base_model(tmp_p
     other = conversation_module.build_lm_responder(tiny_language_model())  # another model: base replies
     assert other.lora is None and "trained on" in caplog.text
     assert conversation_module.build_lm_responder(same, reply_lora=False).lora is None
+    monkeypatch.setattr(conversation_module, "load_reply_lora", load_reply_lora)  # the real loader, a named folder
+    with pytest.raises(WeightsError, match="not a reply LoRA folder"):
+        conversation_module.build_lm_responder(same, reply_lora=tmp_path / "nowhere")
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    save_file(_lora_like(tiny_language_model(), seed=3), folder / "lora.safetensors")
+    config = {"r": 2, "alpha": 4.0, "targets": ["q_proj", "v_proj"], "base_weights": {"smollm2-135m-instruct": "abc"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    mine = conversation_module.build_lm_responder(same, reply_lora=folder).lora
+    assert mine is not None and mine.r == 2 and mine.config == config
     bank_file = _esconv(tmp_path / "train.jsonl", DIALOGUES)
     monkeypatch.setattr(
         "fusion.exemplars.ExemplarBank.from_esconv",
