@@ -1131,7 +1131,10 @@ REPLY_CHECKS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
         r"nurse|counsel+or)\b|\bi am (?:a )?(?:real|human|not an? (?:ai|bot|machine|program|robot|computer|chatbot|"
         r"language model|assistant))\b|\bi (?:have|had) (?:a body|a family|kids|children|a wife|a husband|a "
         r"childhood)\b|\bwhen i was (?:a (?:kid|child|teenager)|young|your age|in school)\b|\bi (?:too |also )?(?:went "
-        r"through|have been through|lost my)\b|\bi know exactly how you feel\b")),
+        r"through|have been through|lost my)\b|\bi know exactly how you feel\b|\b(?:all|most) of my life\b|\bmy "
+        r"(?:whole|entire) life\b|\b(?:this|that|it) (?:also )?(?:happened|has happened) to me\b|\bin my (?:own )?"
+        r"experience\b|\bi remember when i\b|\bmy (?:mom|mum|dad|mother|father|parents|wife|husband|kids|children|son|"
+        r"daughter|sister|brother|family|boss|girlfriend|boyfriend|partner)\b")),
     ("guilt-tripped", re.compile(
         r"\bafter (?:everything|all) i (?:have done|did) for you\b|\byou are (?:hurting|disappointing|upsetting) me\b|"
         r"\bhow could you\b|\bthink (?:about|of) (?:how|what) (?:this|it|that) (?:would|will) do to\b|\bthink (?:about|"
