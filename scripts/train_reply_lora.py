@@ -10,7 +10,7 @@ dialogues: loss, and BLEU-2 / ROUGE-L / Distinct of greedy replies with and with
 train bank), against the references. ESConv test is not read here (``affectlens eval dialogue`` scores it).
 
     python scripts/train_reply_lora.py        # writes weights/reply-lora/ (config.json, lora.safetensors,
-                                              # training_report.json)
+                                              # training_report.json): all 9,262 replies, 73 min on 2 cores
 """
 
 from __future__ import annotations
@@ -202,7 +202,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "weights" / "reply-lora")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "affectlens" / "train" / "reply")
-    parser.add_argument("--train-samples", type=int, default=1600)
+    parser.add_argument(
+        "--train-samples", type=int, default=None,
+        help="replies to learn from (default: every turn-opening train reply of 5-60 words, 9,262; the first LoRA: 1600)",
+    )  # fmt: skip
     parser.add_argument("--valid-dialogues", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -224,7 +227,7 @@ def main() -> None:
     from affectlens.registry import create_language_model
 
     train_all = samples(read_dialogues(DATA / "train.jsonl"), per_dialogue=10_000, words=(5, 60))
-    chosen_samples = rng.sample(train_all, min(args.train_samples, len(train_all)))
+    chosen_samples = rng.sample(train_all, min(args.train_samples or len(train_all), len(train_all)))
     valid = samples(read_dialogues(DATA / "valid.jsonl", args.valid_dialogues), per_dialogue=2)
     facts = tree_facts([s["seeker"] for s in chosen_samples + valid], args.cache / "tree-facts.json")
     bank = ExemplarBank.from_esconv(DATA / "train.jsonl")
