@@ -269,9 +269,11 @@ def build_lm_responder(
         except (WeightsError, OSError) as exc:
             logger.warning("no reply LoRA (%s): the base LM replies", exc)
     elif reply_lora is not False:  # a folder the caller named: it must be there
+        from safetensors import SafetensorError
+
         try:
             lora = load_reply_lora(reply_lora)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
             raise WeightsError(
                 f"{reply_lora}: not a reply LoRA folder (config.json + lora.safetensors): {exc}"
             ) from exc

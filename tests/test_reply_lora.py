@@ -195,6 +195,9 @@ def test_build_lm_responder_uses_the_reply_lora_only_on_its_own_base_model(tmp_p
     (folder / "config.json").write_text(json.dumps(config))
     mine = conversation_module.build_lm_responder(same, reply_lora=folder).lora
     assert mine is not None and mine.r == 2 and mine.config == config
+    (folder / "lora.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="not a reply LoRA folder"):
+        conversation_module.build_lm_responder(same, reply_lora=folder)
     bank_file = _esconv(tmp_path / "train.jsonl", DIALOGUES)
     monkeypatch.setattr(
         "fusion.exemplars.ExemplarBank.from_esconv",
