@@ -10,7 +10,9 @@ affect state -> recollection -> reply.
 4. the emotional memory recalls an earlier turn on the same topic (``EmotionalMemory.recall``, by content and mood);
 5. the ``Responder`` writes the reply: by default the planner's template for the planned strategies
    (``TemplateResponder``), or the compact LM from the tree, the strategies and the recollection (``LMResponder``); a reply the safety module replaced (crisis, attachment) is kept as it is, and any reply that fails
-   ``check_reply`` (human claims, manipulation) falls back to the tree's template.
+   ``check_reply`` (human claims, manipulation, judging the person) or the responder's own checks (the LM's: a
+   reply that leaves the conversation's topic, ``fusion.reply_fit``) falls back to the tree's template; the turn
+   records why (``Turn.refused``).
 
 A ``Turn`` keeps all of it; ``Conversation.to_dict()`` is the whole dialogue as JSON. Parts are injected (tests use
 tiny ones); defaults load the shipped models on first use.
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from affectlens.tree import AffectTree
     from fusion.affect_state import AffectState, AffectTracker
     from fusion.memory import EmotionalMemory
+    from fusion.reply_fit import ReplyFitModel
     from fusion.safety import RiskDetector
     from fusion.strategy import Message, StrategyPlanner
     from generation.speech import EngineChoice
@@ -145,16 +148,29 @@ class LMResponder:
     these prompts; it is applied to the LM for the reply only (swapped with any LoRA the LM carries, e.g. the fusion
     adapter's, and swapped back after). Without it the base instruction model replies (any LoRA switched off).
     Decoding is greedy with a repetition penalty (``decoding``); the text is cut to at most two sentences with no
-    repeats."""
+    repeats. ``topic``: a ``fusion.reply_fit.ReplyFitModel`` whose ``problems`` refuse a reply that does not answer
+    the conversation (the conversation then uses the tree's template)."""
 
     def __init__(
-        self, lm: Any, max_new_tokens: int = REPLY_TOKENS, lora: ReplyLoRA | None = None, bank: Any | None = None
+        self,
+        lm: Any,
+        max_new_tokens: int = REPLY_TOKENS,
+        lora: ReplyLoRA | None = None,
+        bank: Any | None = None,
+        topic: ReplyFitModel | None = None,
     ) -> None:
         self.lm = lm
         self.max_new_tokens = max_new_tokens
         self.lora = lora
         self.bank = bank
+        self.topic = topic
         self.name = f"lm:{lm.name}" + ("+reply-lora" if lora is not None else "")
+
+    def problems(self, dialogue: Sequence[Message], text: str) -> list[str]:
+        """What is wrong with ``text`` as the reply to ``dialogue`` beyond ``check_reply``: with a topic model, a
+        reply that does not answer the conversation."""
+        found = self.topic.problem(dialogue, text) if self.topic is not None else None
+        return [found] if found else []
 
     def exemplar(self, said: str, strategies: Sequence[str]) -> str | None:
         """The bank's reply of the first strategy to the message nearest ``said``, or None without a bank."""
@@ -248,13 +264,16 @@ def build_lm_responder(
     exemplars: str | os.PathLike[str] | None = None,
     reply_lora: bool | str | os.PathLike[str] = True,
     embed: Callable[[list[str]], np.ndarray] | None = None,
+    topic_check: bool = True,
 ) -> LMResponder:
     """The compact LM responder as shipped: the default LM (or ``lm``), the shipped reply LoRA (unless
     ``reply_lora`` is False, its files are missing or ``lm`` is not the model it was trained on: then the base
     model replies; a folder instead of True: the reply LoRA there, e.g. one ``scripts/train_reply_lora.py --out``
     wrote, and a missing or unreadable one is an error) and an exemplar bank from the
     ESConv file ``exemplars`` (or ``AFFECTLENS_ESCONV``; none by default: ESConv is not redistributed), embedded by
-    ``embed`` (pass the sentence embedder the conversation's memory already loaded; default: a new one)."""
+    ``embed`` (pass the sentence embedder the conversation's memory already loaded; default: a new one). With
+    ``topic_check`` the shipped ``fusion.reply_fit`` model refuses replies that leave the conversation's topic (a
+    missing model is logged, and the patterns alone check the replies)."""
     from affectlens.errors import WeightsError
     from fusion.exemplars import ExemplarBank, default_bank
 
@@ -282,7 +301,12 @@ def build_lm_responder(
         logger.warning("the reply LoRA was trained on %s, not on %s: the base LM replies", trained_on, lm.name)
         lora = None
     bank = ExemplarBank.from_esconv(exemplars, embed) if exemplars else default_bank(embed)
-    return LMResponder(lm, lora=lora, bank=bank)
+    topic = None
+    if topic_check:
+        from fusion.reply_fit import shipped_model
+
+        topic = shipped_model()
+    return LMResponder(lm, lora=lora, bank=bank, topic=topic)
 
 
 def tidy_reply(text: str, max_sentences: int = 2) -> str:
@@ -304,7 +328,8 @@ def tidy_reply(text: str, max_sentences: int = 2) -> str:
 @dataclass(frozen=True)
 class Turn:
     """One turn: what the user sent, the tree, the planned strategies (with why), the affect state after it, the
-    recollection used, the reply and where it came from, and the seconds it took."""
+    recollection used, the reply and where it came from, the seconds it took, and why the responder's own reply was
+    refused when it was (``refused``: the problems found; the reply is then the tree's template)."""
 
     index: int
     text: str | None
@@ -317,6 +342,7 @@ class Turn:
     reply_source: str
     seconds: float
     sources: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -329,6 +355,7 @@ class Turn:
             "recollection": self.recollection,
             "reply": self.reply,
             "reply_source": self.reply_source,
+            "refused": list(self.refused),
             "seconds": round(self.seconds, 3),
             "tree": self.tree.to_dict(),
         }
@@ -436,7 +463,7 @@ class Conversation:
         planned = tree.strategy.value.get("strategies", []) if isinstance(tree.strategy.value, dict) else []
         plan = tuple((str(s["strategy"]), str(s["why"]), float(s["confidence"])) for s in planned)
         names = [s for s, _, _ in plan]
-        reply, source = self._reply(tree, names, recollection)
+        reply, source, refused = self._reply(tree, names, recollection)
         if words:
             self.memory.add(
                 self.user_id, index, words, str(emotion.get("state") or emotion.get("label") or "neutral"),
@@ -445,25 +472,30 @@ class Conversation:
         self.dialogue.append(Message("sys", reply, tuple(names)))
         turn = Turn(
             index, typed, tree, plan, affect, trajectory, recollection, reply, source, time.perf_counter() - start,
-            tuple(str(s) if not hasattr(s, "shape") else "<array>" for s in sources),
+            tuple(str(s) if not hasattr(s, "shape") else "<array>" for s in sources), tuple(refused),
         )  # fmt: skip
         self.turns.append(turn)
         return turn
 
-    def _reply(self, tree: AffectTree, strategies: list[str], recollection: str | None) -> tuple[str, str]:
-        """The responder's reply, unless the safety module replaced the reply or the responder's reply fails the
-        checks (then the tree's template)."""
+    def _reply(
+        self, tree: AffectTree, strategies: list[str], recollection: str | None
+    ) -> tuple[str, str, list[str]]:
+        """(reply, its source, why the responder's reply was refused): the responder's reply, unless the safety
+        module replaced the reply or the responder's reply fails the checks (then the tree's template)."""
         assert self.responder is not None
         template = tree.reply.text or ""
         safety = getattr(tree, "safety", None)
         if isinstance(safety, dict) and safety.get("reply_overridden"):
-            return template, "safety"
+            return template, "safety", []
         try:
             text = self.responder.reply(tree, strategies, self.dialogue, recollection).strip()
         except Exception as exc:  # a failing LM must not lose the turn
             logger.warning("responder %s failed: %s", self.responder.name, exc, exc_info=True)
-            return template, "template"
+            return template, "template", []
         problems = _reply_problems(text)
+        checks = getattr(self.responder, "problems", None)
+        if text and not problems and callable(checks):  # the responder's own checks (the LM's topic check)
+            problems = list(checks(self.dialogue, text))
         if not text or problems:
             logger.info("responder reply refused (%s); template kept", problems or "empty")
             text, source = template, "template"
@@ -476,7 +508,7 @@ class Conversation:
                 text = f"{text} {check_in(RiskAssessment.from_dict(safety))}"
         if recollection and recollection not in text:  # the memory is used in the reply
             text = f"{recollection} {text}"
-        return text, source
+        return text, source, problems
 
     def talking_head(
         self,

@@ -553,8 +553,9 @@ def evaluate_dialogue(
 
     Reports BLEU-2 (corpus), ROUGE-L F1 (mean) and Distinct-1/2 of the replies, the same for the tree's template
     reply of each turn (the baseline) and Distinct-1/2 of the references; mean and p90 seconds per turn (a first,
-    warm-up turn is not counted), how many replies came from the LM, the template or the safety module, and the
-    first ``examples`` samples. ``conversations`` replaces ``shipped_conversations(exemplars, reply_lora)`` (tests
+    warm-up turn is not counted), how many replies came from the LM, the template or the safety module, why the
+    responder's replies were refused (``refusals``: turns per kind of problem), and the first ``examples`` samples
+    (``examples`` < 0: every turn). ``conversations`` replaces ``shipped_conversations(exemplars, reply_lora)`` (tests
     inject tiny parts); ``exemplars`` must not be the file scored (its own references would be retrieved).
     """
     from affectlens.text_metrics import distinct_n, text_scores
@@ -571,6 +572,7 @@ def evaluate_dialogue(
     new(samples[0].history).send(samples[0].seeker)  # warm-up: lazy model loads are not reply latency
     replies, templates, seconds, rows = [], [], [], []
     sources: Counter[str] = Counter()
+    refusals: Counter[str] = Counter()  # why LM replies were refused (a turn counts once per kind)
     model = ""
     for sample in samples:
         chat = new(sample.history)
@@ -580,9 +582,11 @@ def evaluate_dialogue(
         templates.append(turn.tree.reply.text or "")
         seconds.append(turn.seconds)
         sources[turn.reply_source.split(":")[0]] += 1
+        refusals.update({problem.split(":")[0].split(" (")[0] for problem in turn.refused})
         rows.append(
             {"dialogue": sample.dialogue, "seeker": sample.seeker, "reference": sample.reference, "reply": turn.reply,
-             "source": turn.reply_source, "template": templates[-1], "seconds": round(turn.seconds, 3)}
+             "source": turn.reply_source, "template": templates[-1], "refused": list(turn.refused),
+             "seconds": round(turn.seconds, 3)}
         )  # fmt: skip
     references = [s.reference for s in samples]
     return {
@@ -603,5 +607,6 @@ def evaluate_dialogue(
             "p90": round(float(np.percentile(seconds, 90)), 3),
         },
         "reply_sources": dict(sources.most_common()),
-        "examples": rows[:examples],
+        "refusals": dict(refusals.most_common()),
+        "examples": rows if examples < 0 else rows[:examples],
     }

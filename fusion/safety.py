@@ -1125,6 +1125,12 @@ def check_in(assessment: RiskAssessment) -> str:
 
 #: What a reply must never do, each a documented pattern over the normalised reply (quoted text, i.e. the user's
 #: own words, is left out): (problem, pattern).
+#: A judgement said only to deny it ("I do not think you are lazy") is not one: these may not come just before it.
+_NOT_DENIED: Final = "".join(
+    f"(?<!{d} )"
+    for d in ("not think", "not think that", "not believe", "not believe that", "not mean", "not saying", "not that",
+              "never said")
+)
 REPLY_CHECKS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
     ("claimed to be a person", re.compile(
         r"\b(?:i am|as) (?:a|an) (?:real |actual )?(?:human(?: being)?|person|man|woman|girl|guy|therapist|doctor|"
@@ -1163,6 +1169,23 @@ REPLY_CHECKS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
         r"send|alert) (?:someone|help|the police|an ambulance|911|999|112|emergency)\b|\bi will (?:remember|keep) "
         r"(?:this|you|our) (?:conversation )?forever\b|\bi (?:can|will) (?:fix|solve) (?:this|it|everything)\b|"
         r"\bi am (?:always|available) (?:24/7|around the clock|day and night)\b")),
+    ("judged the person", re.compile(
+        _NOT_DENIED + r"\byou (?:are|were|seem|sound|look) (?:(?:being|just|so|too|a bit|a little|kind of|really) )*(?:lazy|"
+        r"selfish|immature|childish|dramatic|overreacting|over-reacting|overly sensitive|too sensitive|irresponsible|"
+        r"careless|stupid|silly|foolish|ridiculous|weak|pathetic|naive|crazy|useless|a failure|the problem|"
+        r"to blame|ungrateful|attention seeking)\b|\b(?:sounds|seems|looks) like (?:it (?:might|may|could) be |it is |"
+        r"this is |that is )?(?:related to |due to |caused by |because of )?(?:your )?(?:procrastination|laziness|"
+        r"carelessness|immaturity|lack of (?:effort|discipline|motivation)|poor planning|bad choices)\b|\byou should "
+        r"(?:have|not have) (?:known|done|tried|studied|been|listened|thought|prepared|practiced|practised|seen|"
+        r"realised|realized|noticed) (?:better|harder|more|it|that|this|coming|ahead)\b|\b(?:stop|quit) (?:complaining|"
+        r"whining|moaning|feeling sorry for yourself|being (?:so )?(?:dramatic|negative|sensitive))\b|(?:^|[.!?,;] |\b(?:just|you "
+        r"need to|you have to|you should|you must) )(?:get over it|snap out of it|toughen up|man up|grow up|calm down|"
+        r"cheer up)\b|(?<!think )\b(?:it|that|this) "
+        r"(?:is|was) (?:not|no) (?:such )?(?:a )?big deal\b|" + _NOT_DENIED + r"\byou are (?:overthinking|making (?:a big deal|too much|a "
+        r"mountain))\b|\b(?:it|things) could (?:be|have been) (?:a lot |much )?worse\b|\b(?:other )?people (?:have it"
+        r"|have had it) (?:much |a lot |far )?worse\b|\byou (?:only )?have (?:only )?yourself to blame\b|\b(?:that|"
+        r"this|it) is (?:all )?on you\b|\bwhat did you expect\b|\byou brought (?:this|it) on yourself\b|\b(?:you "
+        r"asked for it|serves you right)\b|\bwhat is wrong with you\b|\bthere is something wrong with you\b")),
     ("encouraged harm", re.compile(
         r"\bkill yourself\b|\bkys\b|\byou should (?:just )?(?:die|end it|do it|hurt)\b|\byou deserve (?:this|to "
         r"(?:die|suffer|be hurt))\b|\bno one (?:cares|would miss you)\b|\b(?:painless|easiest|quickest|best) (?:way|"

@@ -224,11 +224,13 @@ def fit_classifier(
     weight_decay: float = 1e-4,
     dropout: float = 0.2,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Train the one-hidden-layer classifier (GELU, dropout) by full-batch AdamW on the weighted binary cross-entropy:
     (hidden weight d x h, hidden bias, out weight, out bias) for ``SemanticRiskModel``. ``weight``: per-sample
-    weights (default: the two classes weighted equally), scaled to sum to 1. Deterministic for a ``seed`` on the
-    CPU; ``x`` (N, d), ``y`` in {0, 1}."""
+    weights (default: the two classes weighted equally), scaled to sum to 1. ``batch_size``: each step reads that
+    many rows drawn at random (the loss normalised by their weight) instead of all of them, for large ``x``.
+    Deterministic for a ``seed`` on the CPU; ``x`` (N, d), ``y`` in {0, 1}."""
     import torch
 
     x = np.asarray(x, np.float32)
@@ -244,10 +246,16 @@ def fit_classifier(
     optimiser = torch.optim.AdamW(net.parameters(), lr, weight_decay=weight_decay)
     inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
     net.train()
+    draw = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         optimiser.zero_grad()
-        losses = torch.nn.functional.binary_cross_entropy_with_logits(net(inputs)[:, 0], targets, reduction="none")
-        (losses * sample).sum().backward()
+        if batch_size is None or batch_size >= len(y):
+            rows, inp, tgt = sample, inputs, targets
+        else:
+            pick = torch.randint(len(y), (batch_size,), generator=draw)
+            rows, inp, tgt = sample[pick] / sample[pick].sum(), inputs[pick], targets[pick]
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(net(inp)[:, 0], tgt, reduction="none")
+        (losses * rows).sum().backward()
         optimiser.step()
     with torch.no_grad():
         return (
