@@ -497,6 +497,8 @@ def _print_turn(turn: Any, show_tree: bool) -> None:
     print(f"[emotion: {emotion or '-'} | strategies: {strategies} | {turn.trajectory}]")
     if show_tree:
         print(turn.tree.render())
+        for problem in turn.refused:  # why the LM's own reply was not used
+            print(f"[the LM's reply was refused, the template answers: {problem}]")
     print(f"AffectLens: {turn.reply}")
 
 

@@ -477,9 +477,7 @@ class Conversation:
         self.turns.append(turn)
         return turn
 
-    def _reply(
-        self, tree: AffectTree, strategies: list[str], recollection: str | None
-    ) -> tuple[str, str, list[str]]:
+    def _reply(self, tree: AffectTree, strategies: list[str], recollection: str | None) -> tuple[str, str, list[str]]:
         """(reply, its source, why the responder's reply was refused): the responder's reply, unless the safety
         module replaced the reply or the responder's reply fails the checks (then the tree's template)."""
         assert self.responder is not None

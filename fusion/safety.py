@@ -1128,8 +1128,16 @@ def check_in(assessment: RiskAssessment) -> str:
 #: A judgement said only to deny it ("I do not think you are lazy") is not one: these may not come just before it.
 _NOT_DENIED: Final = "".join(
     f"(?<!{d} )"
-    for d in ("not think", "not think that", "not believe", "not believe that", "not mean", "not saying", "not that",
-              "never said")
+    for d in (
+        "not think",
+        "not think that",
+        "not believe",
+        "not believe that",
+        "not mean",
+        "not saying",
+        "not that",
+        "never said",
+    )
 )
 REPLY_CHECKS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
     ("claimed to be a person", re.compile(
@@ -1181,7 +1189,8 @@ REPLY_CHECKS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
         r"whining|moaning|feeling sorry for yourself|being (?:so )?(?:dramatic|negative|sensitive))\b|(?:^|[.!?,;] |\b(?:just|you "
         r"need to|you have to|you should|you must) )(?:get over it|snap out of it|toughen up|man up|grow up|calm down|"
         r"cheer up)\b|(?<!think )\b(?:it|that|this) "
-        r"(?:is|was) (?:not|no) (?:such )?(?:a )?big deal\b|" + _NOT_DENIED + r"\byou are (?:overthinking|making (?:a big deal|too much|a "
+        r"(?:is|was) (?:not|no) (?:such )?(?:a )?big deal\b|(?<!think )\b(?:it|that|this) (?:is|was) not (?:that|so|really) "
+        r"(?:hard|bad|difficult|serious)(?=[.!,]|$)|" + _NOT_DENIED + r"\byou are (?:overthinking|making (?:a big deal|too much|a "
         r"mountain))\b|\b(?:it|things) could (?:be|have been) (?:a lot |much )?worse\b|\b(?:other )?people (?:have it"
         r"|have had it) (?:much |a lot |far )?worse\b|\byou (?:only )?have (?:only )?yourself to blame\b|\b(?:that|"
         r"this|it) is (?:all )?on you\b|\bwhat did you expect\b|\byou brought (?:this|it) on yourself\b|\b(?:you "

@@ -200,6 +200,8 @@ STRATEGY_RULES: Final[dict[str, tuple[tuple[str, str], ...]]] = {
 }
 _MAX_STRATEGIES = 3
 
+#: The restatement quotes the cause's first sentence only when it has at least this many words.
+MIN_QUOTE_WORDS: Final = 3
 #: Template sentences per strategy (``{feeling}``: a feeling word; ``{quote}``: the cause, quoted). The replies
 #: acknowledge, reassure and ask; they never pressure, flatter or claim to be a person.
 REPLY_TEMPLATES: Final[dict[str, str]] = {
@@ -797,6 +799,8 @@ def _template_reply(tree: AffectTree) -> str:
     conflict = emotion["agreement"] == "conflict"
     strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
     quote = cause["sentences"][0]["text"] if cause["observable"] and cause["sentences"] else ""
+    if len(quote.split()) < MIN_QUOTE_WORDS:  # a fragment ("Kit", a misheard voice note) is not a restatement
+        quote = ""
     if len(quote) > 120:
         quote = quote[:117].rstrip() + "…"
     sentences = []

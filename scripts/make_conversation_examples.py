@@ -5,11 +5,13 @@ The user messages are written for this example (not taken from a dataset); the s
 note from RAVDESS actor 23 (held out of the speech model's training) and the demo portrait on some turns, and
 turns towards a crisis, to show the safety path.
 
-    python scripts/make_conversation_examples.py
+    python scripts/make_conversation_examples.py                            # the default responder
+    python scripts/make_conversation_examples.py --responder lm --out DIR   # the compact LM writes the replies
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -63,6 +65,7 @@ def transcript(name: str, turns: list[Turn]) -> str:
             f"- recollection: {t.recollection or '-'}",
             f"- safety: {json.dumps(getattr(t.tree, 'safety', None)) if getattr(t.tree, 'safety', None) else '-'}",
             f"- reply ({t.reply_source}, {t.seconds:.1f} s): **{t.reply}**",
+            *([f"- refused first: {'; '.join(t.refused)}"] if t.refused else []),
             "",
             "<details><summary>tree</summary>",
             "",
@@ -76,16 +79,33 @@ def transcript(name: str, turns: list[Turn]) -> str:
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the transcripts (default: %(default)s)")
+    parser.add_argument(
+        "--responder", choices=["default", "lm", "template"], default="default",
+        help="who writes the replies: Conversation's default, the compact LM (build_lm_responder) or the templates",
+    )  # fmt: skip
+    args = parser.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     os.chdir(REPO.parent)
+    responder: Any = None
+    if args.responder == "lm":
+        from affectlens.conversation import build_lm_responder
+
+        responder = build_lm_responder()
+    elif args.responder == "template":
+        from affectlens.conversation import TemplateResponder
+
+        responder = TemplateResponder()
     for name, script in (("driving-test", DRIVING), ("good-news-heavy-night", NIGHT)):
-        chat = Conversation(user_id=name)
+        chat = Conversation(user_id=name, responder=responder)
         for message in script:
             turn = chat.send(message["text"], image=message.get("image"), audio=message.get("audio"))
             print(f"{name} [{turn.index}] {turn.reply_source}: {turn.reply}")
-        (OUT / f"{name}.json").write_text(json.dumps(chat.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        (OUT / f"{name}.md").write_text(transcript(name, chat.turns))
-    print(f"wrote {OUT}")
+        (out / f"{name}.json").write_text(json.dumps(chat.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        (out / f"{name}.md").write_text(transcript(name, chat.turns))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -338,6 +338,21 @@ def test_evaluate_dialogue_continues_the_reference_history(tmp_path: Path) -> No
     assert more["reply"]["bleu_2"] < 1
 
 
+def test_evaluate_dialogue_counts_why_replies_were_refused_and_can_return_every_turn(tmp_path: Path) -> None:
+    from tests.test_reply_fit import CheckedResponder
+
+    def refusing(history: Sequence[Message]) -> Conversation:
+        chat = conversation(CheckedResponder())
+        chat.dialogue = list(history)
+        return chat
+
+    path = write_jsonl(tmp_path / "d.jsonl")
+    report = evaluation.evaluate_dialogue(path, turns_per_dialogue=3, conversations=refusing, examples=-1)
+    assert report["reply_sources"] == {"template": 4} and report["refusals"] == {"left the topic": 4}
+    assert len(report["examples"]) == report["n"] == 4
+    assert all(row["refused"][0].startswith("left the topic") for row in report["examples"])
+
+
 def test_cli_eval_dialogue_prints_and_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

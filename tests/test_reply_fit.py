@@ -34,7 +34,9 @@ def tiny_model(threshold: float = 0.5) -> ReplyFitModel:
             last, recent = words_embed([text]), words_embed([f"{text}\nhello"])
             for other, replies in REPLIES.items():
                 vectors = words_embed(replies)
-                rows.append(pair_features(np.repeat(last, len(replies), 0), np.repeat(recent, len(replies), 0), vectors))
+                rows.append(
+                    pair_features(np.repeat(last, len(replies), 0), np.repeat(recent, len(replies), 0), vectors)
+                )
                 labels += [float(other == topic)] * len(replies)
     layers = fit_classifier(np.concatenate(rows), np.array(labels), hidden=16, steps=400, batch_size=32, lr=1e-2)
     return ReplyFitModel(*layers, threshold=threshold, embed=words_embed)
@@ -45,7 +47,9 @@ def test_recent_text_reads_the_last_message_and_the_recent_dialogue_newest_first
     last, recent = recent_text(dialogue)
     assert last == dialogue[-1].text if dialogue[-1].speaker == "usr" else dialogue[-2].text
     lines = recent.split("\n")
-    assert len(lines) == RECENT_MESSAGES and lines[0] == dialogue[-1].text and lines[-1] == dialogue[-RECENT_MESSAGES].text
+    assert (
+        len(lines) == RECENT_MESSAGES and lines[0] == dialogue[-1].text and lines[-1] == dialogue[-RECENT_MESSAGES].text
+    )
 
 
 def test_a_tiny_model_refuses_a_reply_from_another_topic() -> None:
@@ -104,11 +108,19 @@ def test_the_shipped_model_refuses_a_reply_about_something_else() -> None:
 
     model = shipped_model()
     assert model is not None
+    # the example conversation as the LM wrote it (docs/examples/conversations/lm-replies/driving-test.md)
     dialogue = [
         Message("usr", "Hi. I failed my driving test again today."),
-        Message("sys", "I'm sorry to hear that. How are you feeling about it?"),
+        Message("sys", "Hello! I'm sorry you've been having trouble with your driving test."),
         Message("usr", "It's the third time. I studied so hard and I still panicked at the roundabout."),
-    ]
-    assert model.problem(dialogue, "It sounds like the roundabout really rattled you. What happened there?") is None
-    assert model.problem(dialogue, "How are you feeling right now?") is None  # generic replies fit anywhere
-    assert model.problem(dialogue, "Have you tried making a budget for your groceries?") is not None
+        Message("sys", "I understand that it is difficult for some people to study but there are many ways to improve "
+                "your skills. Have you tried any of those?"),
+        Message("usr", "My dad keeps saying I'm useless with cars."),
+    ]  # fmt: skip
+    jobs = "I think it would be helpful if you could share what you know about your job as well. What kind of jobs do "
+    found = model.problem(dialogue, jobs + "you enjoy doing?")
+    assert found is not None and found.startswith("left the topic")
+    assert model.problem(dialogue, "It hurts when your dad says that. How did you feel when he said it?") is None
+    # it reads whether a reply answers what was said, not only its topic: sorry for a greeting does not
+    assert model.problem([Message("usr", "Hi, how are you?")], "How are you feeling right now?") is None
+    assert model.problem([Message("usr", "Hello")], "I'm sorry to hear that.") is not None

@@ -322,6 +322,17 @@ def test_the_planner_is_pluggable_and_checked(fuser: LateFusion) -> None:
         build_tree(text(), fuser=fuser, planner=lambda tree: [("Flattery", "", 1.0)])
 
 
+def test_the_restatement_quotes_a_sentence_never_a_fragment(fuser: LateFusion) -> None:
+    def restate(tree: AffectTree) -> list[tuple[str, str, float]]:
+        return [("Restatement or Paraphrasing", "say it back", 0.6)]
+
+    said = build_tree(text("I lost my job today.", salient=(("lost", 0.4),)), fuser=fuser, planner=restate)
+    assert "this is about “I lost my job today”" in (said.reply.text or "")
+    # a misheard voice note's one word ("Kit") is not something the person said worth saying back
+    fragment = build_tree(text("Kit.", salient=(("Kit", 0.4),)), fuser=fuser, planner=restate)
+    assert "this is about" not in (fragment.reply.text or "") and fragment.reply.text
+
+
 def test_the_rule_planner_only_chooses_esconv_strategies_and_never_self_disclosure(fuser: LateFusion) -> None:
     from fusion.tree import _REPLY_ORDER
 
