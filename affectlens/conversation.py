@@ -272,7 +272,7 @@ def build_lm_responder(
     wrote, and a missing or unreadable one is an error) and an exemplar bank from the
     ESConv file ``exemplars`` (or ``AFFECTLENS_ESCONV``; none by default: ESConv is not redistributed), embedded by
     ``embed`` (pass the sentence embedder the conversation's memory already loaded; default: a new one). With
-    ``topic_check`` the shipped ``fusion.reply_fit`` model refuses replies that leave the conversation's topic (a
+    ``topic_check`` the shipped ``fusion.reply_fit`` model refuses replies that do not answer the conversation (a
     missing model is logged, and the patterns alone check the replies)."""
     from affectlens.errors import WeightsError
     from fusion.exemplars import ExemplarBank, default_bank
@@ -459,7 +459,7 @@ class Conversation:
             fresh = [r for r in found if r.item.turn not in self._recalled]  # each earlier turn is brought up once
             if fresh:
                 self._recalled.add(fresh[0].item.turn)
-                recollection = mention(fresh[0])
+                recollection = mention(fresh[0], now_valence=float(emotion.get("valence") or 0.0))
         planned = tree.strategy.value.get("strategies", []) if isinstance(tree.strategy.value, dict) else []
         plan = tuple((str(s["strategy"]), str(s["why"]), float(s["confidence"])) for s in planned)
         names = [s for s, _, _ in plan]

@@ -419,17 +419,27 @@ def _snippet(text: str, max_words: int = 8) -> str:
     return " ".join(words) if len(words) <= max_words else " ".join(words[:max_words]) + "…"
 
 
-def mention(recollection: Recollection) -> str:
+#: ``mention`` names a change for the better when the person's valence now is at least this, and this much above
+#: the recalled turn's.
+BRIGHTER_NOW: Final = 0.3
+
+
+def mention(recollection: Recollection, now_valence: float | None = None) -> str:
     """A natural reference to a recalled turn for a reply.
 
     With a topic shared with the query: ``"Last time you mentioned your exam, you seemed worried."``; without one,
     the start of what was said: ``'Last time you said "I failed the test", you seemed down.'``. The feeling comes
-    from the emotion label (``FEELING_PHRASES``), else from the valence/arousal quadrant; none for neutral.
+    from the emotion label (``FEELING_PHRASES``), else from the valence/arousal quadrant; none for neutral. When the
+    person sounds clearly brighter now (``now_valence``, in [-1, 1], at least ``BRIGHTER_NOW`` and that much above
+    the recalled turn's) the change is named instead, so that a glad reply that follows is not read as glad about
+    the old words: ``'Last time you said "Maybe I should give up", and now you sound more hopeful.'``.
     """
     item = recollection.item
     if recollection.topic:
         head = f"Last time you mentioned {_topic_phrase(item.text, recollection.topic)}"
     else:
         head = f'Last time you said "{_snippet(item.text).rstrip(".!?,;:")}"'
+    if now_valence is not None and now_valence >= BRIGHTER_NOW and now_valence - item.valence >= BRIGHTER_NOW:
+        return f"{head}, and now you sound more hopeful."
     feeling = _feeling(item)
     return f"{head}, you seemed {feeling}." if feeling else f"{head}."

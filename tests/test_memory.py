@@ -141,6 +141,12 @@ def test_mention_without_a_shared_keyword_or_a_clear_feeling() -> None:
     no_topic = type(by_turn[0])(by_turn[0].item, 0.5, 0.5, None, None)
     assert mention(no_topic) == 'Last time you said "Walked in the park under grey skies, for…".'
     assert mention(by_turn[1]) == "Last time you mentioned park, you seemed tense."
+    # brighter now: the change is named, so a glad reply after it is not glad about the old words
+    assert mention(no_topic, now_valence=0.76) == (
+        'Last time you said "Walked in the park under grey skies, for…", and now you sound more hopeful.'
+    )
+    assert mention(by_turn[1], now_valence=0.2) == "Last time you mentioned park, you seemed tense."  # not bright
+    assert mention(by_turn[1], now_valence=-0.6).endswith("you seemed tense.")  # worse now: no change named
 
 
 def test_add_uses_a_given_embedding_and_refuses_blank_text() -> None:
