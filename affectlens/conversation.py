@@ -81,9 +81,9 @@ INSTRUCTIONS: Final[dict[str, str]] = {
 
 class TemplateResponder:
     """The planner's own reply: the tree's template for the planned strategies. The default: on ESConv test the
-    compact LM with the reply LoRA now shares more words with the references (BLEU-2 0.059 vs 0.048, ROUGE-L 0.174
-    vs 0.160, ``affectlens eval dialogue``), but its replies are at times off topic or judging, which the templates
-    never are (``docs/dialogue-replies.md``)."""
+    compact LM with the reply LoRA shares more words with the references (BLEU-2 0.056 vs 0.046, ROUGE-L 0.172 vs
+    0.158 with its reply checks, ``affectlens eval dialogue``), but read one by one its replies too often misread the
+    person or leave the conversation, which the templates never do (``docs/dialogue-replies.md``)."""
 
     name = "template"
 

@@ -202,6 +202,22 @@ _MAX_STRATEGIES = 3
 
 #: The restatement quotes the cause's first sentence only when it has at least this many words.
 MIN_QUOTE_WORDS: Final = 3
+#: First-person words a restatement turns to the second person (``second_person``).
+_TO_YOU: Final[dict[str, str]] = {
+    "i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're", "im": "you're",
+    "i've": "you've", "ive": "you've", "i'd": "you'd", "i'll": "you'll",
+}  # fmt: skip
+_AFTER_I: Final[dict[str, str]] = {"am": "are", "was": "were"}
+_SECOND: Final = frozenset({"you", "your", "yours", "you're", "yourself", "u", "ur"})
+_OPENERS: Final = frozenset({"but", "and", "so", "also", "well", "honestly", "actually", "anyway"})
+_WORD: Final = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?")
+#: A sentence starting with one of these is a question (with or without its "?"): not restated as a statement.
+_QUESTION_STARTS: Final = frozenset({
+    "am", "is", "are", "was", "were", "do", "does", "did", "can", "could", "should", "would", "will", "have", "has",
+    "had", "how", "what", "why", "when", "where", "who", "which",
+})  # fmt: skip
+#: The restatement in the person's own words, turned to "you" (``second_person``).
+RESTATEMENT_TEMPLATE: Final = "If I understand you right, you're saying that {restated}."
 #: Template sentences per strategy (``{feeling}``: a feeling word; ``{quote}``: the cause, quoted). The replies
 #: acknowledge, reassure and ask; they never pressure, flatter or claim to be a person.
 REPLY_TEMPLATES: Final[dict[str, str]] = {
@@ -790,6 +806,50 @@ def _strategy(tree: AffectTree, planner: Planner) -> TreeNode:
     return TreeNode("strategy", value, strategies[0]["confidence"], evidence)
 
 
+def second_person(sentence: str) -> str | None:
+    """What someone said, turned to the second person for a restatement ("I studied so hard" -> "you studied so
+    hard"; "I was" -> "you were"), without a leading "But", "And", "So" and the end punctuation; None when it has no
+    first-person word, already says "you" (it may address the assistant) or is a question: such a sentence is
+    quoted instead."""
+    found = list(_WORD.finditer(sentence))
+    words = [m.group(0).lower().replace("’", "'") for m in found]
+    if not any(w in _TO_YOU for w in words) or any(w in _SECOND for w in words):
+        return None
+    if sentence.rstrip().endswith("?") or words[0] in _QUESTION_STARTS:  # "you're saying that was he ..." is not
+        return None
+    out, last, previous = [], 0, ""
+    for m, key in zip(found, words, strict=True):
+        new = _TO_YOU.get(key) or (_AFTER_I[key] if key in _AFTER_I and previous == "i" else m.group(0))
+        out.append(sentence[last : m.start()] + new)
+        last, previous = m.end(), key
+    text = ("".join(out) + sentence[last:]).strip().rstrip(".!?…,;: ")
+    first = _WORD.match(text)
+    if first and first.group(0).lower() in _OPENERS:
+        text = text[first.end() :].lstrip(" ,")
+    return text[0].lower() + text[1:] if text else None
+
+
+def _restatement(cause: dict[str, Any]) -> str | None:
+    """The restatement of the cause: its first sentence in the first person turned to "you" ("If I understand you
+    right, you're saying that you ..."), else its first sentence quoted; None when there is nothing worth saying
+    back (a fragment under ``MIN_QUOTE_WORDS`` words). A paraphrase that the reply checks would refuse (the person's
+    own harsh words about themselves, now without quotes) is quoted instead."""
+    sentences = [str(s["text"]) for s in cause["sentences"]] if cause["observable"] else []
+    for sentence in sentences:
+        restated = second_person(sentence)
+        if restated and len(restated.split()) >= MIN_QUOTE_WORDS and len(restated) <= 160:
+            text = RESTATEMENT_TEMPLATE.format(restated=restated)
+            if not check_reply(text):
+                return text
+            break
+    quote = sentences[0] if sentences else ""
+    if len(quote.split()) < MIN_QUOTE_WORDS:  # a fragment ("Kit", a misheard voice note) is not a restatement
+        return None
+    if len(quote) > 120:
+        quote = quote[:117].rstrip() + "…"
+    return REPLY_TEMPLATES["Restatement or Paraphrasing"].format(quote=quote.rstrip(".!?"))
+
+
 def _template_reply(tree: AffectTree) -> str:
     """One sentence per strategy in ``_REPLY_ORDER`` (reflect, restate, reassure, suggest or inform, ask);
     Self-disclosure is skipped: there is nothing true to disclose."""
@@ -798,11 +858,7 @@ def _template_reply(tree: AffectTree) -> str:
     uncertain = emotion["uncertain"]
     conflict = emotion["agreement"] == "conflict"
     strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
-    quote = cause["sentences"][0]["text"] if cause["observable"] and cause["sentences"] else ""
-    if len(quote.split()) < MIN_QUOTE_WORDS:  # a fragment ("Kit", a misheard voice note) is not a restatement
-        quote = ""
-    if len(quote) > 120:
-        quote = quote[:117].rstrip() + "…"
+    restatement = _restatement(cause)
     sentences = []
     for strategy in sorted(strategies, key=_REPLY_ORDER.index):
         if strategy == "Self-disclosure":
@@ -817,9 +873,9 @@ def _template_reply(tree: AffectTree) -> str:
                 if "Question" not in strategies:
                     sentence += " Is that right?"
         elif strategy == "Restatement or Paraphrasing":
-            if not quote:
+            if not restatement:
                 continue
-            sentence = REPLY_TEMPLATES[strategy].format(quote=quote.rstrip(".!?"))
+            sentence = restatement
         elif strategy == "Affirmation and Reassurance":
             sentence = _REASSURANCE.get(label or "", REPLY_TEMPLATES[strategy])
         elif strategy == "Question":

@@ -25,7 +25,7 @@ from affectlens.types import (
     Utterance,
 )
 from fusion.late import FusedEmotion, LateFusion
-from fusion.tree import AU_ACTIVE_THRESHOLD, CAUSE_UNOBSERVED_CONFIDENCE, RulePlanner, build_tree
+from fusion.tree import AU_ACTIVE_THRESHOLD, CAUSE_UNOBSERVED_CONFIDENCE, RulePlanner, build_tree, second_person
 from tests.conftest import validate
 
 SAD_TEXT = "I lost my job today. The weather is fine. I don't know how to tell my family."
@@ -327,10 +327,26 @@ def test_the_restatement_quotes_a_sentence_never_a_fragment(fuser: LateFusion) -
         return [("Restatement or Paraphrasing", "say it back", 0.6)]
 
     said = build_tree(text("I lost my job today.", salient=(("lost", 0.4),)), fuser=fuser, planner=restate)
-    assert "this is about “I lost my job today”" in (said.reply.text or "")
+    assert said.reply.text == "If I understand you right, you're saying that you lost your job today."
+    plain = build_tree(text("The whole team was let go today.", salient=(("let", 0.4),)), fuser=fuser, planner=restate)
+    assert "this is about “The whole team was let go today”" in (plain.reply.text or "")  # no "I": quoted
+    # their own harsh words about themselves stay in quotes (unquoted, they would read as the reply's judgement)
+    harsh = build_tree(text("My dad says I'm useless.", salient=(("useless", 0.4),)), fuser=fuser, planner=restate)
+    assert "this is about “My dad says I'm useless”" in (harsh.reply.text or "")
     # a misheard voice note's one word ("Kit") is not something the person said worth saying back
     fragment = build_tree(text("Kit.", salient=(("Kit", 0.4),)), fuser=fuser, planner=restate)
     assert "this is about" not in (fragment.reply.text or "") and fragment.reply.text
+
+
+def test_second_person_turns_what_they_said_to_you() -> None:
+    assert second_person("I studied so hard and I still panicked.") == "you studied so hard and you still panicked"
+    assert second_person("I was scared and I am still shaking!") == "you were scared and you are still shaking"
+    assert second_person("But it means moving away from my friends.") == "it means moving away from your friends"
+    assert second_person("I’m tired of myself") == "you're tired of yourself"
+    assert second_person("It's the third time.") is None  # no first person
+    assert second_person("You're the only one I can talk to.") is None  # it addresses the assistant
+    assert second_person("Was he high when he was driving my daughter?") is None  # a question is not restated
+    assert second_person("should i tell my husband about this") is None
 
 
 def test_the_rule_planner_only_chooses_esconv_strategies_and_never_self_disclosure(fuser: LateFusion) -> None:
