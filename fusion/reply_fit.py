@@ -23,7 +23,6 @@ patterns do that).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +32,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from affectlens import weights
 from affectlens.errors import AffectLensError
-from fusion.safety_semantic import _gelu
+from fusion.safety_semantic import classifier_probabilities, load_classifier, save_classifier
 
 if TYPE_CHECKING:
     from fusion.strategy import Message
@@ -89,9 +87,9 @@ class ReplyFitModel:
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """p(belongs) for ``pair_features`` rows (N, 5d)."""
-        hidden = _gelu(np.asarray(features, np.float32) @ self.hidden_weight + self.hidden_bias)
-        logits = (hidden @ self.out_weight).astype(np.float64) + self.out_bias
-        return np.asarray(1.0 / (1.0 + np.exp(-logits)))
+        return classifier_probabilities(
+            features, (self.hidden_weight, self.hidden_bias, self.out_weight, self.out_bias)
+        )
 
     def fits(self, dialogue: Sequence[Message], reply: str) -> float:
         """p(``reply`` answers ``dialogue``, whose last message is the person's)."""
@@ -111,51 +109,23 @@ class ReplyFitModel:
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (safetensors: the two layers) and its ``.json`` card (threshold and whatever ``card``
         holds)."""
-        from safetensors.numpy import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {
-                "hidden.weight": self.hidden_weight.astype(np.float32),
-                "hidden.bias": self.hidden_bias.astype(np.float32),
-                "out.weight": self.out_weight.astype(np.float32),
-                "out.bias": np.array([self.out_bias], np.float32),
-            },
-            str(path),
-        )
-        card = {**self.card, "threshold": self.threshold}
-        path.with_suffix(".json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
-        return path
+        layers = (self.hidden_weight, self.hidden_bias, self.out_weight, self.out_bias)
+        return save_classifier(path, layers, {**self.card, "threshold": self.threshold})
 
     @classmethod
     def load(cls, path: str | Path | None = None, embed: Embedder | None = None) -> ReplyFitModel:
         """Load ``path`` and its ``.json`` card, or the shipped ``reply-fit`` weight through the weights lookup
         order; ``embed`` defaults to ``fusion.memory.shared_sentence_embedder()``."""
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        if path is None:
-            path, card_path = weights.locate(WEIGHT).path, weights.locate(CARD_WEIGHT).path
-        else:
-            path = Path(path)
-            card_path = path.with_suffix(".json")
-        if not path.is_file() or not card_path.is_file():
-            raise AffectLensError(f"{path}: reply topic model or its card missing")
+        layers, _, card = load_classifier(path, WEIGHT, CARD_WEIGHT, "reply topic model")
         try:
-            arrays = load_file(str(path))
-            card = json.loads(card_path.read_text())
             threshold = float(card.pop("threshold"))
-        except (SafetensorError, OSError, ValueError, KeyError) as exc:
-            raise AffectLensError(f"{path}: unreadable reply topic model ({exc})") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AffectLensError(f"{path or WEIGHT}: unreadable reply topic model card (no threshold: {exc})") from exc
         if embed is None:
             from fusion.memory import shared_sentence_embedder
 
             embed = shared_sentence_embedder()
-        return cls(
-            arrays["hidden.weight"].astype(np.float32), arrays["hidden.bias"].astype(np.float32),
-            arrays["out.weight"].astype(np.float32), float(arrays["out.bias"][0]), threshold, embed, card,
-        )  # fmt: skip
+        return cls(*layers, threshold, embed, card)
 
 
 @lru_cache(maxsize=1)

@@ -95,6 +95,68 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
 
 
+# ---- the one-hidden-layer classifier, shared with fusion.reply_fit ---------------------------------------------------
+
+Layers = tuple[np.ndarray, np.ndarray, np.ndarray, float]
+"""(hidden weight d x h, hidden bias h, out weight h, out bias): what ``fit_classifier`` returns."""
+
+
+def classifier_probabilities(x: np.ndarray, layers: Layers) -> np.ndarray:
+    """p(positive) of the classifier ``layers`` for inputs ``x`` (N, d): GELU hidden layer, sigmoid out."""
+    hidden_weight, hidden_bias, out_weight, out_bias = layers
+    hidden = _gelu(np.asarray(x, np.float32) @ hidden_weight + hidden_bias)
+    logits = (hidden @ out_weight).astype(np.float64) + out_bias
+    return np.asarray(1.0 / (1.0 + np.exp(-logits)))
+
+
+def save_classifier(
+    path: str | Path, layers: Layers, card: dict[str, Any], extra: dict[str, np.ndarray] | None = None
+) -> Path:
+    """Write ``path`` (safetensors: the two layers as float32, plus ``extra`` arrays) and its ``.json`` ``card``."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hidden_weight, hidden_bias, out_weight, out_bias = layers
+    arrays = {
+        "hidden.weight": hidden_weight.astype(np.float32), "hidden.bias": hidden_bias.astype(np.float32),
+        "out.weight": out_weight.astype(np.float32), "out.bias": np.array([out_bias], np.float32), **(extra or {}),
+    }  # fmt: skip
+    save_file(arrays, str(path))
+    path.with_suffix(".json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def load_classifier(
+    path: str | Path | None, weight: str, card_weight: str, what: str
+) -> tuple[Layers, dict[str, np.ndarray], dict[str, Any]]:
+    """(layers, every array, card) from ``path`` and its ``.json`` card, or from the shipped ``weight`` and
+    ``card_weight`` through the weights lookup order. A missing or unreadable file is an ``AffectLensError`` naming
+    it and ``what`` it should hold."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if path is None:
+        path, card_path = weights.locate(weight).path, weights.locate(card_weight).path
+    else:
+        path = Path(path)
+        card_path = path.with_suffix(".json")
+    if not path.is_file() or not card_path.is_file():
+        raise AffectLensError(f"{path}: {what} or its card missing")
+    try:
+        arrays = load_file(str(path))
+        card = json.loads(card_path.read_text())
+        layers = (
+            arrays["hidden.weight"].astype(np.float32), arrays["hidden.bias"].astype(np.float32),
+            arrays["out.weight"].astype(np.float32), float(arrays["out.bias"][0]),
+        )  # fmt: skip
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise AffectLensError(f"{path}: unreadable {what} ({exc})") from exc
+    if not isinstance(card, dict):
+        raise AffectLensError(f"{card_path}: unreadable {what} card (not a JSON object)")
+    return layers, arrays, card
+
+
 @dataclass(frozen=True)
 class SemanticRiskModel:
     """A one-hidden-layer classifier (``hidden_weight`` d x h, ``hidden_bias``, ``out_weight`` h, ``out_bias``; GELU)
@@ -120,9 +182,7 @@ class SemanticRiskModel:
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """p(crisis) for L2-normalised embeddings (N, d)."""
-        hidden = _gelu(np.asarray(vectors, np.float32) @ self.hidden_weight + self.hidden_bias)
-        logits = (hidden @ self.out_weight).astype(np.float64) + self.out_bias
-        return 1.0 / (1.0 + np.exp(-logits))
+        return classifier_probabilities(vectors, (self.hidden_weight, self.hidden_bias, self.out_weight, self.out_bias))
 
     def read(self, text: str) -> SemanticReading | None:
         """The most likely span of ``text`` (None for empty text)."""
@@ -147,53 +207,26 @@ class SemanticRiskModel:
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (safetensors: the two layers, the example vectors) and its ``.json`` card (the examples,
         categories, threshold and whatever ``card`` holds)."""
-        from safetensors.numpy import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {
-                "hidden.weight": self.hidden_weight.astype(np.float32),
-                "hidden.bias": self.hidden_bias.astype(np.float32),
-                "out.weight": self.out_weight.astype(np.float32),
-                "out.bias": np.array([self.out_bias], np.float32),
-                "example_vectors": self.example_vectors.astype(np.float16),
-            },
-            str(path),
-        )
         card = {
             **self.card,
             "threshold": self.threshold,
             "examples": [{"text": t, "category": c} for t, c in zip(self.examples, self.categories, strict=True)],
         }
-        path.with_suffix(".json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
-        return path
+        layers = (self.hidden_weight, self.hidden_bias, self.out_weight, self.out_bias)
+        return save_classifier(path, layers, card, {"example_vectors": self.example_vectors.astype(np.float16)})
 
     @classmethod
     def load(cls, path: str | Path | None = None, embed: Embedder | None = None) -> SemanticRiskModel:
         """Load ``path`` and its ``.json`` card, or the shipped ``safety-semantic`` weight through the weights
         lookup order; ``embed`` defaults to ``fusion.memory.shared_sentence_embedder()``."""
-        from safetensors.numpy import load_file
-
-        if path is None:
-            path, card_path = weights.locate(WEIGHT).path, weights.locate(CARD_WEIGHT).path
-        else:
-            path = Path(path)
-            card_path = path.with_suffix(".json")
-        if not path.is_file() or not card_path.is_file():
-            raise AffectLensError(f"{path}: semantic safety model or its card missing")
-        arrays = load_file(str(path))
-        card = json.loads(card_path.read_text())
+        layers, arrays, card = load_classifier(path, WEIGHT, CARD_WEIGHT, "semantic safety model")
         if embed is None:
             from fusion.memory import shared_sentence_embedder
 
             embed = shared_sentence_embedder()
         examples = card.pop("examples")
         return cls(
-            arrays["hidden.weight"].astype(np.float32),
-            arrays["hidden.bias"].astype(np.float32),
-            arrays["out.weight"].astype(np.float32),
-            float(arrays["out.bias"][0]),
+            *layers,
             tuple(e["text"] for e in examples),
             tuple(e["category"] for e in examples),
             arrays["example_vectors"].astype(np.float32),
