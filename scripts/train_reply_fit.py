@@ -12,7 +12,7 @@
    refused good reply is the price of catching foreign ones.
 3. ESConv test, scored once: the real replies refused, replies of other test dialogues (one per turn, drawn with a
    fixed seed) refused, and the ROC AUC between the two; and, for the record, the written examples of
-   ``EXAMPLES`` (LM replies seen in ``docs/examples/conversations/``; never used for a choice).
+   ``EXAMPLES`` (never used for a choice).
 
 Writes ``weights/reply-fit/reply-fit.safetensors`` + ``.json`` (card: threshold, choices, metrics).
 
@@ -44,8 +44,9 @@ DEFAULT_ESCONV = REPO.parent / "shared" / "data" / "esconv"
 DEFAULT_OUT = REPO / "weights" / "reply-fit" / "reply-fit.safetensors"
 CACHE = Path.home() / ".cache" / "affectlens" / "train" / "reply-fit"
 THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(1, 100))
-#: LM replies seen in the example conversations (a driving test failed for the third time), with what a reader
-#: would say of them; reported, never used for a choice.
+#: Written replies with what a reader would say of them (the first is the LM's, from an example conversation about a
+#: driving test failed for the third time, against a shorter dialogue than the one it answered); reported, never
+#: used for a choice.
 EXAMPLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("Hi. I failed my driving test again today.", "I'm sorry to hear that. How are you feeling about it?",
       "It's the third time. I studied so hard and I still panicked at the roundabout."),
