@@ -260,3 +260,50 @@ def test_goemotions_ekman_test_macro_f1(real: TextEmotionModel) -> None:
         )
         f1.append(2 * tp / max(2 * tp + fp + fn, 1))
     assert float(np.mean(f1)) > 0.5, f"macro-F1 {np.mean(f1):.3f} on the first 1,000 GoEmotions-Ekman test rows"
+
+
+# ---- negated emotion words (perception.text.negation) ---------------------------------------------------------------
+
+
+def test_negated_classes_finds_only_emotion_words_that_are_all_negated() -> None:
+    from perception.text.negation import negated_classes
+
+    assert negated_classes("I am not sad anymore.") == {"sadness"}
+    assert negated_classes("I don’t really feel scared at all now.") == {"fear"}
+    assert negated_classes("I'm no longer afraid, and I'm not angry either.") == {"fear", "anger"}
+    assert negated_classes("I've never been this sad in my life.") == set()  # an intensifier, not a negation
+    assert negated_classes("I don't know why I'm so sad.") == set()  # the "not" belongs to "know"
+    assert negated_classes("I'm not sad, I'm just... okay, I am sad.") == set()  # said plainly too
+    assert negated_classes("Nothing here about feelings.") == set()
+
+
+def test_adjust_lowers_only_a_negated_top_class_and_its_fine_labels() -> None:
+    from perception.text.negation import NEGATED_SCALE, adjust
+
+    labels = ("neutral", "sadness", "fear")
+    fine_labels = ("sadness", "grief", "fear", "neutral")
+    mapping = {"sadness": "sadness", "grief": "sadness", "fear": "fear", "neutral": "neutral"}
+    canonical = np.array([[0.2, 0.7, 0.1], [0.2, 0.7, 0.1]])
+    fine = np.array([[0.8, 0.4, 0.1, 0.2], [0.8, 0.4, 0.1, 0.2]])
+    texts = ["I am not sad anymore.", "I am so sad."]
+    new_canonical, new_fine = adjust(texts, canonical, fine, labels, fine_labels, mapping)
+    kept = 0.7 * NEGATED_SCALE
+    assert new_canonical[0] == pytest.approx(np.array([0.2, kept, 0.1]) / (0.3 + kept))
+    assert new_fine[0] == pytest.approx([0.8 * NEGATED_SCALE, 0.4 * NEGATED_SCALE, 0.1, 0.2])
+    assert np.array_equal(new_canonical[1], canonical[1]) and np.array_equal(new_fine[1], fine[1])  # not negated
+    assert np.array_equal(canonical[0], [0.2, 0.7, 0.1])  # the inputs are left as they were
+    # a negated emotion that is not the top class changes nothing
+    other, _ = adjust(["I'm not scared, just sad."], canonical[:1], fine[:1], labels, fine_labels, mapping)
+    assert np.array_equal(other, canonical[:1])
+
+
+@pytest.mark.weights
+def test_the_shipped_model_reads_a_denied_anger_as_neutral(real: TextEmotionModel) -> None:
+    text = "I'm not angry, just tired."  # docs/text-negation-eval.csv
+    try:
+        real.negation = False
+        assert real.predict([text], explain=False)[0].emotion.label == "anger"  # what the model alone reads
+    finally:
+        real.negation = True
+    assert real.predict([text], explain=False)[0].emotion.label == "neutral"
+    assert real.predict(["I'm so angry at my brother right now."], explain=False)[0].emotion.label == "anger"

@@ -30,6 +30,7 @@ from affectlens import weights
 from affectlens.labels import CANONICAL_EMOTIONS
 from affectlens.registry import register
 from affectlens.types import EmotionPrediction, TextEmotion
+from perception.text import negation
 
 if TYPE_CHECKING:
     from transformers import BertModel, PreTrainedTokenizerBase
@@ -347,7 +348,9 @@ class TextEmotionModel:
     """Emotion in English text: canonical 7-way distribution, 28 fine labels, valence/arousal, salient words.
 
     ``predict`` is the per-text API; ``predict_logits`` / ``predict_arrays`` are the batched numeric layer.
-    Texts are cut at ``config.max_length`` tokens (special tokens included), with a logged warning.
+    Texts are cut at ``config.max_length`` tokens (special tokens included), with a logged warning. With
+    ``negation`` (the default) ``predict`` lowers a top class whose emotion words the text only negates ("I am not
+    sad anymore"; ``perception.text.negation``, ``docs/text-negation.md``); the numeric layer reads the model alone.
     """
 
     name = "minilm-goemotions"
@@ -360,8 +363,10 @@ class TextEmotionModel:
         top_words: int = 5,
         device: str = "cpu",
         weight_files: dict[str, str] | None = None,
+        negation: bool = True,
     ) -> None:
         self.network = network.to(device).eval()
+        self.negation = negation
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.top_words = top_words
@@ -486,6 +491,10 @@ class TextEmotionModel:
             )  # fmt: skip
         canonical_logits, fine_logits, embeddings = self.predict_logits_and_embeddings(texts)
         canonical, fine = self.calibrate(canonical_logits, fine_logits)
+        if self.negation:
+            canonical, fine = negation.adjust(
+                texts, canonical, fine, self.config.classes, self.config.fine_labels, FINE_TO_CANONICAL
+            )
         va = self.valence_arousal(fine)
         salient = self.salient_words(texts, canonical, covered) if explain else [()] * len(texts)
         out = []
