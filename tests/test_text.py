@@ -305,5 +305,7 @@ def test_the_shipped_model_reads_a_denied_anger_as_neutral(real: TextEmotionMode
         assert real.predict([text], explain=False)[0].emotion.label == "anger"  # what the model alone reads
     finally:
         real.negation = True
-    assert real.predict([text], explain=False)[0].emotion.label == "neutral"
+    denied = real.predict([text])[0]
+    assert denied.emotion.label == "neutral"
+    assert denied.salient_words[0][0] == "not"  # the explanation names the word that changed the reading
     assert real.predict(["I'm so angry at my brother right now."], explain=False)[0].emotion.label == "anger"

@@ -526,7 +526,11 @@ class TextEmotionModel:
                 owners.append((i, _display_word(match.group())))
         scores: list[list[tuple[str, float]]] = [[] for _ in texts]
         if variants:
-            occluded, _ = self.predict_arrays(variants)
+            occluded, occluded_fine = self.predict_arrays(variants)
+            if self.negation:  # read the variants as ``predict`` reads the text (dropping "not" restores the cue)
+                occluded, _ = negation.adjust(
+                    variants, occluded, occluded_fine, self.config.classes, self.config.fine_labels, FINE_TO_CANONICAL
+                )
             for (i, word), probs in zip(owners, occluded, strict=True):
                 top = int(np.argmax(canonical[i]))
                 scores[i].append((word, float(canonical[i, top] - probs[top])))
