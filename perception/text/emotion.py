@@ -387,6 +387,7 @@ class TextEmotionModel:
             "max_length": self.config.max_length,
             "valence_arousal": "fine-label circumplex mapping",
             "salient_words": "occlusion (drop in top-class probability)",
+            "negation": f"a negated top class x{negation.NEGATED_SCALE}" if self.negation else "off",
         }
 
     def save_pretrained(self, directory: str | Path) -> Path:
