@@ -26,6 +26,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from fusion.esconv import ReplySample, read_dialogues, reply_samples  # noqa: E402
 from fusion.memory import sentence_embedder  # noqa: E402
 from fusion.reply_fit import MAX_REFUSED, RECENT_MESSAGES, ReplyFitModel, pair_features, recent_text  # noqa: E402
-from fusion.safety_semantic import fit_classifier  # noqa: E402
+from fusion.safety_semantic import classifier_probabilities, fit_classifier  # noqa: E402
 from fusion.strategy import Message  # noqa: E402
 
 DEFAULT_ESCONV = REPO.parent / "shared" / "data" / "esconv"
@@ -106,13 +107,10 @@ def foreign(samples: list[ReplySample], k: int, rng: np.random.Generator) -> np.
 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """ROC AUC: the chance a positive scores above a negative (ties half)."""
-    scores = np.concatenate([positive, negative])
-    ranks = np.argsort(np.argsort(scores, kind="stable"), kind="stable").astype(np.float64) + 1
-    for value in np.unique(scores):  # average ranks of ties
-        tied = scores == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
+    """ROC AUC: the chance a positive scores above a negative (ties half), by the rank-sum statistic."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([positive, negative]))  # ties share their average rank
     n_pos, n_neg = len(positive), len(negative)
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -146,10 +144,12 @@ def main() -> None:
 
     def scores(name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """p(belongs) of the split's real replies, and of one foreign reply per turn."""
-        probe = ReplyFitModel(*layers, threshold=0.5, embed=embed)
         a, b, c = vectors[name]
         other = foreign(split[name], 1, np.random.default_rng(seed))[:, 0]
-        return probe.probabilities(pair_features(a, b, c)), probe.probabilities(pair_features(a, b, c[other]))
+        return (
+            classifier_probabilities(pair_features(a, b, c), layers),
+            classifier_probabilities(pair_features(a, b, c[other]), layers),
+        )
 
     valid_real, valid_foreign = scores("valid", 1)
     threshold = max(t for t in THRESHOLDS if np.mean(valid_real < t) <= MAX_REFUSED)
@@ -187,8 +187,7 @@ def main() -> None:
         "licence": "Apache-2.0; trained on ESConv (CC BY-NC 4.0, academic research only)",
         "command": "python scripts/train_reply_fit.py",
     }  # fmt: skip
-    model = ReplyFitModel(*layers, threshold=threshold, embed=embed, card=card)
-    model.save(args.out)
+    replace(model, card=card).save(args.out)
     print(json.dumps({k: card[k] for k in ("valid", "test", "written_examples")}, indent=1))
     print(f"threshold {threshold}; wrote {args.out} in {time.perf_counter() - start:.0f} s")
 

@@ -30,7 +30,7 @@ from affectlens import weights
 from affectlens.labels import CANONICAL_EMOTIONS
 from affectlens.registry import register
 from affectlens.types import EmotionPrediction, TextEmotion
-from perception.text import negation
+from perception.text import negation as negation_rule
 
 if TYPE_CHECKING:
     from transformers import BertModel, PreTrainedTokenizerBase
@@ -387,7 +387,7 @@ class TextEmotionModel:
             "max_length": self.config.max_length,
             "valence_arousal": "fine-label circumplex mapping",
             "salient_words": "occlusion (drop in top-class probability)",
-            "negation": f"a negated top class x{negation.NEGATED_SCALE}" if self.negation else "off",
+            "negation": f"a negated top class x{negation_rule.NEGATED_SCALE}" if self.negation else "off",
         }
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -493,7 +493,7 @@ class TextEmotionModel:
         canonical_logits, fine_logits, embeddings = self.predict_logits_and_embeddings(texts)
         canonical, fine = self.calibrate(canonical_logits, fine_logits)
         if self.negation:
-            canonical, fine = negation.adjust(
+            canonical, fine = negation_rule.adjust(
                 texts, canonical, fine, self.config.classes, self.config.fine_labels, FINE_TO_CANONICAL
             )
         va = self.valence_arousal(fine)
@@ -529,7 +529,7 @@ class TextEmotionModel:
         if variants:
             occluded, occluded_fine = self.predict_arrays(variants)
             if self.negation:  # read the variants as ``predict`` reads the text (dropping "not" restores the cue)
-                occluded, _ = negation.adjust(
+                occluded, _ = negation_rule.adjust(
                     variants, occluded, occluded_fine, self.config.classes, self.config.fine_labels, FINE_TO_CANONICAL
                 )
             for (i, word), probs in zip(owners, occluded, strict=True):
