@@ -241,7 +241,52 @@ _FEELINGS: Final[dict[str, str]] = {
 _REASSURANCE: Final[dict[str, str]] = {
     "fear": "It's understandable to feel uneasy, and you can take this one step at a time.",
     "happiness": "That's really good to hear.",
+    "neutral": "Thank you for telling me about this.",
 }
+#: The kind of gladness a happy reading is, by the words' strongest positive GoEmotions label: the text model's
+#: happiness holds all of them, and only good news is "really good to hear" (``docs/dialogue-replies.md``).
+GLADNESS: Final[dict[str, str]] = {
+    **dict.fromkeys(("joy", "excitement", "relief", "pride", "amusement"), "good news"),
+    "gratitude": "thanks",
+    **dict.fromkeys(("optimism", "desire"), "hope"),
+    **dict.fromkeys(("approval", "admiration", "caring", "love"), "acknowledgement"),
+}
+#: The feeling a reflection names for each kind of gladness (None: no feeling is named).
+_GLAD_FEELINGS: Final[dict[str, str | None]] = {
+    "joy": "happy", "amusement": "happy", "excitement": "excited", "relief": "relieved", "pride": "proud",
+    "optimism": "hopeful", "desire": "hopeful", "gratitude": None, "approval": None, "admiration": None,
+    "caring": None, "love": None,
+}  # fmt: skip
+#: (reassurance, question) for each kind of gladness but good news (which keeps ``_REASSURANCE`` and
+#: ``_QUESTIONS``' happiness sentences).
+_GLAD_SENTENCES: Final[dict[str, tuple[str, str]]] = {
+    "thanks": ("You're welcome. I'm glad if this helps.", "How are you feeling now?"),
+    "hope": ("It's good to hold on to that hope.", "How are you feeling about it?"),
+    "acknowledgement": ("Thank you for telling me.", "How are you feeling about it?"),
+}
+_GREET: Final = r"(?:hi+|hello+|hey+|hiya|howdy|greetings|good (?:morning|afternoon|evening|day))(?: there| again)?"
+_HOW_ARE_YOU: Final = (
+    r"(?:how are (?:you|u)(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?|how(?:'s| is) it going|"
+    r"how are things|how have you been)"
+)
+#: A message that is only a greeting, perhaps asking how we are (its words lower-cased, one space apart).
+_GREETING_ONLY: Final = re.compile(rf"(?:{_GREET} ?)+(?:{_HOW_ARE_YOU})?|{_HOW_ARE_YOU}")
+#: The reply to a message that is only a greeting: at the start, when it asks how we are (no day or feelings of our
+#: own are claimed), and later in a conversation.
+GREETING_REPLIES: Final[dict[str, str]] = {
+    "greeting": "Hello, I'm glad you reached out. What's on your mind today?",
+    "greeting, asking how we are": (
+        "Hello, and thank you for asking. I'm here and ready to listen. How are you doing today?"
+    ),
+    "greeting again": "I'm here, and I'm listening. What's on your mind?",
+}
+#: A question about the assistant's own experience ("have you ever felt that way?"): answered honestly first.
+_ABOUT_OUR_EXPERIENCE: Final = re.compile(
+    r"\b(?:have|did) you (?:ever )?(?:felt|feel|been through|gone through|go through|had|experienced?|lost)\b|"
+    r"\b(?:what|how) about you\b|\bhas (?:this|that|it) ever happened to you\b|\bwhat was it like for you\b",
+    re.IGNORECASE,
+)
+AI_EXPERIENCE_ANSWER: Final = "I'm an AI, so I haven't lived through it myself, but many people feel this way."
 #: The order a template reply's sentences follow, whatever order the strategies were chosen in.
 _REPLY_ORDER: Final = (
     "Reflection of feelings", "Restatement or Paraphrasing", "Affirmation and Reassurance", "Providing Suggestions",
@@ -850,21 +895,63 @@ def _restatement(cause: dict[str, Any]) -> str | None:
     return REPLY_TEMPLATES["Restatement or Paraphrasing"].format(quote=quote.rstrip(".!?"))
 
 
-def _template_reply(tree: AffectTree) -> str:
-    """One sentence per strategy in ``_REPLY_ORDER`` (reflect, restate, reassure, suggest or inform, ask);
-    Self-disclosure is skipped: there is nothing true to disclose."""
+def greeting_kind(words: str, earlier: bool = False) -> str | None:
+    """The ``GREETING_REPLIES`` key for ``words`` that are only a greeting ("Hi!", "Hello. How are you today?"),
+    ``earlier``: the person has spoken before in this conversation; None for anything else."""
+    said = " ".join(re.findall(r"[a-z']+", words.lower().replace("’", "'")))
+    if not said or not _GREETING_ONLY.fullmatch(said):
+        return None
+    if earlier:
+        return "greeting again"
+    return "greeting, asking how we are" if re.search(_HOW_ARE_YOU, said) else "greeting"
+
+
+def _top_positive(fine: Mapping[str, float] | None) -> str | None:
+    """The strongest positive (``GLADNESS``) label in the words' GoEmotions labels ``fine``; None without them."""
+    return max(GLADNESS, key=lambda label: float(fine.get(label, 0.0))) if fine else None
+
+
+def gladness(fine: Mapping[str, float] | None) -> str:
+    """The ``GLADNESS`` kind of the strongest positive label in the words' GoEmotions labels ``fine``; "good news"
+    without words (a smiling face)."""
+    top = _top_positive(fine)
+    return GLADNESS[top] if top else "good news"
+
+
+def _words_fine(results: list[AnalysisResult]) -> dict[str, float] | None:
+    """The GoEmotions labels of the moment's words, averaged over its utterances; None without words."""
+    fines = [u.text_emotion.fine for _, u in _worded(results) if u.text_emotion is not None and u.text_emotion.fine]
+    if not fines:
+        return None
+    return {label: float(np.mean([f.get(label, 0.0) for f in fines])) for label in fines[0]}
+
+
+def _template_reply(
+    tree: AffectTree, words: str = "", fine: Mapping[str, float] | None = None, earlier: bool = False
+) -> tuple[str, str | None]:
+    """(reply, its kind): one sentence per strategy in ``_REPLY_ORDER`` (reflect, restate, reassure, suggest or
+    inform, ask); Self-disclosure is skipped: there is nothing true to disclose. ``words`` that are only a greeting
+    are greeted back instead (kind: the ``GREETING_REPLIES`` key); a happy reading's sentences follow its
+    ``gladness`` in the words' GoEmotions labels ``fine`` (kind: the gladness); a question about our own experience
+    is answered honestly first. ``earlier``: the person has spoken before in this conversation."""
+    greeting = greeting_kind(words, earlier)
+    if greeting:
+        return GREETING_REPLIES[greeting], greeting
     emotion, cause = tree.emotion.value, tree.cause.value
     label = emotion["label"]
     uncertain = emotion["uncertain"]
     conflict = emotion["agreement"] == "conflict"
     strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
     restatement = _restatement(cause)
-    sentences = []
+    top_glad = _top_positive(fine) if label == "happiness" else None
+    glad = gladness(fine) if label == "happiness" else None
+    asked_about_us = bool(_ABOUT_OUR_EXPERIENCE.search(words))
+    sentences = [AI_EXPERIENCE_ANSWER] if asked_about_us else []
     for strategy in sorted(strategies, key=_REPLY_ORDER.index):
         if strategy == "Self-disclosure":
             continue
         if strategy == "Reflection of feelings":
-            feeling = _FEELINGS.get(label or "")
+            feeling = _GLAD_FEELINGS[top_glad] if top_glad else _FEELINGS.get(label or "")
             if not feeling:
                 continue
             sentence = REPLY_TEMPLATES[strategy].format(feeling=feeling)
@@ -873,11 +960,14 @@ def _template_reply(tree: AffectTree) -> str:
                 if "Question" not in strategies:
                     sentence += " Is that right?"
         elif strategy == "Restatement or Paraphrasing":
-            if not restatement:
+            if not restatement or asked_about_us:  # their question is answered, not said back
                 continue
             sentence = restatement
         elif strategy == "Affirmation and Reassurance":
-            sentence = _REASSURANCE.get(label or "", REPLY_TEMPLATES[strategy])
+            if glad in _GLAD_SENTENCES:
+                sentence = _GLAD_SENTENCES[glad][0]
+            else:
+                sentence = _REASSURANCE.get(label or "", REPLY_TEMPLATES[strategy])
         elif strategy == "Question":
             if conflict:
                 sentence = _QUESTIONS["conflict"]
@@ -885,19 +975,25 @@ def _template_reply(tree: AffectTree) -> str:
                 sentence = _QUESTIONS["uncertain"] if cause["observable"] else _QUESTIONS["unobserved"]
             elif not cause["observable"]:
                 sentence = _QUESTIONS["unobserved"]
+            elif glad in _GLAD_SENTENCES:
+                sentence = _GLAD_SENTENCES[glad][1]
             else:
                 sentence = _QUESTIONS.get(label, REPLY_TEMPLATES[strategy])
         else:
             sentence = REPLY_TEMPLATES[strategy]
         if sentence not in sentences:
             sentences.append(sentence)
-    return " ".join(sentences) or REPLY_TEMPLATES["Others"]
+    return " ".join(sentences) or REPLY_TEMPLATES["Others"], glad
 
 
-def _reply(tree: AffectTree) -> TreeNode:
-    text = _template_reply(tree)
+def _reply(
+    tree: AffectTree, words: str = "", fine: Mapping[str, float] | None = None, earlier: bool = False
+) -> TreeNode:
+    text, kind = _template_reply(tree, words, fine, earlier)
     strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
-    value = {"strategies": strategies, "template": text}
+    value: dict[str, Any] = {"strategies": strategies, "template": text}
+    if kind:
+        value["kind"] = kind
     return TreeNode("reply", value, tree.strategy.confidence, tree.strategy.evidence, text, "template")
 
 
@@ -1170,7 +1266,7 @@ def build_tree(
     else:
         strategy = _strategy(tree, planner)
         tree = tree.replace_node(strategy.with_text(_strategy_text(strategy), "template"))
-        reply = _reply(tree)
+        reply = _reply(tree, words, _words_fine(flat), earlier=bool(history))
         if risk.level == "concern":
             check_in_text = check_in(risk)
             text = f"{reply.text} {check_in_text}"

@@ -546,3 +546,81 @@ def test_without_words_the_safety_record_says_none(fuser: LateFusion, tree_schem
 
     with pytest.raises(jsonschema.ValidationError):
         validate(bad, tree_schema)
+
+
+def _said(words: str, label: str, fine: dict[str, float], p: float = 0.9) -> AnalysisResult:
+    """Typed words read as ``label`` with the GoEmotions labels ``fine``."""
+    emotion = TextEmotion(_pred(label, p), fine, ((words.split()[0], 0.3),))
+    utterance = Utterance(0, 0.0, 0.0, words, None, emotion)
+    return AnalysisResult("<text>", "text", None, None, None, None, (), {"text_emotion": "tiny"}, {}, (utterance,))
+
+
+def _plan(*strategies: str):
+    return lambda tree: [(s, "test", 0.6) for s in strategies]
+
+
+def test_a_greeting_is_greeted_back_not_asked_about_it(fuser: LateFusion, tree_schema: dict) -> None:
+    from fusion.tree import GREETING_REPLIES, greeting_kind
+
+    ask = _plan("Question")
+    tree = build_tree(_said("Hi, how are you?", "neutral", {"neutral": 0.9}), fuser=fuser, planner=ask)
+    assert tree.reply.text == GREETING_REPLIES["greeting, asking how we are"]
+    assert (
+        "it" not in (tree.reply.text or "").lower().split()
+        and tree.reply.value["kind"] == "greeting, asking how we are"
+    )
+    validate(tree.to_dict(), tree_schema)
+    hello = build_tree(_said("Hello!", "neutral", {"neutral": 0.9}), fuser=fuser, planner=ask)
+    assert hello.reply.text == GREETING_REPLIES["greeting"]
+    again = build_tree(_said("hello?", "neutral", {"neutral": 0.9}), fuser=fuser, planner=ask, history=["I failed."])
+    assert again.reply.text == GREETING_REPLIES["greeting again"]
+    assert greeting_kind("Hello. How are you today?") == "greeting, asking how we are"
+    assert greeting_kind("Good morning there") == "greeting"
+    assert greeting_kind("Hi, I lost my job today.") is None and greeting_kind("") is None
+    assert greeting_kind("Hey, I'm doing well, how are you?") is None  # they answered something: read as usual
+    news = build_tree(_said("Hi, I lost my job today.", "sadness", {"grief": 0.5}), fuser=fuser, planner=ask)
+    assert "kind" not in news.reply.value and news.reply.text != GREETING_REPLIES["greeting"]
+
+
+def test_a_happy_reading_follows_its_kind_of_gladness(fuser: LateFusion, tree_schema: dict) -> None:
+    from fusion.tree import gladness
+
+    plan = _plan("Reflection of feelings", "Affirmation and Reassurance", "Question")
+
+    def reply(fine: dict[str, float]) -> tuple[str, str | None]:
+        tree = build_tree(_said("It went the way it went today.", "happiness", fine), fuser=fuser, planner=plan)
+        validate(tree.to_dict(), tree_schema)
+        return tree.reply.text or "", tree.reply.value.get("kind")
+
+    assert reply({"joy": 0.8, "approval": 0.3}) == (
+        "It sounds like you're feeling happy. That's really good to hear. What made it so good?", "good news"
+    )  # fmt: skip
+    assert reply({"relief": 0.6})[0].startswith("It sounds like you're feeling relieved.")
+    assert reply({"optimism": 0.9, "approval": 0.1}) == (
+        "It sounds like you're feeling hopeful. It's good to hold on to that hope. How are you feeling about it?", "hope"
+    )  # fmt: skip
+    # approval, admiration, caring, love: not news to celebrate ("Yes, I am looking for emotional support.")
+    assert reply({"approval": 0.5, "joy": 0.1}) == (
+        "Thank you for telling me. How are you feeling about it?", "acknowledgement"
+    )  # fmt: skip
+    assert reply({"gratitude": 0.95}) == ("You're welcome. I'm glad if this helps. How are you feeling now?", "thanks")
+    assert gladness(None) == "good news"  # a smile without words
+
+
+def test_neutral_words_are_thanked_not_told_they_are_a_lot(fuser: LateFusion) -> None:
+    said = _said("I'm a freelance writer so I choose my own hours.", "neutral", {"neutral": 0.8}, p=0.8)
+    tree = build_tree(said, fuser=fuser, planner=_plan("Affirmation and Reassurance"))
+    assert tree.reply.text == "Thank you for telling me about this."
+
+
+def test_a_question_about_our_own_experience_is_answered_honestly(fuser: LateFusion) -> None:
+    from fusion.safety import check_reply
+    from fusion.tree import AI_EXPERIENCE_ANSWER
+
+    said = _said("Have you ever felt that way?", "sadness", {"sadness": 0.6})
+    tree = build_tree(said, fuser=fuser, planner=_plan("Restatement or Paraphrasing", "Question"))
+    reply = tree.reply.text or ""
+    assert reply.startswith(AI_EXPERIENCE_ANSWER) and "this is about" not in reply  # answered, not said back
+    assert check_reply(reply) == []
+    plain = build_tree(_said("I failed again.", "sadness", {"sadness": 0.6}), fuser=fuser, planner=_plan("Question"))
+    assert AI_EXPERIENCE_ANSWER not in (plain.reply.text or "")
