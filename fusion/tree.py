@@ -209,6 +209,8 @@ _TO_YOU: Final[dict[str, str]] = {
 }  # fmt: skip
 _AFTER_I: Final[dict[str, str]] = {"am": "are", "was": "were"}
 _SECOND: Final = frozenset({"you", "your", "yours", "you're", "yourself", "u", "ur"})
+#: First-person plural: a restatement cannot turn "we" to "you" (it would speak as the person), so it quotes.
+_PLURAL: Final = frozenset({"we", "us", "our", "ours", "ourselves", "we're", "we've", "we'd", "we'll"})
 _OPENERS: Final = frozenset({"but", "and", "so", "also", "well", "honestly", "actually", "anyway"})
 _WORD: Final = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?")
 #: A sentence starting with one of these is a question (with or without its "?"): not restated as a statement.
@@ -251,6 +253,12 @@ GLADNESS: Final[dict[str, str]] = {
     **dict.fromkeys(("optimism", "desire"), "hope"),
     **dict.fromkeys(("approval", "admiration", "caring", "love"), "acknowledgement"),
 }
+#: GoEmotions labels of the negative canonical emotions (sadness, fear, anger, disgust), which good news must
+#: outweigh together.
+NEGATIVE_FINE: Final = (
+    "sadness", "disappointment", "embarrassment", "grief", "remorse", "fear", "nervousness", "anger", "annoyance",
+    "disapproval", "disgust",
+)  # fmt: skip
 #: The feeling a reflection names for each kind of gladness (None: no feeling is named).
 _GLAD_FEELINGS: Final[dict[str, str | None]] = {
     "joy": "happy", "amusement": "happy", "excitement": "excited", "relief": "relieved", "pride": "proud",
@@ -261,13 +269,27 @@ _GLAD_FEELINGS: Final[dict[str, str | None]] = {
 #: ``_QUESTIONS``' happiness sentences).
 _GLAD_SENTENCES: Final[dict[str, tuple[str, str]]] = {
     "thanks": ("You're welcome. I'm glad if this helps.", "How are you feeling now?"),
-    "hope": ("It's good to hold on to that hope.", "How are you feeling about it?"),
+    "thanks, and more": ("You're welcome, and thank you for telling me more.", "How are you feeling about it?"),
+    "hope": ("Thank you for telling me.", "How are you feeling about it?"),
     "acknowledgement": ("Thank you for telling me.", "How are you feeling about it?"),
 }
+#: Thanks followed by at least this many more words is thanked and the rest acknowledged ("thanks, and more").
+THANKS_AND_MORE_WORDS: Final = 4
+_THANKS: Final = re.compile(
+    r"\b(?:thanks?|thank you|thx|ty|appreciate (?:it|that|you))\b(?: (?:so|very) much| a lot)?[^.!?]*[.!?]*", re.I
+)
+#: The person has just said how they are or feel: a generic feeling question would ask it again.
+_SAID_HOW_THEY_ARE: Final = re.compile(
+    r"\b(?:i|i'm|im|i've|ive)\b[^.!?]{0,20}\bfeel(?:s|ing)?\b|"
+    r"\b(?:i'm|im|i am)\s+(?:\w+\s+)?(?:good|fine|ok|okay|alright|well|great|doing|not (?:good|great|well|ok|okay))\b",
+    re.IGNORECASE,
+)
+#: The question that replaces a generic feeling question when they have just said how they feel.
+TELL_ME_WHAT_HAPPENED: Final = "Would you like to tell me more about what's been happening?"
 _GREET: Final = r"(?:hi+|hello+|hey+|hiya|howdy|greetings|good (?:morning|afternoon|evening|day))(?: there| again)?"
 _HOW_ARE_YOU: Final = (
     r"(?:how are (?:you|u)(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?|how(?:'s| is) it going|"
-    r"how are things|how have you been)"
+    r"how are things|how have you been|(?:and|how about|what about) (?:you|u)(?: doing)?)"
 )
 #: A message that is only a greeting, perhaps asking how we are (its words lower-cased, one space apart).
 _GREETING_ONLY: Final = re.compile(rf"(?:{_GREET} ?)+(?:{_HOW_ARE_YOU})?|{_HOW_ARE_YOU}")
@@ -279,11 +301,12 @@ GREETING_REPLIES: Final[dict[str, str]] = {
         "Hello, and thank you for asking. I'm here and ready to listen. How are you doing today?"
     ),
     "greeting again": "I'm here, and I'm listening. What's on your mind?",
+    "asking how we are": "Thank you for asking. I'm here and ready to listen. What's on your mind?",
 }
 #: A question about the assistant's own experience ("have you ever felt that way?"): answered honestly first.
 _ABOUT_OUR_EXPERIENCE: Final = re.compile(
     r"\b(?:have|did) you (?:ever )?(?:felt|feel|been through|gone through|go through|had|experienced?|lost)\b|"
-    r"\b(?:what|how) about you\b|\bhas (?:this|that|it) ever happened to you\b|\bwhat was it like for you\b",
+    r"\bhas (?:this|that|it) ever happened to you\b|\bwhat was it like for you\b",
     re.IGNORECASE,
 )
 AI_EXPERIENCE_ANSWER: Final = "I'm an AI, so I haven't lived through it myself, but many people feel this way."
@@ -299,6 +322,10 @@ _QUESTIONS: Final[dict[str, str]] = {
     "happiness": "What made it so good?",
     "surprise": "How do you feel about it now?",
 }
+#: The generic questions about how they feel (``_template_reply`` asks what happened instead when they have said it).
+_FEELING_QUESTIONS: Final = frozenset({
+    _QUESTIONS["uncertain"], _QUESTIONS["surprise"], "How are you feeling now?", "How are you feeling about it?",
+})  # fmt: skip
 #: The safety plan that replaces the planner's strategies on a crisis: each strategy with its part in
 #: ``fusion.safety.crisis_reply`` (the risk's ``why`` comes first in each strategy's why).
 SAFETY_PLAN: Final[tuple[tuple[str, str], ...]] = (
@@ -854,11 +881,11 @@ def _strategy(tree: AffectTree, planner: Planner) -> TreeNode:
 def second_person(sentence: str) -> str | None:
     """What someone said, turned to the second person for a restatement ("I studied so hard" -> "you studied so
     hard"; "I was" -> "you were"), without a leading "But", "And", "So" and the end punctuation; None when it has no
-    first-person word, already says "you" (it may address the assistant) or is a question: such a sentence is
-    quoted instead."""
+    first-person word, already says "you" (it may address the assistant), says "we" (turned, it would speak as the
+    person) or is a question: such a sentence is quoted instead."""
     found = list(_WORD.finditer(sentence))
     words = [m.group(0).lower().replace("’", "'") for m in found]
-    if not any(w in _TO_YOU for w in words) or any(w in _SECOND for w in words):
+    if not any(w in _TO_YOU for w in words) or any(w in _SECOND or w in _PLURAL for w in words):
         return None
     if sentence.rstrip().endswith("?") or words[0] in _QUESTION_STARTS:  # "you're saying that was he ..." is not
         return None
@@ -901,21 +928,32 @@ def greeting_kind(words: str, earlier: bool = False) -> str | None:
     said = " ".join(re.findall(r"[a-z']+", words.lower().replace("’", "'")))
     if not said or not _GREETING_ONLY.fullmatch(said):
         return None
+    asks = re.search(_HOW_ARE_YOU, said) is not None
     if earlier:
-        return "greeting again"
-    return "greeting, asking how we are" if re.search(_HOW_ARE_YOU, said) else "greeting"
+        return "asking how we are" if asks else "greeting again"
+    return "greeting, asking how we are" if asks else "greeting"
 
 
 def _top_positive(fine: Mapping[str, float] | None) -> str | None:
-    """The strongest positive (``GLADNESS``) label in the words' GoEmotions labels ``fine``; None without them."""
-    return max(GLADNESS, key=lambda label: float(fine.get(label, 0.0))) if fine else None
+    """The strongest positive (``GLADNESS``) label in the words' GoEmotions labels ``fine``; None without them (or
+    when none of them has any probability)."""
+    if not fine:
+        return None
+    top = max(GLADNESS, key=lambda label: float(fine.get(label, 0.0)))
+    return top if float(fine.get(top, 0.0)) > 0.0 else None
 
 
 def gladness(fine: Mapping[str, float] | None) -> str:
     """The ``GLADNESS`` kind of the strongest positive label in the words' GoEmotions labels ``fine``; "good news"
-    without words (a smiling face)."""
+    without words (a smiling face). Good news must outweigh the negative labels together ("I'm feeling very
+    overwhelmed" reads excitement 0.11 beside nervousness and disappointment 0.13): else "acknowledgement"."""
     top = _top_positive(fine)
-    return GLADNESS[top] if top else "good news"
+    if not top or not fine:
+        return "good news"
+    kind = GLADNESS[top]
+    if kind == "good news" and float(fine.get(top, 0.0)) < sum(float(fine.get(n, 0.0)) for n in NEGATIVE_FINE):
+        return "acknowledgement"
+    return kind
 
 
 def _words_fine(results: list[AnalysisResult]) -> dict[str, float] | None:
@@ -945,13 +983,20 @@ def _template_reply(
     restatement = _restatement(cause)
     top_glad = _top_positive(fine) if label == "happiness" else None
     glad = gladness(fine) if label == "happiness" else None
+    if glad == "thanks" and len(_THANKS.sub(" ", words).split()) >= THANKS_AND_MORE_WORDS:
+        glad = "thanks, and more"
+    said_how = _SAID_HOW_THEY_ARE.search(words.replace("’", "'")) is not None
     asked_about_us = bool(_ABOUT_OUR_EXPERIENCE.search(words))
     sentences = [AI_EXPERIENCE_ANSWER] if asked_about_us else []
     for strategy in sorted(strategies, key=_REPLY_ORDER.index):
         if strategy == "Self-disclosure":
             continue
         if strategy == "Reflection of feelings":
-            feeling = _GLAD_FEELINGS[top_glad] if top_glad else _FEELINGS.get(label or "")
+            feeling = (
+                (_GLAD_FEELINGS[top_glad] if glad == GLADNESS[top_glad] else None)
+                if top_glad
+                else _FEELINGS.get(label or "")
+            )
             if not feeling:
                 continue
             sentence = REPLY_TEMPLATES[strategy].format(feeling=feeling)
@@ -979,6 +1024,8 @@ def _template_reply(
                 sentence = _GLAD_SENTENCES[glad][1]
             else:
                 sentence = _QUESTIONS.get(label, REPLY_TEMPLATES[strategy])
+            if said_how and sentence in _FEELING_QUESTIONS:  # they have just said it: ask what happened instead
+                sentence = TELL_ME_WHAT_HAPPENED
         else:
             sentence = REPLY_TEMPLATES[strategy]
         if sentence not in sentences:

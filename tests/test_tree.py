@@ -574,6 +574,9 @@ def test_a_greeting_is_greeted_back_not_asked_about_it(fuser: LateFusion, tree_s
     assert hello.reply.text == GREETING_REPLIES["greeting"]
     again = build_tree(_said("hello?", "neutral", {"neutral": 0.9}), fuser=fuser, planner=ask, history=["I failed."])
     assert again.reply.text == GREETING_REPLIES["greeting again"]
+    for asked in ("How are you?", "How about you?", "and you?"):  # later in a conversation, still answered
+        tree = build_tree(_said(asked, "neutral", {"neutral": 0.9}), fuser=fuser, planner=ask, history=["I'm ok."])
+        assert tree.reply.text == GREETING_REPLIES["asking how we are"], asked
     assert greeting_kind("Hello. How are you today?") == "greeting, asking how we are"
     assert greeting_kind("Good morning there") == "greeting"
     assert greeting_kind("Hi, I lost my job today.") is None and greeting_kind("") is None
@@ -587,8 +590,8 @@ def test_a_happy_reading_follows_its_kind_of_gladness(fuser: LateFusion, tree_sc
 
     plan = _plan("Reflection of feelings", "Affirmation and Reassurance", "Question")
 
-    def reply(fine: dict[str, float]) -> tuple[str, str | None]:
-        tree = build_tree(_said("It went the way it went today.", "happiness", fine), fuser=fuser, planner=plan)
+    def reply(fine: dict[str, float], words: str = "It went the way it went today.") -> tuple[str, str | None]:
+        tree = build_tree(_said(words, "happiness", fine), fuser=fuser, planner=plan)
         validate(tree.to_dict(), tree_schema)
         return tree.reply.text or "", tree.reply.value.get("kind")
 
@@ -597,13 +600,24 @@ def test_a_happy_reading_follows_its_kind_of_gladness(fuser: LateFusion, tree_sc
     )  # fmt: skip
     assert reply({"relief": 0.6})[0].startswith("It sounds like you're feeling relieved.")
     assert reply({"optimism": 0.9, "approval": 0.1}) == (
-        "It sounds like you're feeling hopeful. It's good to hold on to that hope. How are you feeling about it?", "hope"
+        "It sounds like you're feeling hopeful. Thank you for telling me. How are you feeling about it?", "hope"
+    )  # fmt: skip
+    # good news that does not outweigh the negative labels is only acknowledged ("I'm feeling very overwhelmed")
+    assert reply({"excitement": 0.11, "nervousness": 0.07, "disappointment": 0.06}) == (
+        "Thank you for telling me. How are you feeling about it?", "acknowledgement"
     )  # fmt: skip
     # approval, admiration, caring, love: not news to celebrate ("Yes, I am looking for emotional support.")
     assert reply({"approval": 0.5, "joy": 0.1}) == (
         "Thank you for telling me. How are you feeling about it?", "acknowledgement"
     )  # fmt: skip
-    assert reply({"gratitude": 0.95}) == ("You're welcome. I'm glad if this helps. How are you feeling now?", "thanks")
+    assert reply({"gratitude": 0.95}, "Thank you so much!") == (
+        "You're welcome. I'm glad if this helps. How are you feeling now?", "thanks"
+    )  # fmt: skip
+    more = build_tree(
+        _said("Thanks. I wish that I could get over her.", "happiness", {"gratitude": 0.9}), fuser=fuser, planner=plan
+    )
+    assert more.reply.value["kind"] == "thanks, and more" and "glad if this helps" not in (more.reply.text or "")
+    assert more.reply.text == "You're welcome, and thank you for telling me more. How are you feeling about it?"
     assert gladness(None) == "good news"  # a smile without words
 
 
@@ -624,3 +638,19 @@ def test_a_question_about_our_own_experience_is_answered_honestly(fuser: LateFus
     assert check_reply(reply) == []
     plain = build_tree(_said("I failed again.", "sadness", {"sadness": 0.6}), fuser=fuser, planner=_plan("Question"))
     assert AI_EXPERIENCE_ANSWER not in (plain.reply.text or "")
+
+
+def test_a_feeling_just_said_is_not_asked_again(fuser: LateFusion) -> None:
+    from fusion.tree import TELL_ME_WHAT_HAPPENED
+
+    ask = _plan("Question")
+    for said in ("I'm feeling very overwhelmed at the moment.", "I am good, just feeling low.", "I'm doing ok."):
+        tree = build_tree(_said(said, "neutral", {"neutral": 0.5}, p=0.5), fuser=fuser, planner=ask)
+        assert tree.reply.text == TELL_ME_WHAT_HAPPENED, said
+    other = build_tree(_said("My exam is tomorrow.", "neutral", {"neutral": 0.5}, p=0.5), fuser=fuser, planner=ask)
+    assert other.reply.text != TELL_ME_WHAT_HAPPENED
+
+
+def test_a_restatement_never_keeps_their_we() -> None:
+    assert second_person("We were together for five years and I miss him.") is None  # quoted instead
+    assert second_person("Our house is too quiet since I moved.") is None
