@@ -1313,7 +1313,10 @@ def build_tree(
     else:
         strategy = _strategy(tree, planner)
         tree = tree.replace_node(strategy.with_text(_strategy_text(strategy), "template"))
-        reply = _reply(tree, words, _words_fine(flat), earlier=bool(history))
+        # the words' kind of gladness shapes a happy reply only when the words themselves read happiness (a smile
+        # beside words of surprise is not told it sounds hopeful)
+        words_glad = "text" in evidence_by and evidence_by["text"].label == "happiness"
+        reply = _reply(tree, words, _words_fine(flat) if words_glad else None, earlier=bool(history))
         if risk.level == "concern":
             check_in_text = check_in(risk)
             text = f"{reply.text} {check_in_text}"

@@ -654,3 +654,11 @@ def test_a_feeling_just_said_is_not_asked_again(fuser: LateFusion) -> None:
 def test_a_restatement_never_keeps_their_we() -> None:
     assert second_person("We were together for five years and I miss him.") is None  # quoted instead
     assert second_person("Our house is too quiet since I moved.") is None
+
+
+def test_a_smile_beside_other_words_keeps_its_own_gladness(fuser: LateFusion) -> None:
+    # the face reads happiness, the words surprise: the words' optimism does not make the smile "hopeful"
+    said = _said("I got the job! I still can't believe it.", "surprise", {"surprise": 0.8, "optimism": 0.3}, p=0.6)
+    tree = build_tree([image(_face("happiness", 0.95)), said], fuser=fuser, planner=_plan("Reflection of feelings"))
+    assert tree.emotion.value["label"] == "happiness"
+    assert "happy" in (tree.reply.text or "") and "hopeful" not in (tree.reply.text or "")
