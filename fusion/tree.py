@@ -218,6 +218,12 @@ _QUESTION_STARTS: Final = frozenset({
     "am", "is", "are", "was", "were", "do", "does", "did", "can", "could", "should", "would", "will", "have", "has",
     "had", "how", "what", "why", "when", "where", "who", "which",
 })  # fmt: skip
+#: Words that follow the verb of a question typed without its "?" ("Is there ...", "Should I ..."), and not of a
+#: statement that drops its subject ("Could be better").
+_SUBJECTS: Final = frozenset({
+    "i", "you", "u", "it", "this", "that", "there", "he", "she", "they", "we", "the", "a", "an", "my", "your", "his",
+    "her", "their", "our", "anyone", "anybody", "someone", "somebody", "people", "everyone",
+})  # fmt: skip
 #: The restatement in the person's own words, turned to "you" (``second_person``).
 RESTATEMENT_TEMPLATE: Final = "If I understand you right, you're saying that {restated}."
 #: Template sentences per strategy (``{feeling}``: a feeling word; ``{quote}``: the cause, quoted). The replies
@@ -310,6 +316,54 @@ _ABOUT_OUR_EXPERIENCE: Final = re.compile(
     re.IGNORECASE,
 )
 AI_EXPERIENCE_ANSWER: Final = "I'm an AI, so I haven't lived through it myself, but many people feel this way."
+#: "How are you?" asked inside a longer message ("Hey, I'm doing well, how are you?"): thanked first.
+_ASKS_HOW_WE_ARE: Final = re.compile(
+    r"\bhow are (?:you|u)(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?\s*(?:[?!.,]|$)|"
+    r"\bhow are (?:you|u) (?!feeling|going|supposed|able)\w+\s*\?|"  # "how are you Carolyn?"
+    r"\b(?:and|how about|what about) (?:you|u)\s*\?",
+    re.IGNORECASE,
+)
+THANKED_FOR_ASKING: Final = "Thank you for asking; I'm here and ready to listen."
+#: A last sentence that asks for the supporter's knowledge or view ("Do you think ...?", "Is it normal ...?"), not
+#: for something done ("Can you help me?", "Are you there?").
+_ASKS_OUR_VIEW: Final = re.compile(
+    r"^(?:do|does|did|would|could|can|will|is|are|was|were|should)\s+(?!you\b|u\b|any(?:one|body)\b|some(?:one|body)\b)|"
+    r"\b(?:do you think|what do you think|do you know|any idea|is it normal|what would you do|what (?:should|can) i do|"
+    r"your (?:opinion|advice|view|thoughts))\b",
+    re.IGNORECASE,
+)
+CANNOT_KNOW: Final = "I can't know that for sure, but I'm glad to think it through with you."
+#: ``CANNOT_KNOW`` when a suggestion follows (which offers to think it through already).
+CANNOT_KNOW_SHORT: Final = "I can't know that for sure."
+
+
+def _openers(words: str) -> tuple[list[str], bool]:
+    """The sentences a template reply opens with for questions put to the supporter, and whether the person asked
+    about our own experience (then their words are answered, not said back): the honest experience answer, thanks
+    for asking how we are, or an honest "I can't know that for sure" for a question asking our knowledge or view."""
+    if _ABOUT_OUR_EXPERIENCE.search(words):
+        return [AI_EXPERIENCE_ANSWER], True
+    openers = [THANKED_FOR_ASKING] if _ASKS_HOW_WE_ARE.search(words) else []
+    last = last_question(words)
+    if last and _ASKS_OUR_VIEW.search(last) and not (openers and _ASKS_HOW_WE_ARE.search(last)):
+        openers.append(CANNOT_KNOW)  # ("how are you?" is thanked, not unknowable)
+    return openers, False
+
+
+def last_question(words: str) -> str | None:
+    """The message's last sentence when it is a question: it ends with "?", or starts as one ("Is there any idea
+    about covid" typed without its question mark); None otherwise."""
+    sentences = [m.strip() for m in re.findall(r"[^.!?]+[.!?]*", words) if m.strip(" .!?")]
+    if not sentences:
+        return None
+    last = sentences[-1]
+    if last.endswith("?"):
+        return last
+    words_ = [w.lower() for w in _WORD.findall(last)]
+    starts = len(words_) > 1 and words_[0] in _QUESTION_STARTS and words_[1] in _SUBJECTS  # not "Could be better"
+    return last if starts and not last.endswith((".", "!")) else None
+
+
 #: The order a template reply's sentences follow, whatever order the strategies were chosen in.
 _REPLY_ORDER: Final = (
     "Reflection of feelings", "Restatement or Paraphrasing", "Affirmation and Reassurance", "Providing Suggestions",
@@ -986,8 +1040,9 @@ def _template_reply(
     if glad == "thanks" and len(_THANKS.sub(" ", words).split()) >= THANKS_AND_MORE_WORDS:
         glad = "thanks, and more"
     said_how = _SAID_HOW_THEY_ARE.search(words.replace("’", "'")) is not None
-    asked_about_us = bool(_ABOUT_OUR_EXPERIENCE.search(words))
-    sentences = [AI_EXPERIENCE_ANSWER] if asked_about_us else []
+    sentences, asked_about_us = _openers(words)
+    if "Providing Suggestions" in strategies and CANNOT_KNOW in sentences:  # the suggestion offers to think it through
+        sentences[sentences.index(CANNOT_KNOW)] = CANNOT_KNOW_SHORT
     for strategy in sorted(strategies, key=_REPLY_ORDER.index):
         if strategy == "Self-disclosure":
             continue
@@ -1005,7 +1060,7 @@ def _template_reply(
                 if "Question" not in strategies:
                     sentence += " Is that right?"
         elif strategy == "Restatement or Paraphrasing":
-            if not restatement or asked_about_us:  # their question is answered, not said back
+            if not restatement or asked_about_us or {CANNOT_KNOW, CANNOT_KNOW_SHORT} & set(sentences):  # answered
                 continue
             sentence = restatement
         elif strategy == "Affirmation and Reassurance":

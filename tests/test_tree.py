@@ -662,3 +662,34 @@ def test_a_smile_beside_other_words_keeps_its_own_gladness(fuser: LateFusion) ->
     tree = build_tree([image(_face("happiness", 0.95)), said], fuser=fuser, planner=_plan("Reflection of feelings"))
     assert tree.emotion.value["label"] == "happiness"
     assert "happy" in (tree.reply.text or "") and "hopeful" not in (tree.reply.text or "")
+
+
+def test_questions_put_to_the_supporter_are_acknowledged(fuser: LateFusion) -> None:
+    from fusion.tree import CANNOT_KNOW, THANKED_FOR_ASKING, last_question
+
+    ask = _plan("Restatement or Paraphrasing", "Question")
+
+    def reply(words: str) -> str:
+        return build_tree(_said(words, "neutral", {"neutral": 0.6}, p=0.6), fuser=fuser, planner=ask).reply.text or ""
+
+    assert reply("Hey, I'm doing well, how are you?").startswith(THANKED_FOR_ASKING)
+    assert reply("I am a bit tired today, how are you Carolyn?").startswith(THANKED_FOR_ASKING)
+    view = reply("Would this relate to a health problem or maybe stress?")
+    assert view.startswith(CANNOT_KNOW) and "this is about" not in view  # acknowledged, not quoted back
+    assert reply("Is there any idea about covid20").startswith(CANNOT_KNOW)  # no question mark typed
+    assert reply("I lost my job. What should I do?").startswith(CANNOT_KNOW)
+    for plain in (
+        "Can you help me?", "Are you there?", "Is anyone there?", "I am ok. Could be better", "I lost my job today.",
+        "How are you feeling about this job?",
+    ):  # fmt: skip
+        assert not reply(plain).startswith((CANNOT_KNOW, THANKED_FOR_ASKING)), plain
+    suggest = build_tree(
+        _said("Do you think I should book another test?", "neutral", {"neutral": 0.6}, p=0.6), fuser=fuser,
+        planner=_plan("Providing Suggestions", "Restatement or Paraphrasing"),
+    )  # fmt: skip
+    assert (
+        suggest.reply.text
+        == "I can't know that for sure. If it would help, we could think through one small next step together."
+    )
+    assert last_question("I failed. Should I try again?") == "Should I try again?"
+    assert last_question("Is it late. I think so.") is None
