@@ -387,7 +387,9 @@ class TextEmotionModel:
             "max_length": self.config.max_length,
             "valence_arousal": "fine-label circumplex mapping",
             "salient_words": "occlusion (drop in top-class probability)",
-            "negation": f"a negated top class x{negation_rule.NEGATED_SCALE}" if self.negation else "off",
+            "negation": (
+                f"a negated top class x{negation_rule.NEGATED_SCALE}, the rest to neutral" if self.negation else "off"
+            ),
         }
 
     def save_pretrained(self, directory: str | Path) -> Path:

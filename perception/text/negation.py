@@ -5,8 +5,9 @@ misses the "not" ("I don't feel scared at all now." -> fear 0.80). ``negated_cla
 whose cue words (``CUES``) occur in a text only negated: a negator (``not``, ``never``, ``no longer``, ``n't``,
 ``hardly``) at most two words before the cue, with only feel-verbs and adverbs between ("not feeling sad", "don't
 really feel worried", "wasn't even upset"); "never been this sad" is not one. ``adjust`` scales the model's top
-class by ``NEGATED_SCALE`` when it is such a class (and the GoEmotions labels that map to it alike), then
-renormalises. The rule and its checks: ``docs/text-negation.md``.
+class by ``NEGATED_SCALE`` when it is such a class (and the GoEmotions labels that map to it alike) and gives the
+probability it removes to neutral (since 2026-11-29 afternoon; spread over every class before: "I am not sad
+anymore." then stayed sadness). The rule and its checks: ``docs/text-negation.md``.
 """
 
 from __future__ import annotations
@@ -63,16 +64,24 @@ def adjust(
     fine_to_canonical: Mapping[str, str],
 ) -> tuple[np.ndarray, np.ndarray]:
     """``canonical`` (N x classes, rows summing to 1) and ``fine`` (N x fine labels, independent probabilities)
-    with, for each text whose top class is negated in it, that class scaled by ``NEGATED_SCALE`` (renormalised) and
-    its fine labels scaled alike. Returns new arrays; texts without a negated top class are unchanged."""
+    with, for each text whose top class is negated in it, that class scaled by ``NEGATED_SCALE``, the probability
+    it loses given to ``neutral`` (the fine ``neutral`` label raised by as much, at most to 1), and its fine labels
+    scaled alike. Returns new arrays; texts without a negated top class are unchanged. Without a neutral class the
+    row is renormalised instead."""
     canonical, fine = canonical.copy(), fine.copy()
     for i, text in enumerate(texts):
         top = labels[int(np.argmax(canonical[i]))]
         if top not in negated_classes(text):
             continue
-        canonical[i, labels.index(top)] *= NEGATED_SCALE
-        canonical[i] /= canonical[i].sum()
+        removed = canonical[i, labels.index(top)] * (1.0 - NEGATED_SCALE)
+        canonical[i, labels.index(top)] -= removed
+        if "neutral" in labels:
+            canonical[i, labels.index("neutral")] += removed
+        else:
+            canonical[i] /= canonical[i].sum()
         for j, name in enumerate(fine_labels):
             if fine_to_canonical.get(name) == top:
                 fine[i, j] *= NEGATED_SCALE
+            elif name == "neutral":
+                fine[i, j] = min(1.0, fine[i, j] + removed)
     return canonical, fine
