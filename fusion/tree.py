@@ -35,6 +35,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -202,6 +203,9 @@ _MAX_STRATEGIES = 3
 
 #: The restatement quotes the cause's first sentence only when it has at least this many words.
 MIN_QUOTE_WORDS: Final = 3
+#: ... and at most this many; a paraphrase at most ``MAX_PARAPHRASE_WORDS`` (longer ones read as a machine's echo).
+MAX_QUOTE_WORDS: Final = 15
+MAX_PARAPHRASE_WORDS: Final = 20
 #: First-person words a restatement turns to the second person (``second_person``).
 _TO_YOU: Final[dict[str, str]] = {
     "i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're", "im": "you're",
@@ -254,10 +258,11 @@ _REASSURANCE: Final[dict[str, str]] = {
 #: The kind of gladness a happy reading is, by the words' strongest positive GoEmotions label: the text model's
 #: happiness holds all of them, and only good news is "really good to hear" (``docs/dialogue-replies.md``).
 GLADNESS: Final[dict[str, str]] = {
-    **dict.fromkeys(("joy", "excitement", "relief", "pride", "amusement"), "good news"),
+    **dict.fromkeys(("joy", "excitement", "relief", "pride"), "good news"),
     "gratitude": "thanks",
     **dict.fromkeys(("optimism", "desire"), "hope"),
-    **dict.fromkeys(("approval", "admiration", "caring", "love"), "acknowledgement"),
+    # amusement is often a nervous "lol" beside bad news ("No one showed up ... lol"): not good news
+    **dict.fromkeys(("approval", "admiration", "caring", "love", "amusement"), "acknowledgement"),
 }
 #: GoEmotions labels of the negative canonical emotions (sadness, fear, anger, disgust), which good news must
 #: outweigh together.
@@ -267,7 +272,7 @@ NEGATIVE_FINE: Final = (
 )  # fmt: skip
 #: The feeling a reflection names for each kind of gladness (None: no feeling is named).
 _GLAD_FEELINGS: Final[dict[str, str | None]] = {
-    "joy": "happy", "amusement": "happy", "excitement": "excited", "relief": "relieved", "pride": "proud",
+    "joy": "happy", "amusement": None, "excitement": "excited", "relief": "relieved", "pride": "proud",
     "optimism": "hopeful", "desire": "hopeful", "gratitude": None, "approval": None, "admiration": None,
     "caring": None, "love": None,
 }  # fmt: skip
@@ -285,17 +290,45 @@ _THANKS: Final = re.compile(
     r"\b(?:thanks?|thank you|thx|ty|appreciate (?:it|that|you))\b(?: (?:so|very) much| a lot)?[^.!?]*[.!?]*", re.I
 )
 #: The person has just said how they are or feel: a generic feeling question would ask it again.
+_FEELING_WORDS: Final = (
+    r"(?:sad|upset|depressed|depression|unhappy|miserable|hopeless|heartbroken|lonely|down|scared|afraid|worried|"
+    r"anxious|anxiety|nervous|frightened|terrified|panicked|angry|mad|furious|annoyed|frustrated|stress|stressed|"
+    r"mood|tired|exhausted|overwhelmed|bad|low|lost|confused|happy|glad|excited)"
+)
 _SAID_HOW_THEY_ARE: Final = re.compile(
-    r"\b(?:i|i'm|im|i've|ive)\b[^.!?]{0,20}\bfeel(?:s|ing)?\b|"
-    r"\b(?:i'm|im|i am)\s+(?:\w+\s+)?(?:good|fine|ok|okay|alright|well|great|doing|not (?:good|great|well|ok|okay))\b",
+    r"\b(?:i|i'm|im|iam|i've|ive)\b[^.!?]{0,20}\bfeel(?:s|ing)?\b|"
+    r"\b(?:i'm|im|iam|i am)\s+(?:\w+\s+)?(?:good|fine|ok|okay|alright|well|great|doing|not (?:good|great|well|ok|okay))\b|"
+    rf"\b(?:i'm|im|iam|i am|i've been|ive been|i have been|i get|i was)\b[^.!?]{{0,30}}\b{_FEELING_WORDS}\b|"
+    r"^\W*(?:yes|yeah|yep|yup|correct|exactly|right|true|indeed|that is (?:correct|right|true)|"
+    r"that's (?:correct|right|true))\b[^?]{0,20}$",
     re.IGNORECASE,
 )
+#: A request for help or to talk, before anything has been told ("Can you help me?", "I would like to talk").
+_ASKS_FOR_HELP: Final = re.compile(
+    r"\b(?:can|could|will|would) (?:you|u) (?:please )?help\b|\bhelp me\b|\bi need (?:some )?(?:help|support)\b|"
+    r"\b(?:would like|want|need) to talk\b|\blooking for (?:someone|somebody) to talk\b|\bplease respond\b",
+    re.IGNORECASE,
+)
+HERE_FOR_YOU: Final = "I'm here for you, and I'm listening."
+#: A request for advice ("Got any advice?", "What should I do?"): met by the suggestion sentence.
+_ASKS_FOR_ADVICE: Final = re.compile(
+    r"\b(?:any|some|your) (?:advice|tips|suggestions?)\b|\bwhat (?:should|can|could) i do\b|"
+    r"\bwhat can you tell me\b|\bhow (?:can|do|should) i (?:cope|deal|handle|adjust|get over)\b",
+    re.IGNORECASE,
+)
+#: A request for validation ("Am I right to feel this way?"), met by saying the feeling makes sense.
+_ASKS_FOR_VALIDATION: Final = re.compile(
+    r"\b(?:am i (?:right|wrong|crazy|overreacting)|is it (?:ok|okay|normal|wrong|bad) (?:to|that i)|"
+    r"is (?:this|that|it) (?:normal|ok|okay))\b",
+    re.IGNORECASE,
+)
+IT_MAKES_SENSE: Final = "It makes sense that you feel this way."
 #: The question that replaces a generic feeling question when they have just said how they feel.
 TELL_ME_WHAT_HAPPENED: Final = "Would you like to tell me more about what's been happening?"
 _GREET: Final = r"(?:hi+|hello+|hey+|hiya|howdy|greetings|good (?:morning|afternoon|evening|day))(?: there| again)?"
 _HOW_ARE_YOU: Final = (
     r"(?:how are (?:you|u)(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?|how(?:'s| is) it going|"
-    r"how are things|how have you been|(?:and|how about|what about) (?:you|u)(?: doing)?)"
+    r"how are things|how have you been|how are we(?: doing)?(?: today)?|(?:and|how about|what about) (?:you|u)(?: doing)?)"
 )
 #: A message that is only a greeting, perhaps asking how we are (its words lower-cased, one space apart).
 _GREETING_ONLY: Final = re.compile(rf"(?:{_GREET} ?)+(?:{_HOW_ARE_YOU})?|{_HOW_ARE_YOU}")
@@ -318,7 +351,7 @@ _ABOUT_OUR_EXPERIENCE: Final = re.compile(
 AI_EXPERIENCE_ANSWER: Final = "I'm an AI, so I haven't lived through it myself, but many people feel this way."
 #: "How are you?" asked inside a longer message ("Hey, I'm doing well, how are you?"): thanked first.
 _ASKS_HOW_WE_ARE: Final = re.compile(
-    r"\bhow are (?:you|u)(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?\s*(?:[?!.,]|$)|"
+    r"\bhow are (?:you|u|we)(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?\s*(?:[?!.,]|$)|"
     r"\bhow are (?:you|u) (?!feeling|going|supposed|able)\w+\s*\?|"  # "how are you Carolyn?"
     r"\b(?:and|how about|what about) (?:you|u)\s*\?",
     re.IGNORECASE,
@@ -328,7 +361,7 @@ THANKED_FOR_ASKING: Final = "Thank you for asking; I'm here and ready to listen.
 #: for something done ("Can you help me?", "Are you there?").
 _ASKS_OUR_VIEW: Final = re.compile(
     r"^(?:do|does|did|would|could|can|will|is|are|was|were|should)\s+(?!you\b|u\b|any(?:one|body)\b|some(?:one|body)\b)|"
-    r"\b(?:do you think|what do you think|do you know|any idea|is it normal|what would you do|what (?:should|can) i do|"
+    r"\b(?:do you think|what do you think|do you know|any idea|is it normal|what would you do|"
     r"your (?:opinion|advice|view|thoughts))\b",
     re.IGNORECASE,
 )
@@ -344,6 +377,12 @@ def _openers(words: str) -> tuple[list[str], bool]:
     if _ABOUT_OUR_EXPERIENCE.search(words):
         return [AI_EXPERIENCE_ANSWER], True
     openers = [THANKED_FOR_ASKING] if _ASKS_HOW_WE_ARE.search(words) else []
+    if _ASKS_FOR_HELP.search(words):
+        openers.append(HERE_FOR_YOU)
+    if _ASKS_FOR_VALIDATION.search(words):
+        return [*openers, IT_MAKES_SENSE], False
+    if _ASKS_FOR_ADVICE.search(words):  # the suggestion sentence answers it (added by ``_template_reply``)
+        return openers, False
     last = last_question(words)
     if last and _ASKS_OUR_VIEW.search(last) and not (openers and _ASKS_HOW_WE_ARE.search(last)):
         openers.append(CANNOT_KNOW)  # ("how are you?" is thanked, not unknowable)
@@ -955,6 +994,27 @@ def second_person(sentence: str) -> str | None:
     return text[0].lower() + text[1:] if text else None
 
 
+#: Words a paraphrase may start with: a subject ("you", "they", "it's", "the ..."), not a verb or a misspelling
+#: ("hoping you won't ...", "its a pretty intense situation you admit").
+_SUBJECT_STARTS: Final = frozenset({
+    "you", "your", "you're", "you've", "you'd", "you'll", "they", "they're", "they've", "he", "he's", "she", "she's",
+    "it", "it's", "there", "there's", "this", "that", "these", "those", "the", "a", "an", "his", "her", "their",
+    "everyone", "everything", "nobody", "no", "people", "someone", "somebody", "everybody", "nothing", "all",
+})  # fmt: skip
+
+
+def _reads_cleanly(restated: str) -> bool:
+    """A paraphrase that starts with a subject (``_SUBJECT_STARTS``), with no word twice in a row ("and and") and no
+    stray quote mark ("you"ve")."""
+    words = restated.lower().replace("’", "'").split()
+    return (
+        bool(words)
+        and words[0].strip(",") in _SUBJECT_STARTS
+        and all(a != b for a, b in pairwise(words))
+        and '"' not in restated
+    )
+
+
 def _restatement(cause: dict[str, Any]) -> str | None:
     """The restatement of the cause: its first sentence in the first person turned to "you" ("If I understand you
     right, you're saying that you ..."), else its first sentence quoted; None when there is nothing worth saying
@@ -963,13 +1023,14 @@ def _restatement(cause: dict[str, Any]) -> str | None:
     sentences = [str(s["text"]) for s in cause["sentences"]] if cause["observable"] else []
     for sentence in sentences:
         restated = second_person(sentence)
-        if restated and len(restated.split()) >= MIN_QUOTE_WORDS and len(restated) <= 160:
+        if restated and MIN_QUOTE_WORDS <= len(restated.split()) <= MAX_PARAPHRASE_WORDS and _reads_cleanly(restated):
             text = RESTATEMENT_TEMPLATE.format(restated=restated)
             if not check_reply(text):
                 return text
             break
     quote = sentences[0] if sentences else ""
-    if len(quote.split()) < MIN_QUOTE_WORDS:  # a fragment ("Kit", a misheard voice note) is not a restatement
+    # a fragment ("Kit", a misheard voice note) is not a restatement; a long run-on quoted back reads as a machine
+    if not MIN_QUOTE_WORDS <= len(quote.split()) <= MAX_QUOTE_WORDS:
         return None
     if len(quote) > 120:
         quote = quote[:117].rstrip() + "…"
@@ -1043,6 +1104,9 @@ def _template_reply(
     sentences, asked_about_us = _openers(words)
     if "Providing Suggestions" in strategies and CANNOT_KNOW in sentences:  # the suggestion offers to think it through
         sentences[sentences.index(CANNOT_KNOW)] = CANNOT_KNOW_SHORT
+    if _ASKS_FOR_ADVICE.search(words) and "Providing Suggestions" not in strategies:
+        strategies = [*strategies, "Providing Suggestions"]  # asked for advice: the one suggestion a template has
+    asked_for_help = HERE_FOR_YOU in sentences
     for strategy in sorted(strategies, key=_REPLY_ORDER.index):
         if strategy == "Self-disclosure":
             continue
@@ -1068,6 +1132,8 @@ def _template_reply(
                 sentence = _GLAD_SENTENCES[glad][0]
             else:
                 sentence = _REASSURANCE.get(label or "", REPLY_TEMPLATES[strategy])
+            if asked_for_help and sentence == REPLY_TEMPLATES[strategy]:  # nothing told yet to be "a lot"
+                continue
         elif strategy == "Question":
             if conflict:
                 sentence = _QUESTIONS["conflict"]
@@ -1079,10 +1145,13 @@ def _template_reply(
                 sentence = _GLAD_SENTENCES[glad][1]
             else:
                 sentence = _QUESTIONS.get(label, REPLY_TEMPLATES[strategy])
-            if said_how and sentence in _FEELING_QUESTIONS:  # they have just said it: ask what happened instead
+            generic = sentence in _FEELING_QUESTIONS or (asked_for_help and sentence == REPLY_TEMPLATES[strategy])
+            if (said_how or asked_for_help) and generic:  # said already, or nothing told yet: what has happened?
                 sentence = TELL_ME_WHAT_HAPPENED
         else:
             sentence = REPLY_TEMPLATES[strategy]
+            if asked_for_help and strategy == "Others":  # "I'm here for you, and I'm listening." said it already
+                continue
         if sentence not in sentences:
             sentences.append(sentence)
     return " ".join(sentences) or REPLY_TEMPLATES["Others"], glad

@@ -677,7 +677,8 @@ def test_questions_put_to_the_supporter_are_acknowledged(fuser: LateFusion) -> N
     view = reply("Would this relate to a health problem or maybe stress?")
     assert view.startswith(CANNOT_KNOW) and "this is about" not in view  # acknowledged, not quoted back
     assert reply("Is there any idea about covid20").startswith(CANNOT_KNOW)  # no question mark typed
-    assert reply("I lost my job. What should I do?").startswith(CANNOT_KNOW)
+    advice = reply("I lost my job. What should I do?")  # advice: the suggestion, not "I can't know"
+    assert "one small next step" in advice and CANNOT_KNOW not in advice
     for plain in (
         "Can you help me?", "Are you there?", "Is anyone there?", "I am ok. Could be better", "I lost my job today.",
         "How are you feeling about this job?",
@@ -693,3 +694,48 @@ def test_questions_put_to_the_supporter_are_acknowledged(fuser: LateFusion) -> N
     )
     assert last_question("I failed. Should I try again?") == "Should I try again?"
     assert last_question("Is it late. I think so.") is None
+
+
+def test_requests_for_help_advice_or_validation_are_met(fuser: LateFusion) -> None:
+    from fusion.tree import HERE_FOR_YOU, IT_MAKES_SENSE, TELL_ME_WHAT_HAPPENED
+
+    plan = _plan("Affirmation and Reassurance", "Question")
+
+    def reply(words: str, label: str = "neutral", fine: dict[str, float] | None = None, p: float = 0.7) -> str:
+        said = _said(words, label, fine or {"neutral": 0.6}, p=p)
+        return build_tree(said, fuser=fuser, planner=plan).reply.text or ""
+
+    helped = reply("Hi can you help me with my problem?", "sadness", {"sadness": 0.5})
+    assert helped == f"{HERE_FOR_YOU} {TELL_ME_WHAT_HAPPENED}"  # nothing told yet: no "That's a lot to deal with"
+    assert reply("Am I right to feel this way?", "anger", {"anger": 0.5}).startswith(IT_MAKES_SENSE)
+    talk = build_tree(
+        _said("I would like to talk about my old friend", "neutral", {"neutral": 0.6}, p=0.7), fuser=fuser,
+        planner=_plan("Others"),
+    )  # fmt: skip
+    assert talk.reply.text == HERE_FOR_YOU  # not "I'm here for you, and I'm listening. I'm here to listen."
+    assert "one small next step" in reply("Got any advice for a lonely guy?", "sadness", {"sadness": 0.5})
+    # a feeling said in other words, or a confirmation, is not asked about again
+    for said in ("hi I need help. I'm under academic stress", "I am in a bad mood", "That is correct", "Yes it was"):
+        assert TELL_ME_WHAT_HAPPENED in reply(said, p=0.3), said  # an unsure reading would ask how they feel
+    # "lol" beside bad news is not good news
+    lol = reply("No one showed up again lol", "happiness", {"amusement": 0.6, "joy": 0.1})
+    assert "good to hear" not in lol and "made it so good" not in lol
+
+
+def test_long_or_garbled_sentences_are_not_said_back(fuser: LateFusion) -> None:
+    restate = _plan("Restatement or Paraphrasing")
+
+    def reply(words: str) -> str:
+        said = _said(words, "sadness", {"sadness": 0.6})
+        return build_tree(said, fuser=fuser, planner=restate).reply.text or ""
+
+    assert "you're saying that" not in reply("Hoping I won't be punished with a rejection for talking to myself.")
+    assert "you're saying that" not in reply("I'm anxious about finding work and and impatient with it.")
+    long = (
+        "I am out of work due to Covid19 it is hard moving not being able to support my family and my kids and my wife"
+    )
+    assert "you're saying" not in reply(long) and "this is about" not in reply(long)
+    assert reply("I lost my job today.") == "If I understand you right, you're saying that you lost your job today."
+    assert reply("They have been guilt tripping me and I feel very confused.") == (
+        "If I understand you right, you're saying that they have been guilt tripping you and you feel very confused."
+    )  # a subject other than "you" is fine
