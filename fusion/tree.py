@@ -371,9 +371,11 @@ CANNOT_KNOW_SHORT: Final = "I can't know that for sure."
 
 
 def _openers(words: str) -> tuple[list[str], bool]:
-    """The sentences a template reply opens with for questions put to the supporter, and whether the person asked
-    about our own experience (then their words are answered, not said back): the honest experience answer, thanks
-    for asking how we are, or an honest "I can't know that for sure" for a question asking our knowledge or view."""
+    """The sentences a template reply opens with for what the person asked of the supporter, and whether they asked
+    about our own experience (then their words are answered, not said back): the honest experience answer; thanks
+    for asking how we are; "I'm here for you" to a request for help or to talk; "It makes sense that you feel this
+    way" to a request for validation; nothing for a request for advice (the suggestion sentence answers it); else an
+    honest "I can't know that for sure" for a question asking our knowledge or view."""
     if _ABOUT_OUR_EXPERIENCE.search(words):
         return [AI_EXPERIENCE_ANSWER], True
     openers = [THANKED_FOR_ASKING] if _ASKS_HOW_WE_ARE.search(words) else []
@@ -1085,8 +1087,10 @@ def _template_reply(
     """(reply, its kind): one sentence per strategy in ``_REPLY_ORDER`` (reflect, restate, reassure, suggest or
     inform, ask); Self-disclosure is skipped: there is nothing true to disclose. ``words`` that are only a greeting
     are greeted back instead (kind: the ``GREETING_REPLIES`` key); a happy reading's sentences follow its
-    ``gladness`` in the words' GoEmotions labels ``fine`` (kind: the gladness); a question about our own experience
-    is answered honestly first. ``earlier``: the person has spoken before in this conversation."""
+    ``gladness`` in the words' GoEmotions labels ``fine`` (kind: the gladness); what they asked of us is met first
+    (``_openers``); a feeling question is not asked right after they said how they feel, nor before anything was
+    told (``TELL_ME_WHAT_HAPPENED`` instead). ``earlier``: the person has spoken before in this conversation. The
+    rounds that shaped these rules, each checked by a blind read of unread ESConv turns: ``docs/dialogue-replies.md``."""
     greeting = greeting_kind(words, earlier)
     if greeting:
         return GREETING_REPLIES[greeting], greeting
