@@ -303,6 +303,13 @@ _SAID_HOW_THEY_ARE: Final = re.compile(
     r"that's (?:correct|right|true))\b[^?]{0,20}$",
     re.IGNORECASE,
 )
+#: A short message (at most ``SHORT_STATE_WORDS`` words) naming a state ("good", "my stress very high") has said how
+#: they are.
+SHORT_STATE_WORDS: Final = 8
+_STATE: Final = re.compile(
+    rf"\b(?:{_FEELING_WORDS}|good|fine|okay|ok|great|alright|terrible|awful|horrible|better|worse|energy)\b",
+    re.IGNORECASE,
+)
 #: A request for help or to talk, before anything has been told ("Can you help me?", "I would like to talk").
 _ASKS_FOR_HELP: Final = re.compile(
     r"\b(?:can|could|will|would) (?:you|u) (?:please )?help\b|\bhelp me\b|\bi need (?:some )?(?:help|support)\b|"
@@ -330,8 +337,14 @@ _HOW_ARE_YOU: Final = (
     r"(?:how are (?:you|u)(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?|how(?:'s| is) it going|"
     r"how are things|how have you been|how are we(?: doing)?(?: today)?|(?:and|how about|what about) (?:you|u)(?: doing)?)"
 )
-#: A message that is only a greeting, perhaps asking how we are (its words lower-cased, one space apart).
-_GREETING_ONLY: Final = re.compile(rf"(?:{_GREET} ?)+(?:{_HOW_ARE_YOU})?|{_HOW_ARE_YOU}")
+#: A presence check ("anybody home?", "Is anyone there?", "Are you there?"): answered like a greeting.
+_PRESENCE: Final = (
+    r"(?:is )?(?:any ?(?:one|body)|some ?(?:one|body)) (?:home|there|here|around)|"
+    r"are (?:you|u) (?:still )?(?:there|here|around)"
+)
+#: A message that is only a greeting, perhaps asking how we are, or a presence check (its words lower-cased, one
+#: space apart).
+_GREETING_ONLY: Final = re.compile(rf"(?:{_GREET} ?)+(?:{_HOW_ARE_YOU})?|{_HOW_ARE_YOU}|(?:{_GREET} ?)*(?:{_PRESENCE})")
 #: The reply to a message that is only a greeting: at the start, when it asks how we are (no day or feelings of our
 #: own are claimed), and later in a conversation.
 GREETING_REPLIES: Final[dict[str, str]] = {
@@ -1104,7 +1117,9 @@ def _template_reply(
     glad = gladness(fine) if label == "happiness" else None
     if glad == "thanks" and len(_THANKS.sub(" ", words).split()) >= THANKS_AND_MORE_WORDS:
         glad = "thanks, and more"
-    said_how = _SAID_HOW_THEY_ARE.search(words.replace("’", "'")) is not None
+    said_how = _SAID_HOW_THEY_ARE.search(words.replace("’", "'")) is not None or (
+        len(words.split()) <= SHORT_STATE_WORDS and _STATE.search(words) is not None
+    )
     sentences, asked_about_us = _openers(words)
     if "Providing Suggestions" in strategies and CANNOT_KNOW in sentences:  # the suggestion offers to think it through
         sentences[sentences.index(CANNOT_KNOW)] = CANNOT_KNOW_SHORT

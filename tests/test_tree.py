@@ -581,6 +581,8 @@ def test_a_greeting_is_greeted_back_not_asked_about_it(fuser: LateFusion, tree_s
     assert greeting_kind("Good morning there") == "greeting"
     assert greeting_kind("Hi, I lost my job today.") is None and greeting_kind("") is None
     assert greeting_kind("Hey, I'm doing well, how are you?") is None  # they answered something: read as usual
+    for present in ("anybody home?", "Is anyone there?", "Hello, are you there?"):  # a presence check
+        assert greeting_kind(present) == "greeting" and greeting_kind(present, earlier=True) == "greeting again"
     news = build_tree(_said("Hi, I lost my job today.", "sadness", {"grief": 0.5}), fuser=fuser, planner=ask)
     assert "kind" not in news.reply.value and news.reply.text != GREETING_REPLIES["greeting"]
 
@@ -715,7 +717,10 @@ def test_requests_for_help_advice_or_validation_are_met(fuser: LateFusion) -> No
     assert talk.reply.text == HERE_FOR_YOU  # not "I'm here for you, and I'm listening. I'm here to listen."
     assert "one small next step" in reply("Got any advice for a lonely guy?", "sadness", {"sadness": 0.5})
     # a feeling said in other words, or a confirmation, is not asked about again
-    for said in ("hi I need help. I'm under academic stress", "I am in a bad mood", "That is correct", "Yes it was"):
+    for said in (
+        "hi I need help. I'm under academic stress", "I am in a bad mood", "That is correct", "Yes it was", "good",
+        "my stress very high",
+    ):  # fmt: skip
         assert TELL_ME_WHAT_HAPPENED in reply(said, p=0.3), said  # an unsure reading would ask how they feel
     # "lol" beside bad news is not good news
     lol = reply("No one showed up again lol", "happiness", {"amusement": 0.6, "joy": 0.1})
