@@ -81,8 +81,8 @@ INSTRUCTIONS: Final[dict[str, str]] = {
 
 class TemplateResponder:
     """The planner's own reply: the tree's template for the planned strategies. The default: on ESConv test the
-    compact LM with the reply LoRA shares a few more words with the references (BLEU-2 0.056 vs 0.052, ROUGE-L 0.169
-    vs 0.160 with its reply checks, ``affectlens eval dialogue``), but read blind, turn by turn, its replies misread
+    compact LM with the reply LoRA shares a few more words with the references (BLEU-2 0.056 vs 0.053, ROUGE-L 0.169
+    vs 0.159 with its reply checks, ``affectlens eval dialogue``), but read blind, turn by turn, its replies misread
     the person, leave the conversation or speak as a person far more often (29 of 51 ESConv valid turns against the
     templates' 9, mostly questions the templates cannot answer; ``docs/dialogue-replies.md``)."""
 
