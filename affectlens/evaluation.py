@@ -512,14 +512,14 @@ ConversationFactory = Callable[[Sequence["Message"]], "Conversation"]
 
 
 def shipped_conversations(
-    exemplars: str | Path | None = None, reply_lora: bool | str | Path = True
+    exemplars: str | Path | None = None, reply_lora: bool | str | Path = True, lm: bool = True
 ) -> ConversationFactory:
     """Conversations on the shipped models (loaded once, shared): each starts from the given history with a fresh
     affect tracker and emotional memory, as ``Conversation`` builds its default parts; the compact LM replies
     (``build_lm_responder``: the shipped reply LoRA unless ``reply_lora`` is False or another LoRA's folder,
-    exemplars from the ESConv file ``exemplars``)."""
+    exemplars from the ESConv file ``exemplars``), or with ``lm`` False the default ``TemplateResponder``."""
     from affectlens.analyzer import Analyzer
-    from affectlens.conversation import Conversation, build_lm_responder
+    from affectlens.conversation import Conversation, TemplateResponder, build_lm_responder
     from fusion.affect_state import AffectTracker
     from fusion.memory import EmotionalMemory, shared_sentence_embedder
     from fusion.strategy import load_strategy_planner
@@ -527,7 +527,9 @@ def shipped_conversations(
     analyzer = Analyzer()
     planner = load_strategy_planner(text_model=analyzer.text)
     embed = shared_sentence_embedder()  # the memory's, the exemplar bank's and the safety reader's
-    responder = build_lm_responder(exemplars=exemplars, reply_lora=reply_lora, embed=embed)
+    responder = (
+        build_lm_responder(exemplars=exemplars, reply_lora=reply_lora, embed=embed) if lm else TemplateResponder()
+    )
 
     def new(history: Sequence[Message]) -> Conversation:
         return Conversation(

@@ -222,11 +222,14 @@ _QUESTION_STARTS: Final = frozenset({
     "am", "is", "are", "was", "were", "do", "does", "did", "can", "could", "should", "would", "will", "have", "has",
     "had", "how", "what", "why", "when", "where", "who", "which",
 })  # fmt: skip
-#: Words that follow the verb of a question typed without its "?" ("Is there ...", "Should I ..."), and not of a
-#: statement that drops its subject ("Could be better").
+#: Subject words: what follows the verb of a question typed without its "?" ("Is there ...", "Should I ...", not
+#: "Could be better"), and what a paraphrase may start with ("they have been ...", not "hoping you won't ..." or the
+#: misspelt "its a pretty intense situation you admit").
 _SUBJECTS: Final = frozenset({
-    "i", "you", "u", "it", "this", "that", "there", "he", "she", "they", "we", "the", "a", "an", "my", "your", "his",
-    "her", "their", "our", "anyone", "anybody", "someone", "somebody", "people", "everyone",
+    "i", "you", "u", "your", "you're", "you've", "you'd", "you'll", "it", "it's", "this", "that", "these", "those",
+    "there", "there's", "he", "he's", "she", "she's", "they", "they're", "they've", "we", "the", "a", "an", "my", "his",
+    "her", "their", "our", "anyone", "anybody", "someone", "somebody", "people", "everyone", "everybody", "everything",
+    "nobody", "nothing", "no", "all",
 })  # fmt: skip
 #: The restatement in the person's own words, turned to "you" (``second_person``).
 RESTATEMENT_TEMPLATE: Final = "If I understand you right, you're saying that {restated}."
@@ -431,9 +434,7 @@ _QUESTIONS: Final[dict[str, str]] = {
     "surprise": "How do you feel about it now?",
 }
 #: The generic questions about how they feel (``_template_reply`` asks what happened instead when they have said it).
-_FEELING_QUESTIONS: Final = frozenset({
-    _QUESTIONS["uncertain"], _QUESTIONS["surprise"], "How are you feeling now?", "How are you feeling about it?",
-})  # fmt: skip
+_FEELING_QUESTIONS: Final = frozenset({_QUESTIONS["uncertain"], _QUESTIONS["surprise"], "How are you feeling now?"})
 #: The safety plan that replaces the planner's strategies on a crisis: each strategy with its part in
 #: ``fusion.safety.crisis_reply`` (the risk's ``why`` comes first in each strategy's why).
 SAFETY_PLAN: Final[tuple[tuple[str, str], ...]] = (
@@ -1009,22 +1010,13 @@ def second_person(sentence: str) -> str | None:
     return text[0].lower() + text[1:] if text else None
 
 
-#: Words a paraphrase may start with: a subject ("you", "they", "it's", "the ..."), not a verb or a misspelling
-#: ("hoping you won't ...", "its a pretty intense situation you admit").
-_SUBJECT_STARTS: Final = frozenset({
-    "you", "your", "you're", "you've", "you'd", "you'll", "they", "they're", "they've", "he", "he's", "she", "she's",
-    "it", "it's", "there", "there's", "this", "that", "these", "those", "the", "a", "an", "his", "her", "their",
-    "everyone", "everything", "nobody", "no", "people", "someone", "somebody", "everybody", "nothing", "all",
-})  # fmt: skip
-
-
 def _reads_cleanly(restated: str) -> bool:
-    """A paraphrase that starts with a subject (``_SUBJECT_STARTS``), with no word twice in a row ("and and") and no
-    stray quote mark ("you"ve")."""
+    """A paraphrase that starts with a subject (``_SUBJECTS``), with no word twice in a row ("and and") and no stray
+    quote mark ("you"ve")."""
     words = restated.lower().replace("’", "'").split()
     return (
         bool(words)
-        and words[0].strip(",") in _SUBJECT_STARTS
+        and words[0].strip(",") in _SUBJECTS
         and all(a != b for a, b in pairwise(words))
         and '"' not in restated
     )

@@ -42,25 +42,10 @@ SHOWN_MESSAGES = 6
 
 def replies(data: str, limit: int, responder: str, out: Path) -> dict[str, Any]:
     """Every turn of the eval sample with the ``responder``'s reply ("template" or "lm") and the tree's template."""
-    from affectlens.analyzer import Analyzer
-    from affectlens.conversation import Conversation, TemplateResponder, build_lm_responder
-    from affectlens.evaluation import evaluate_dialogue
-    from fusion.affect_state import AffectTracker
-    from fusion.memory import EmotionalMemory, shared_sentence_embedder
-    from fusion.strategy import Message, load_strategy_planner
+    from affectlens.evaluation import evaluate_dialogue, shipped_conversations
 
-    analyzer = Analyzer()
-    planner = load_strategy_planner(text_model=analyzer.text)
-    embed = shared_sentence_embedder()
-    chosen = TemplateResponder() if responder == "template" else build_lm_responder(embed=embed)
-
-    def new(history: Sequence[Message]) -> Conversation:
-        return Conversation(
-            analyzer=analyzer, planner=planner, responder=chosen, tracker=AffectTracker(),
-            memory=EmotionalMemory(embed), dialogue=list(history),
-        )  # fmt: skip
-
-    report = evaluate_dialogue(data, limit=limit, conversations=new, examples=-1)
+    conversations = shipped_conversations(lm=responder == "lm")
+    report = evaluate_dialogue(data, limit=limit, conversations=conversations, examples=-1)
     out.write_text(json.dumps(report, indent=1))
     return report
 
