@@ -1148,7 +1148,14 @@ REPLY_CHECKS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
         r"through|have been through|lost my)\b|\bi know exactly how you feel\b|\b(?:all|most) of my life\b|\bmy "
         r"(?:whole|entire) life\b|\b(?:this|that|it) (?:also )?(?:happened|has happened) to me\b|\bin my (?:own )?"
         r"experience\b|\bi remember when i\b|\bmy (?:mom|mum|dad|mother|father|parents|wife|husband|kids|children|son|"
-        r"daughter|sister|brother|family|boss|girlfriend|boyfriend|partner)\b")),
+        r"daughter|sister|brother|family|boss|girlfriend|boyfriend|partner)\b|"
+        # an experience of its own in other words (the blind reads of LM replies, docs/dialogue-replies.md)
+        r"\bi (?:have|had) (?:had|felt|been through|gone through|experienced) (?:similar|the same|something similar|"
+        r"this|that|those)\b|\bi had (?:the|a) (?:same|similar) (?:issue|problem|experience|situation|thing|"
+        r"feeling)s?\b|\b(?:hard|difficult|tough|scary|stressful) for me (?:too|as well|also)\b|\bi (?:felt|was|got) "
+        r"[^.!?]{0,30}\b(?:too|as well)\b|\bwhen i was (?:in (?:college|high school|university)|younger|little|"
+        r"growing up)\b|\bmy (?:job|work|college|school|office|coworkers?|colleagues?)\b|\b(?:we|let us) (?:could )?"
+        r"(?:try|do|go|practi[cs]e) (?:some )?\w+ together\b")),
     ("guilt-tripped", re.compile(
         r"\bafter (?:everything|all) i (?:have done|did) for you\b|\byou are (?:hurting|disappointing|upsetting) me\b|"
         r"\bhow could you\b|\bthink (?:about|of) (?:how|what) (?:this|it|that) (?:would|will) do to\b|\bthink (?:about|"
