@@ -361,6 +361,7 @@ GREETING_REPLIES: Final[dict[str, str]] = {
 #: A question about the assistant's own experience ("have you ever felt that way?"): answered honestly first.
 _ABOUT_OUR_EXPERIENCE: Final = re.compile(
     r"\b(?:have|did) you (?:ever )?(?:felt|feel|been through|gone through|go through|had|experienced?|lost)\b|"
+    r"\b(?:have|did|do) you ever\b|"  # "Have you ever failed a test?"
     r"\bhas (?:this|that|it) ever happened to you\b|\bwhat was it like for you\b",
     re.IGNORECASE,
 )
@@ -1143,7 +1144,8 @@ def _template_reply(
                 sentence = _GLAD_SENTENCES[glad][0]
             else:
                 sentence = _REASSURANCE.get(label or "", REPLY_TEMPLATES[strategy])
-            if asked_for_help and sentence == REPLY_TEMPLATES[strategy]:  # nothing told yet to be "a lot"
+            # nothing told yet to be "a lot"; or the experience answer already said many people feel this way
+            if (asked_for_help or asked_about_us) and sentence == REPLY_TEMPLATES[strategy]:
                 continue
         elif strategy == "Question":
             if conflict:

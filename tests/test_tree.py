@@ -638,6 +638,15 @@ def test_a_question_about_our_own_experience_is_answered_honestly(fuser: LateFus
     reply = tree.reply.text or ""
     assert reply.startswith(AI_EXPERIENCE_ANSWER) and "this is about" not in reply  # answered, not said back
     assert check_reply(reply) == []
+    failed = build_tree(
+        _said("Have you ever failed a test?", "sadness", {"sadness": 0.6}), fuser=fuser, planner=_plan("Question")
+    )
+    assert (failed.reply.text or "").startswith(AI_EXPERIENCE_ANSWER)
+    affirm = build_tree(
+        _said("Have you ever felt this low?", "sadness", {"sadness": 0.6}), fuser=fuser,
+        planner=_plan("Affirmation and Reassurance"),
+    )  # fmt: skip
+    assert affirm.reply.text == AI_EXPERIENCE_ANSWER  # not "... feel this way. ... makes sense to feel this way."
     plain = build_tree(_said("I failed again.", "sadness", {"sadness": 0.6}), fuser=fuser, planner=_plan("Question"))
     assert AI_EXPERIENCE_ANSWER not in (plain.reply.text or "")
 
