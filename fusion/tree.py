@@ -336,8 +336,10 @@ IT_MAKES_SENSE: Final = "It makes sense that you feel this way."
 #: The question that replaces a generic feeling question when they have just said how they feel.
 TELL_ME_WHAT_HAPPENED: Final = "Would you like to tell me more about what's been happening?"
 _GREET: Final = r"(?:hi+|hello+|hey+|hiya|howdy|greetings|good (?:morning|afternoon|evening|day))(?: there| again)?"
+#: When "how are you" may ask about: "doing", "today", "this morning", ...
+_HOW_WHEN: Final = r"(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?"
 _HOW_ARE_YOU: Final = (
-    r"(?:how are (?:you|u)(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?|how(?:'s| is) it going|"
+    rf"(?:how are (?:you|u){_HOW_WHEN}|how(?:'s| is) it going|"
     r"how are things|how have you been|how are we(?: doing)?(?: today)?|(?:and|how about|what about) (?:you|u)(?: doing)?)"
 )
 #: A presence check ("anybody home?", "Is anyone there?", "Are you there?"): answered like a greeting.
@@ -368,7 +370,7 @@ _ABOUT_OUR_EXPERIENCE: Final = re.compile(
 AI_EXPERIENCE_ANSWER: Final = "I'm an AI, so I haven't lived through it myself, but many people feel this way."
 #: "How are you?" asked inside a longer message ("Hey, I'm doing well, how are you?"): thanked first.
 _ASKS_HOW_WE_ARE: Final = re.compile(
-    r"\bhow are (?:you|u|we)(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?\s*(?:[?!.,]|$)|"
+    rf"\bhow are (?:you|u|we){_HOW_WHEN}\s*(?:[?!.,]|$)|"
     r"\bhow are (?:you|u) (?!feeling|going|supposed|able)\w+\s*\?|"  # "how are you Carolyn?"
     r"\b(?:and|how about|what about) (?:you|u)\s*\?",
     re.IGNORECASE,
@@ -1089,8 +1091,8 @@ def _words_fine(results: list[AnalysisResult]) -> dict[str, float] | None:
 
 def _template_reply(
     tree: AffectTree, words: str = "", fine: Mapping[str, float] | None = None, earlier: bool = False
-) -> tuple[str, str | None]:
-    """(reply, its kind): one sentence per strategy in ``_REPLY_ORDER`` (reflect, restate, reassure, suggest or
+) -> tuple[str, str | None, list[str]]:
+    """(reply, its kind, the strategies it used): one sentence per strategy in ``_REPLY_ORDER`` (reflect, restate, reassure, suggest or
     inform, ask); Self-disclosure is skipped: there is nothing true to disclose. ``words`` that are only a greeting
     are greeted back instead (kind: the ``GREETING_REPLIES`` key); a happy reading's sentences follow its
     ``gladness`` in the words' GoEmotions labels ``fine`` (kind: the gladness); what they asked of us is met first
@@ -1098,13 +1100,13 @@ def _template_reply(
     told (``TELL_ME_WHAT_HAPPENED`` instead). ``earlier``: the person has spoken before in this conversation. The
     rounds that shaped these rules, each checked by a blind read of unread ESConv turns: ``docs/dialogue-replies.md``."""
     greeting = greeting_kind(words, earlier)
+    strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
     if greeting:
-        return GREETING_REPLIES[greeting], greeting
+        return GREETING_REPLIES[greeting], greeting, strategies
     emotion, cause = tree.emotion.value, tree.cause.value
     label = emotion["label"]
     uncertain = emotion["uncertain"]
     conflict = emotion["agreement"] == "conflict"
-    strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
     restatement = _restatement(cause)
     top_glad = _top_positive(fine) if label == "happiness" else None
     glad = gladness(fine) if label == "happiness" else None
@@ -1167,14 +1169,13 @@ def _template_reply(
                 continue
         if sentence not in sentences:
             sentences.append(sentence)
-    return " ".join(sentences) or REPLY_TEMPLATES["Others"], glad
+    return " ".join(sentences) or REPLY_TEMPLATES["Others"], glad, strategies
 
 
 def _reply(
     tree: AffectTree, words: str = "", fine: Mapping[str, float] | None = None, earlier: bool = False
 ) -> TreeNode:
-    text, kind = _template_reply(tree, words, fine, earlier)
-    strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
+    text, kind, strategies = _template_reply(tree, words, fine, earlier)  # a request for advice adds the suggestion
     value: dict[str, Any] = {"strategies": strategies, "template": text}
     if kind:
         value["kind"] = kind

@@ -725,6 +725,8 @@ def test_requests_for_help_advice_or_validation_are_met(fuser: LateFusion) -> No
     )  # fmt: skip
     assert talk.reply.text == HERE_FOR_YOU  # not "I'm here for you, and I'm listening. I'm here to listen."
     assert "one small next step" in reply("Got any advice for a lonely guy?", "sadness", {"sadness": 0.5})
+    advice = build_tree(_said("Got any advice?", "sadness", {"sadness": 0.5}), fuser=fuser, planner=plan)
+    assert "Providing Suggestions" in advice.reply.value["strategies"]  # the reply node names what it used
     # a feeling said in other words, or a confirmation, is not asked about again
     for said in (
         "hi I need help. I'm under academic stress", "I am in a bad mood", "That is correct", "Yes it was", "good",
