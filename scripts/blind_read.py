@@ -10,11 +10,17 @@ A) goes to a separate JSON file the reader never sees. Also prints BLEU-2 / ROUG
 
 ``score``: once the reader has written ``turn,reply,problem,note`` verdicts for the sheet, the problems per side.
 
+``single``: a sheet of one report's replies alone, rows ``--from`` to ``--to`` (a discovery read: what is still
+wrong, before any change is written); the reader writes ``turn,problem,note``, and ``count`` totals the problems.
+
     python scripts/blind_read.py replies --data ../shared/data/esconv/valid.jsonl --limit 60 --out /tmp/old.json
     python scripts/blind_read.py replies --data ../shared/data/esconv/valid.jsonl --limit 60 --responder lm --out F
     python scripts/blind_read.py sheet /tmp/old.json /tmp/new.json --data ../shared/data/esconv/valid.jsonl \
         --limit 60 --from 60 --sheet /tmp/sheet.md --key /tmp/key.json
     python scripts/blind_read.py score /tmp/key.json /tmp/verdicts.csv
+    python scripts/blind_read.py single /tmp/new.json --data ../shared/data/esconv/train.jsonl --limit 140 \
+        --from 240 --to 300 --sheet /tmp/single.md
+    python scripts/blind_read.py count /tmp/single-verdicts.csv
 
 The sheets hold ESConv text (CC BY-NC 4.0): keep them out of the repository; the keys and verdicts hold none.
 """
@@ -75,12 +81,7 @@ def sheet(
         first, second = (y, x) if flip else (x, y)
         n = str(len(key) + 1)
         key[n] = {"turn": i, "A": "right" if flip else "left", "B": "left" if flip else "right"}
-        lines = [f"## Turn {n}", ""]
-        lines += [
-            f"- {'Seeker' if m.speaker == 'usr' else 'Supporter'}: {m.text}"
-            for m in list(sample.history)[-SHOWN_MESSAGES:]
-        ]
-        lines += [f"- **Seeker (last message): {sample.seeker}**", "", f"Reply A: {first['reply']}", ""]
+        lines = [f"## Turn {n}", "", *_messages(sample), f"Reply A: {first['reply']}", ""]
         parts.append("\n".join([*lines, f"Reply B: {second['reply']}", ""]))
     sheet_path.write_text("\n".join(parts))
     key_path.write_text(json.dumps(key, indent=1))
@@ -88,6 +89,38 @@ def sheet(
     return {
         name: text_scores([r["reply"] for r in rows[start:]], references) for name, rows in (("left", a), ("right", b))
     }
+
+
+def _messages(sample: Any) -> list[str]:
+    """The last messages before the person's one and the person's one, as sheet lines."""
+    lines = [
+        f"- {'Seeker' if m.speaker == 'usr' else 'Supporter'}: {m.text}" for m in list(sample.history)[-SHOWN_MESSAGES:]
+    ]
+    return [*lines, f"- **Seeker (last message): {sample.seeker}**", ""]
+
+
+def single(report: Path, data: str, limit: int, start: int, stop: int, sheet_path: Path) -> int:
+    """Write a sheet of ``report``'s replies alone for rows ``start`` to ``stop``; returns the number of turns."""
+    from affectlens.evaluation import DIALOGUE_SAMPLE
+    from fusion.esconv import read_dialogues, reply_samples
+
+    samples = reply_samples(read_dialogues(data, limit), DIALOGUE_SAMPLE[1])
+    rows = json.loads(report.read_text())["examples"]
+    if len(rows) != len(samples):
+        raise SystemExit(f"{report} does not hold the {len(samples)} turns of --data/--limit")
+    parts: list[str] = []
+    for n, i in enumerate(range(start, min(stop, len(rows))), start=1):
+        if rows[i]["seeker"] != samples[i].seeker:
+            raise SystemExit(f"row {i}: the report does not follow --data/--limit")
+        parts.append("\n".join([f"## Turn {n}", "", *_messages(samples[i]), f"Reply: {rows[i]['reply']}", ""]))
+    sheet_path.write_text("\n".join(parts))
+    return len(parts)
+
+
+def count_problems(verdicts: Path) -> Counter[str]:
+    """Verdicts of a single-reply read, by problem."""
+    with verdicts.open(newline="") as f:
+        return Counter(row["problem"].strip() for row in csv.DictReader(f))
 
 
 def score(key_path: Path, verdicts: Path) -> dict[str, Counter[str]]:
@@ -120,6 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     count = sub.add_parser("score", help="problems per side from the verdicts")
     count.add_argument("key", type=Path)
     count.add_argument("verdicts", type=Path)
+    alone = sub.add_parser("single", help="a sheet of one report's replies alone (a discovery read)")
+    alone.add_argument("report", type=Path)
+    alone.add_argument("--data", required=True)
+    alone.add_argument("--limit", type=int, required=True)
+    alone.add_argument("--from", dest="start", type=int, default=0)
+    alone.add_argument("--to", dest="stop", type=int, required=True)
+    alone.add_argument("--sheet", type=Path, required=True)
+    tally = sub.add_parser("count", help="problems of a single-reply read")
+    tally.add_argument("verdicts", type=Path)
     args = parser.parse_args(argv)
     if args.command == "replies":
         report = replies(args.data, args.limit, args.responder, args.out)
@@ -127,6 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "sheet":
         scores = sheet(args.left, args.right, args.data, args.limit, args.start, args.sheet, args.key)
         print(f"{len(json.loads(args.key.read_text()))} turns differ; scores on the rows: {json.dumps(scores)}")
+    elif args.command == "single":
+        print(f"{single(args.report, args.data, args.limit, args.start, args.stop, args.sheet)} turns")
+    elif args.command == "count":
+        kinds = count_problems(args.verdicts)
+        print(
+            f"{sum(n for k, n in kinds.items() if k != 'none')} of {sum(kinds.values())} with a problem {dict(kinds)}"
+        )
     else:
         found = score(args.key, args.verdicts)
         for side, kinds in found.items():
