@@ -56,6 +56,7 @@ from fusion.safety import (
     disclosure_turn,
     follow_up_reply,
 )
+from fusion.wordlist import reads_as_english
 
 logger = logging.getLogger(__name__)
 
@@ -279,9 +280,25 @@ _GLAD_FEELINGS: Final[dict[str, str | None]] = {
     "optimism": "hopeful", "desire": "hopeful", "gratitude": None, "approval": None, "admiration": None,
     "caring": None, "love": None,
 }  # fmt: skip
+#: The reassurance for hard news the text model does not read as sad: a neutral reading whose negative GoEmotions
+#: labels together reach ``HARD_NEWS_NEGATIVE`` ("I have been isolated for 2 years now ever since my wife ...
+#: run away"), or a gladness they outweigh ("It's going to be nearly impossible to find something good now").
+HARD_NEWS: Final = "That sounds really hard, and I'm glad you told me."
+HARD_NEWS_NEGATIVE: Final = 0.30
+#: Good news is hard news only when the negative labels weigh this many times as much (else it is mixed).
+HARD_NEWS_RATIO: Final = 2.0
+#: Gladness that we are here or talking ("I'm glad you're here"): answered in kind, not asked "What made it so good?".
+_GLAD_OF_US: Final = re.compile(
+    r"\b(?:glad|happy|good|nice|great|grateful|thankful)\b[^.!?]{0,25}\b(?:(?:you|u)(?:'re| are)? "
+    r"(?:here|there|listening|around)|(?:talk|talking|chat|chatting|speak|speaking) (?:to|with) (?:you|u|someone))\b",
+    re.IGNORECASE,
+)
+GLAD_TO_BE_HERE: Final = "I'm glad to be here with you."
 #: (reassurance, question) for each kind of gladness but good news (which keeps ``_REASSURANCE`` and
 #: ``_QUESTIONS``' happiness sentences).
 _GLAD_SENTENCES: Final[dict[str, tuple[str, str]]] = {
+    "hard news": (HARD_NEWS, REPLY_TEMPLATES["Question"]),
+    "glad we're talking": (GLAD_TO_BE_HERE, "What's on your mind?"),
     "thanks": ("You're welcome. I'm glad if this helps.", "How are you feeling now?"),
     "thanks, and more": ("You're welcome, and thank you for telling me more.", "How are you feeling about it?"),
     "hope": ("Thank you for telling me.", "How are you feeling about it?"),
@@ -296,12 +313,16 @@ _THANKS: Final = re.compile(
 _FEELING_WORDS: Final = (
     r"(?:sad|upset|depressed|depression|unhappy|miserable|hopeless|heartbroken|lonely|down|scared|afraid|worried|"
     r"anxious|anxiety|nervous|frightened|terrified|panicked|angry|mad|furious|annoyed|frustrated|stress|stressed|"
-    r"mood|tired|exhausted|overwhelmed|bad|low|lost|confused|happy|glad|excited)"
+    r"mood|tired|exhausted|overwhelmed|bad|low|lost|confused|happy|glad|excited|struggling|empty|alone|numb|hurt|"
+    r"hurting|blue|drained|awful|terrible|horrible)"
 )
 _SAID_HOW_THEY_ARE: Final = re.compile(
     r"\b(?:i|i'm|im|iam|i've|ive)\b[^.!?]{0,20}\bfeel(?:s|ing)?\b|"
     r"\b(?:i'm|im|iam|i am)\s+(?:\w+\s+)?(?:good|fine|ok|okay|alright|well|great|doing|not (?:good|great|well|ok|okay))\b|"
     rf"\b(?:i'm|im|iam|i am|i've been|ive been|i have been|i get|i was)\b[^.!?]{{0,30}}\b{_FEELING_WORDS}\b|"
+    r"^\W*(?:doing|feeling|been)\s+(?:\w+\s+)?(?:good|well|fine|ok|okay|alright|great|better|bad|badly|terrible|"
+    r"awful|not (?:good|great|well))\b|"
+    rf"\b(?:sort of|kind of|kinda|pretty|so|very|really|a bit|a little|quite)\s+{_FEELING_WORDS}\b|"
     r"^\W*(?:yes|yeah|yep|yup|correct|exactly|right|true|indeed|that is (?:correct|right|true)|"
     r"that's (?:correct|right|true))\b[^?]{0,20}$",
     re.IGNORECASE,
@@ -310,7 +331,7 @@ _SAID_HOW_THEY_ARE: Final = re.compile(
 #: they are.
 SHORT_STATE_WORDS: Final = 8
 _STATE: Final = re.compile(
-    rf"\b(?:{_FEELING_WORDS}|good|fine|okay|ok|great|alright|terrible|awful|horrible|better|worse|energy)\b",
+    rf"\b(?:{_FEELING_WORDS}|good|fine|okay|ok|great|alright|better|worse|energy)\b",
     re.IGNORECASE,
 )
 #: A request for help or to talk, before anything has been told ("Can you help me?", "I would like to talk").
@@ -939,6 +960,53 @@ def _appraisal(emotion: TreeNode, cause: TreeNode) -> TreeNode:
     return TreeNode("appraisal", value, emotion.confidence, tuple(evidence))
 
 
+#: Words a restatement leaves out at the start, when a comma or a subject follows ("Yes, my fiance and I ...", "So I
+#: bought ...", not "No one came").
+_INTERJECTIONS: Final = frozenset({
+    "yes", "yeah", "yep", "yup", "no", "nope", "ok", "okay", "oh", "well", "hmm", "um", "lol", "haha", "so", "but",
+    "and", "also", "honestly", "actually", "anyway", "except",
+})  # fmt: skip
+#: Fillers a restatement leaves out ("I've not been doing great to be honest", "I'm doing alright I suppose").
+_FILLERS: Final = re.compile(
+    r"(,?)\s*\b(?:to be honest|tbh|honestly|actually|basically|literally|lol|haha|i guess|i suppose)\b\s*(,?)", re.I
+)
+#: A sentence that starts with one of these leans on another one ("Except ... with this one friend"): not said back.
+_SUBORDINATORS: Final = frozenset({
+    "except", "unless", "because", "cause", "cuz", "although", "though", "if", "when", "while", "since", "whereas",
+})  # fmt: skip
+#: Broken grammar a restatement would echo: a subject and a bare "-ing" verb ("my friends avoiding my calls",
+#: "... because my friends fighting with me"), "it" run into a new clause ("I can't believe it I just got ...").
+_BROKEN: Final = re.compile(
+    r"(?:^|\b(?:because|and|but|that|so|when|since|as|cause|cuz)\s+)(?:my|your|his|her|their|our|the)\s+"
+    r"(?!\w+ing\b)\w+\s+(?!(?:no|some|any|every)?thing\b|morning\b|evening\b|during\b)\w+ing\b|"
+    r"\bit (?:i|you|he|she|they|we)\b",
+    re.IGNORECASE,
+)
+_DASH: Final = re.compile(r"\s+[-–—]+\s+|--")
+
+
+def said_back(sentence: str) -> str | None:
+    """``sentence`` as a restatement may say it back: without a leading "Yes," / "So" (``_INTERJECTIONS``), its
+    fillers (``_FILLERS``) and anything after a dash; None when it does not read cleanly: a word outside the English
+    word list (a typo: "layed off", "can d"), a fragment that leans on another sentence ("Except ...", "Because
+    ..."), or broken grammar (``_BROKEN``)."""
+    text = _DASH.split(sentence.strip(), maxsplit=1)[0]
+    text = _FILLERS.sub(lambda m: ", " if m.group(2) else " ", text)
+    while True:
+        m = re.match(r"\s*([A-Za-z]+)\s*([,.!]?)\s*(\S*)", text)
+        if not m or m.group(1).lower() not in _INTERJECTIONS:
+            break
+        following = m.group(3).lower().strip(",.!?").replace("’", "'")
+        if not (m.group(2) or following in _SUBJECTS or following in _TO_YOU):
+            break
+        text = text[m.start(3) :]
+    text = re.sub(r"\s+([,.!?])", r"\1", re.sub(r"\s{2,}", " ", text)).strip(" ,")
+    words = _WORD.findall(text)
+    if not words or words[0].lower() in _SUBORDINATORS or _BROKEN.search(text) or not reads_as_english(text):
+        return None
+    return text[0].upper() + text[1:]
+
+
 class RulePlanner:
     """The default planner: ``STRATEGY_RULES`` for the emotion, plus a Question first when the emotion is
     uncertain or the modalities conflict, and a Question when nothing says what caused it (at most 3)."""
@@ -1030,7 +1098,10 @@ def _restatement(cause: dict[str, Any]) -> str | None:
     right, you're saying that you ..."), else its first sentence quoted; None when there is nothing worth saying
     back (a fragment under ``MIN_QUOTE_WORDS`` words). A paraphrase that the reply checks would refuse (the person's
     own harsh words about themselves, now without quotes) is quoted instead."""
-    sentences = [str(s["text"]) for s in cause["sentences"]] if cause["observable"] else []
+    found = cause["sentences"] if cause["observable"] else []
+    # the sentence with the most salient words first (reading order among equals), each as it may be said back
+    ranked = sorted(found, key=lambda s: -len(s.get("words", [])))
+    sentences = [t for t in (said_back(str(s["text"])) for s in ranked) if t]
     for sentence in sentences:
         restated = second_person(sentence)
         if restated and MIN_QUOTE_WORDS <= len(restated.split()) <= MAX_PARAPHRASE_WORDS and _reads_cleanly(restated):
@@ -1039,8 +1110,9 @@ def _restatement(cause: dict[str, Any]) -> str | None:
                 return text
             break
     quote = sentences[0] if sentences else ""
-    # a fragment ("Kit", a misheard voice note) is not a restatement; a long run-on quoted back reads as a machine
-    if not MIN_QUOTE_WORDS <= len(quote.split()) <= MAX_QUOTE_WORDS:
+    # a fragment ("Kit", a misheard voice note) is not a restatement; a long run-on quoted back reads as a machine;
+    # a quote starts with its subject ("Currently I am ..." is not quoted)
+    if not MIN_QUOTE_WORDS <= len(quote.split()) <= MAX_QUOTE_WORDS or quote.split()[0].lower() not in _SUBJECTS:
         return None
     if len(quote) > 120:
         quote = quote[:117].rstrip() + "…"
@@ -1070,15 +1142,24 @@ def _top_positive(fine: Mapping[str, float] | None) -> str | None:
 
 def gladness(fine: Mapping[str, float] | None) -> str:
     """The ``GLADNESS`` kind of the strongest positive label in the words' GoEmotions labels ``fine``; "good news"
-    without words (a smiling face). Good news must outweigh the negative labels together ("I'm feeling very
-    overwhelmed" reads excitement 0.11 beside nervousness and disappointment 0.13): else "acknowledgement"."""
+    without words (a smiling face). A gladness other than thanks must outweigh the negative labels together, else
+    it is "hard news" ("It's going to be nearly impossible to find something good now" reads optimism 0.31 beside
+    0.50); good news outweighed by less than ``HARD_NEWS_RATIO`` times is mixed, "acknowledgement" ("I'm feeling
+    very overwhelmed" reads excitement 0.11 beside nervousness and disappointment 0.13)."""
     top = _top_positive(fine)
     if not top or not fine:
         return "good news"
-    kind = GLADNESS[top]
-    if kind == "good news" and float(fine.get(top, 0.0)) < sum(float(fine.get(n, 0.0)) for n in NEGATIVE_FINE):
-        return "acknowledgement"
-    return kind
+    kind, weight, negative = GLADNESS[top], float(fine.get(top, 0.0)), negative_weight(fine)
+    if kind == "thanks" or weight >= negative:
+        return kind
+    if kind == "good news" and negative < HARD_NEWS_RATIO * weight:  # mixed news ("That's the good part. I know
+        return "acknowledgement"  # feeling sad is natural ..."): acknowledged
+    return "hard news"
+
+
+def negative_weight(fine: Mapping[str, float] | None) -> float:
+    """The negative GoEmotions labels (``NEGATIVE_FINE``) of ``fine`` together; 0 without labels."""
+    return sum(float(fine.get(n, 0.0)) for n in NEGATIVE_FINE) if fine else 0.0
 
 
 def _words_fine(results: list[AnalysisResult]) -> dict[str, float] | None:
@@ -1090,12 +1171,18 @@ def _words_fine(results: list[AnalysisResult]) -> dict[str, float] | None:
 
 
 def _template_reply(
-    tree: AffectTree, words: str = "", fine: Mapping[str, float] | None = None, earlier: bool = False
+    tree: AffectTree,
+    words: str = "",
+    fine: Mapping[str, float] | None = None,
+    earlier: bool = False,
+    words_label: str | None = None,
 ) -> tuple[str, str | None, list[str]]:
     """(reply, its kind, the strategies it used): one sentence per strategy in ``_REPLY_ORDER`` (reflect, restate, reassure, suggest or
     inform, ask); Self-disclosure is skipped: there is nothing true to disclose. ``words`` that are only a greeting
     are greeted back instead (kind: the ``GREETING_REPLIES`` key); a happy reading's sentences follow its
-    ``gladness`` in the words' GoEmotions labels ``fine`` (kind: the gladness); what they asked of us is met first
+    ``gladness`` in the words' GoEmotions labels ``fine`` when the words themselves (``words_label``) read happiness
+    (a smile beside words of surprise is not told it sounds hopeful; kind: the gladness), and a neutral reading of
+    words whose negative labels reach ``HARD_NEWS_NEGATIVE`` is hard news; what they asked of us is met first
     (``_openers``); a feeling question is not asked right after they said how they feel, nor before anything was
     told (``TELL_ME_WHAT_HAPPENED`` instead). ``earlier``: the person has spoken before in this conversation. The
     rounds that shaped these rules, each checked by a blind read of unread ESConv turns: ``docs/dialogue-replies.md``."""
@@ -1108,14 +1195,21 @@ def _template_reply(
     uncertain = emotion["uncertain"]
     conflict = emotion["agreement"] == "conflict"
     restatement = _restatement(cause)
-    top_glad = _top_positive(fine) if label == "happiness" else None
-    glad = gladness(fine) if label == "happiness" else None
+    glad_fine = fine if words_label == "happiness" else None
+    top_glad = _top_positive(glad_fine) if label == "happiness" else None
+    glad = gladness(glad_fine) if label == "happiness" else None
     if glad == "thanks" and len(_THANKS.sub(" ", words).split()) >= THANKS_AND_MORE_WORDS:
         glad = "thanks, and more"
+    elif glad and glad != "hard news" and _GLAD_OF_US.search(words.replace("’", "'")):
+        glad = "glad we're talking"
+    elif label == "neutral" and words_label == "neutral" and negative_weight(fine) >= HARD_NEWS_NEGATIVE:
+        glad = "hard news"  # not a gladness: the neutral reading's reassurance
     said_how = _SAID_HOW_THEY_ARE.search(words.replace("’", "'")) is not None or (
         len(words.split()) <= SHORT_STATE_WORDS and _STATE.search(words) is not None
     )
     sentences, asked_about_us = _openers(words)
+    if glad == "glad we're talking":
+        sentences.append(GLAD_TO_BE_HERE)
     if "Providing Suggestions" in strategies and CANNOT_KNOW in sentences:  # the suggestion offers to think it through
         sentences[sentences.index(CANNOT_KNOW)] = CANNOT_KNOW_SHORT
     if _ASKS_FOR_ADVICE.search(words) and "Providing Suggestions" not in strategies:
@@ -1173,9 +1267,15 @@ def _template_reply(
 
 
 def _reply(
-    tree: AffectTree, words: str = "", fine: Mapping[str, float] | None = None, earlier: bool = False
+    tree: AffectTree,
+    words: str = "",
+    fine: Mapping[str, float] | None = None,
+    earlier: bool = False,
+    words_label: str | None = None,
 ) -> TreeNode:
-    text, kind, strategies = _template_reply(tree, words, fine, earlier)  # a request for advice adds the suggestion
+    text, kind, strategies = _template_reply(
+        tree, words, fine, earlier, words_label
+    )  # a request for advice adds the suggestion
     value: dict[str, Any] = {"strategies": strategies, "template": text}
     if kind:
         value["kind"] = kind
@@ -1453,8 +1553,8 @@ def build_tree(
         tree = tree.replace_node(strategy.with_text(_strategy_text(strategy), "template"))
         # the words' kind of gladness shapes a happy reply only when the words themselves read happiness (a smile
         # beside words of surprise is not told it sounds hopeful)
-        words_glad = "text" in evidence_by and evidence_by["text"].label == "happiness"
-        reply = _reply(tree, words, _words_fine(flat) if words_glad else None, earlier=bool(history))
+        words_label = evidence_by["text"].label if "text" in evidence_by else None
+        reply = _reply(tree, words, _words_fine(flat), earlier=bool(history), words_label=words_label)
         if risk.level == "concern":
             check_in_text = check_in(risk)
             text = f"{reply.text} {check_in_text}"

@@ -588,7 +588,7 @@ def test_a_greeting_is_greeted_back_not_asked_about_it(fuser: LateFusion, tree_s
 
 
 def test_a_happy_reading_follows_its_kind_of_gladness(fuser: LateFusion, tree_schema: dict) -> None:
-    from fusion.tree import gladness
+    from fusion.tree import GLAD_TO_BE_HERE, HARD_NEWS, gladness
 
     plan = _plan("Reflection of feelings", "Affirmation and Reassurance", "Question")
 
@@ -604,9 +604,17 @@ def test_a_happy_reading_follows_its_kind_of_gladness(fuser: LateFusion, tree_sc
     assert reply({"optimism": 0.9, "approval": 0.1}) == (
         "It sounds like you're feeling hopeful. Thank you for telling me. How are you feeling about it?", "hope"
     )  # fmt: skip
-    # good news that does not outweigh the negative labels is only acknowledged ("I'm feeling very overwhelmed")
+    # a gladness the negative labels outweigh is hard news ("I'm feeling very overwhelmed"; "It's going to be nearly
+    # impossible to find something good now"): no glad feeling named, and not a bare thanks
+    for outweighed in ({"joy": 0.3, "sadness": 0.4, "anger": 0.3}, {"optimism": 0.3, "fear": 0.4}):
+        assert reply(outweighed) == (f"{HARD_NEWS} Would you like to tell me more about it?", "hard news")
+    # mixed news, good news outweighed by less than twice as much, is acknowledged ("I'm feeling very overwhelmed")
     assert reply({"excitement": 0.11, "nervousness": 0.07, "disappointment": 0.06}) == (
         "Thank you for telling me. How are you feeling about it?", "acknowledgement"
+    )  # fmt: skip
+    # gladness that we are here is answered in kind, not asked "What made it so good?"
+    assert reply({"joy": 0.9}, "That is okay! I'm glad you're here") == (
+        f"{GLAD_TO_BE_HERE} What's on your mind?", "glad we're talking"
     )  # fmt: skip
     # approval, admiration, caring, love: not news to celebrate ("Yes, I am looking for emotional support.")
     assert reply({"approval": 0.5, "joy": 0.1}) == (
@@ -627,6 +635,15 @@ def test_neutral_words_are_thanked_not_told_they_are_a_lot(fuser: LateFusion) ->
     said = _said("I'm a freelance writer so I choose my own hours.", "neutral", {"neutral": 0.8}, p=0.8)
     tree = build_tree(said, fuser=fuser, planner=_plan("Affirmation and Reassurance"))
     assert tree.reply.text == "Thank you for telling me about this."
+    # ... unless the negative labels say it is hard news the text model reads as neutral
+    from fusion.tree import HARD_NEWS
+
+    heavy = _said(
+        "I have been isolated for 2 years since my wife left in the night.", "neutral",
+        {"neutral": 0.5, "sadness": 0.25, "disappointment": 0.15}, p=0.5,
+    )  # fmt: skip
+    tree = build_tree(heavy, fuser=fuser, planner=_plan("Affirmation and Reassurance"))
+    assert tree.reply.text == HARD_NEWS and tree.reply.value["kind"] == "hard news"
 
 
 def test_a_question_about_our_own_experience_is_answered_honestly(fuser: LateFusion) -> None:
@@ -655,11 +672,34 @@ def test_a_feeling_just_said_is_not_asked_again(fuser: LateFusion) -> None:
     from fusion.tree import TELL_ME_WHAT_HAPPENED
 
     ask = _plan("Question")
-    for said in ("I'm feeling very overwhelmed at the moment.", "I am good, just feeling low.", "I'm doing ok."):
+    for said in (
+        "I'm feeling very overwhelmed at the moment.", "I am good, just feeling low.", "I'm doing ok.",
+        "Hi, I'm struggling today.", "Doing well, thanks.", "Sort of down. Sort of empty.",
+    ):  # fmt: skip
         tree = build_tree(_said(said, "neutral", {"neutral": 0.5}, p=0.5), fuser=fuser, planner=ask)
         assert tree.reply.text == TELL_ME_WHAT_HAPPENED, said
     other = build_tree(_said("My exam is tomorrow.", "neutral", {"neutral": 0.5}, p=0.5), fuser=fuser, planner=ask)
     assert other.reply.text != TELL_ME_WHAT_HAPPENED
+
+
+def test_a_restatement_says_back_only_words_that_read_cleanly() -> None:
+    from fusion.tree import said_back
+
+    assert said_back("I've not been doing great to be honest.") == "I've not been doing great."
+    assert said_back("I'm doing alright I suppose, just trying.") == "I'm doing alright, just trying."
+    assert said_back("Yes, my fiance and I are splitting up") == "My fiance and I are splitting up"
+    assert said_back("Well, I moved to a new state - feeling pretty alone.") == "I moved to a new state"
+    assert said_back("No one showed up to my party") == "No one showed up to my party"  # not an interjection
+    for broken in (
+        "I can't believe it I just got layed off.",  # a typo, and "it" run into a new clause
+        "I don't know what else I can d to help my daughter.",
+        "Except I guess not anymore with this one friend...",  # leans on another sentence
+        "I am today very sad because my friends fighting with me",  # a bare "-ing" verb
+        "My friends avoiding my phone calls and message",
+    ):
+        assert said_back(broken) is None, broken
+    assert said_back("My dad keeps saying I'm useless with cars.") is not None
+    assert said_back("The morning was hard for me") is not None
 
 
 def test_a_restatement_never_keeps_their_we() -> None:
@@ -755,3 +795,15 @@ def test_long_or_garbled_sentences_are_not_said_back(fuser: LateFusion) -> None:
     assert reply("They have been guilt tripping me and I feel very confused.") == (
         "If I understand you right, you're saying that they have been guilt tripping you and you feel very confused."
     )  # a subject other than "you" is fine
+
+
+def test_the_word_list_knows_english_words_and_their_contractions() -> None:
+    from fusion.wordlist import english_words, known_word, reads_as_english
+
+    assert len(english_words()) > 100_000  # pyspellchecker's list, installed with the package
+    for word in ("couldn't", "can't", "won't", "I've", "she's", "you’re", "fiance", "covid", "a", "I"):
+        assert known_word(word), word
+    for typo in ("layed", "extremally", "superifical", "d", "thats", "couldnt"):
+        assert not known_word(typo), typo
+    assert reads_as_english("My dad keeps saying I'm useless with cars.")
+    assert not reads_as_english("I can d it") and not reads_as_english("...")
