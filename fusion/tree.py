@@ -344,9 +344,63 @@ HERE_FOR_YOU: Final = "I'm here for you, and I'm listening."
 #: A request for advice ("Got any advice?", "What should I do?"): met by the suggestion sentence.
 _ASKS_FOR_ADVICE: Final = re.compile(
     r"\b(?:any|some|your) (?:advice|tips|suggestions?)\b|\bwhat (?:should|can|could) i do\b|"
-    r"\bwhat can you tell me\b|\bhow (?:can|do|should) i (?:cope|deal|handle|adjust|get over)\b",
+    r"\bwhat can you tell me\b|\bhow (?:can|do|could|should) i\b|\bany (?:input|ideas|thoughts)\b|"
+    r"\bwhat (?:do|would) you (?:suggest|recommend)\b|\b(?:i'll|i will) try anything\b",
     re.IGNORECASE,
 )
+#: A general suggestion per topic, for when advice is asked for: (topic, what names it, the suggestion), most
+#: specific first. Everyday self-care and pointers to people and professionals only: nothing a template cannot stand
+#: behind for anyone (no diagnosis, no medication, no promises).
+SUGGESTIONS: Final[tuple[tuple[str, re.Pattern[str], str], ...]] = tuple(
+    (topic, re.compile(pattern, re.IGNORECASE), suggestion)
+    for topic, pattern, suggestion in (
+        ("sleep", r"\b(?:sleep\w*|insomnia|awake|nightmares?)\b",
+         "Some people find that a steady bedtime, a screen-free last hour, and getting up for a while when sleep "
+         "won't come make the nights easier."),
+        ("therapy", r"\b(?:support groups?|therap\w+|counsell?or\w*|counsell?ing|psycholog\w+|mental health)\b",
+         "A doctor or a local mental health organisation can point you to a therapist or a support group, and many "
+         "groups also meet online or by phone."),
+        ("children", r"\b(?:kids?|children|child|son|daughter|toddler|teenager|parenting)\b",
+         "Many parents find it helps to pause for a breath before responding, and to set aside a little calm time "
+         "with the children each day."),
+        ("study", r"\b(?:exams?|tests?|school|college|university|classes|grades?|homework|studying|study|thesis|"
+         r"advisor|professor|prof)\b",
+         "Breaking the work into short sessions with small breaks, and asking a teacher or classmate about the "
+         "hardest part, can make it more manageable."),
+        ("work", r"\b(?:jobs?|fired|laid off|layed off|unemploy\w*|career|boss|co-?workers?|furlough\w*|employer|"
+         r"workplace|at work|my work|resume|interview)\b",
+         "It can help to pick one small, concrete step for this week, like one application or one conversation, "
+         "and to talk it over with someone you trust."),
+        ("relationship", r"\b(?:break ?up|broke up|breaking up|divorce\w*|ex|boyfriend|girlfriend|husband|wife|"
+         r"partner|fiancee?|relationship|marriage|married)\b",
+         "It can help to lean on friends or family for a while and to give yourself time; some people find that "
+         "writing down what they feel helps them sort it out."),
+        ("loneliness", r"\b(?:friends?|lonely|loneliness|alone|isolated|isolation|left out)\b",
+         "Reaching out to one person, even with a short message, or joining a group around something you enjoy can "
+         "be a gentle way to feel less alone."),
+        ("pandemic", r"\b(?:covid|pandemic|lockdowns?|quarantine\w*|restrictions)\b",
+         "Keeping a simple daily routine and staying in touch with people by phone or video can make the "
+         "restrictions easier to bear."),
+        ("stress", r"\b(?:anxi\w+|stress\w*|panic\w*|overwhelm\w*|worr\w+|pressure)\b",
+         "Slow breathing, a short break outside, or writing the worries down can take the edge off, and talking to "
+         "someone you trust can help too."),
+        ("low mood", r"\b(?:depress\w*|low|sad|sadness|hopeless|empty|no interest|unmotivated)\b",
+         "On low days small things can help a little: a short walk, a regular routine, and telling someone you "
+         "trust how you feel; if it lasts, a doctor or therapist can help."),
+    )
+)  # fmt: skip
+
+
+def suggestion_for(words: str, history: Sequence[str] = ()) -> tuple[str, str] | None:
+    """(topic, suggestion) of the first ``SUGGESTIONS`` topic named in ``words``, else in the earlier turns
+    ``history`` (the latest first); None when none is."""
+    for text in (words, *reversed(history)):
+        for topic, pattern, suggestion in SUGGESTIONS:
+            if pattern.search(text.replace("’", "'")):
+                return topic, suggestion
+    return None
+
+
 #: A request for validation ("Am I right to feel this way?"), met by saying the feeling makes sense.
 _ASKS_FOR_VALIDATION: Final = re.compile(
     r"\b(?:am i (?:right|wrong|crazy|overreacting)|is it (?:ok|okay|normal|wrong|bad) (?:to|that i)|"
@@ -356,16 +410,21 @@ _ASKS_FOR_VALIDATION: Final = re.compile(
 IT_MAKES_SENSE: Final = "It makes sense that you feel this way."
 #: The question that replaces a generic feeling question when they have just said how they feel.
 TELL_ME_WHAT_HAPPENED: Final = "Would you like to tell me more about what's been happening?"
-_GREET: Final = r"(?:hi+|hello+|hey+|hiya|howdy|greetings|good (?:morning|afternoon|evening|day))(?: there| again)?"
+_GREET: Final = (
+    r"(?:(?:hi+|hello+|hey+|hiya|howdy|greetings|good (?:morning|afternoon|evening|day))(?: there| again)?|"
+    r"(?:it's |it is )?(?:nice|good|great|pleased|glad|lovely) to (?:meet|talk to|chat with|speak (?:to|with)|see) "
+    r"(?:you|u)(?: too)?)"
+)
 #: When "how are you" may ask about: "doing", "today", "this morning", ...
 _HOW_WHEN: Final = r"(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?"
 _HOW_ARE_YOU: Final = (
     rf"(?:how are (?:you|u){_HOW_WHEN}|how(?:'s| is) it going|"
-    r"how are things|how have you been|how are we(?: doing)?(?: today)?|(?:and|how about|what about) (?:you|u)(?: doing)?)"
+    r"how are things|how have you been|how are we(?: doing)?(?: today)?|(?:and|how about|what about) (?:you|u)(?: doing)?|"
+    r"(?:are )?(?:you|u) (?:doing )?(?:alright|all right|ok|okay|well|good))"
 )
 #: A presence check ("anybody home?", "Is anyone there?", "Are you there?"): answered like a greeting.
 _PRESENCE: Final = (
-    r"(?:is )?(?:any ?(?:one|body)|some ?(?:one|body)) (?:home|there|here|around)|"
+    r"(?:is )?(?:there )?(?:any ?(?:one|body)|some ?(?:one|body)) (?:home|there|here|around|online|available)|"
     r"are (?:you|u) (?:still )?(?:there|here|around)"
 )
 #: A message that is only a greeting, perhaps asking how we are, or a presence check (its words lower-cased, one
@@ -378,7 +437,7 @@ GREETING_REPLIES: Final[dict[str, str]] = {
     "greeting, asking how we are": (
         "Hello, and thank you for asking. I'm here and ready to listen. How are you doing today?"
     ),
-    "greeting again": "I'm here, and I'm listening. What's on your mind?",
+    "greeting again": "I'm here, and I'm listening. Go on whenever you're ready.",
     "asking how we are": "Thank you for asking. I'm here and ready to listen. What's on your mind?",
 }
 #: A question about the assistant's own experience ("have you ever felt that way?"): answered honestly first.
@@ -393,7 +452,8 @@ AI_EXPERIENCE_ANSWER: Final = "I'm an AI, so I haven't lived through it myself, 
 _ASKS_HOW_WE_ARE: Final = re.compile(
     rf"\bhow are (?:you|u|we){_HOW_WHEN}\s*(?:[?!.,]|$)|"
     r"\bhow are (?:you|u) (?!feeling|going|supposed|able)\w+\s*\?|"  # "how are you Carolyn?"
-    r"\b(?:and|how about|what about) (?:you|u)\s*\?",
+    r"\b(?:and|how about|what about) (?:you|u)\s*(?:\?|$)|"  # "fine what about you"
+    r"\b(?:are )?(?:you|u) (?:doing )?(?:alright|all right|ok|okay|well|good)\s*\?",  # "You doing alright?"
     re.IGNORECASE,
 )
 THANKED_FOR_ASKING: Final = "Thank you for asking; I'm here and ready to listen."
@@ -1081,6 +1141,23 @@ def second_person(sentence: str) -> str | None:
     return text[0].lower() + text[1:] if text else None
 
 
+def as_statement(sentence: str) -> str | None:
+    """A statement without "I" said back as it is ("They are all male and he is the golden child anyway" -> "they
+    are all male and he is the golden child anyway"), without a leading "But", "And", "So" and the end punctuation;
+    None when it speaks of us or of "we", is a question, or starts with a name (its capital cannot be lowered)."""
+    words = [w.lower().replace("’", "'") for w in _WORD.findall(sentence)]
+    if not words or any(w in _SECOND or w in _PLURAL or w in _TO_YOU for w in words):
+        return None
+    if sentence.rstrip().endswith("?") or words[0] in _QUESTION_STARTS:
+        return None
+    text = sentence.strip().rstrip(".!?…,;: ")
+    first = _WORD.match(text)
+    if first and first.group(0).lower() in _OPENERS:
+        text = text[first.end() :].lstrip(" ,")
+    head = text.split(" ", 1)[0].lower().strip(",") if text else ""
+    return text[0].lower() + text[1:] if head in _SUBJECTS else None
+
+
 def _reads_cleanly(restated: str) -> bool:
     """A paraphrase that starts with a subject (``_SUBJECTS``), with no word twice in a row ("and and") and no stray
     quote mark ("you"ve")."""
@@ -1094,29 +1171,30 @@ def _reads_cleanly(restated: str) -> bool:
 
 
 def _restatement(cause: dict[str, Any]) -> str | None:
-    """The restatement of the cause: its first sentence in the first person turned to "you" ("If I understand you
-    right, you're saying that you ..."), else its first sentence quoted; None when there is nothing worth saying
-    back (a fragment under ``MIN_QUOTE_WORDS`` words). A paraphrase that the reply checks would refuse (the person's
-    own harsh words about themselves, now without quotes) is quoted instead."""
+    """The restatement of the cause: its most salient sentence that may be said back (``said_back``), turned to
+    "you" ("If I understand you right, you're saying that you ...") or, without "I", said as it is ("... that they
+    ..."); None when no sentence may be (a fragment under ``MIN_QUOTE_WORDS`` words, a long run-on, a typo). A
+    paraphrase that the reply checks would refuse (the person's own harsh words about themselves, now without
+    quotes) is quoted instead, so the words stay theirs."""
     found = cause["sentences"] if cause["observable"] else []
     # the sentence with the most salient words first (reading order among equals), each as it may be said back
     ranked = sorted(found, key=lambda s: -len(s.get("words", [])))
-    sentences = [t for t in (said_back(str(s["text"])) for s in ranked) if t]
-    for sentence in sentences:
-        restated = second_person(sentence)
-        if restated and MIN_QUOTE_WORDS <= len(restated.split()) <= MAX_PARAPHRASE_WORDS and _reads_cleanly(restated):
-            text = RESTATEMENT_TEMPLATE.format(restated=restated)
-            if not check_reply(text):
-                return text
-            break
-    quote = sentences[0] if sentences else ""
-    # a fragment ("Kit", a misheard voice note) is not a restatement; a long run-on quoted back reads as a machine;
-    # a quote starts with its subject ("Currently I am ..." is not quoted)
-    if not MIN_QUOTE_WORDS <= len(quote.split()) <= MAX_QUOTE_WORDS or quote.split()[0].lower() not in _SUBJECTS:
-        return None
-    if len(quote) > 120:
-        quote = quote[:117].rstrip() + "…"
-    return REPLY_TEMPLATES["Restatement or Paraphrasing"].format(quote=quote.rstrip(".!?"))
+    for sentence in (t for t in (said_back(str(s["text"])) for s in ranked) if t):
+        restated = second_person(sentence) or as_statement(sentence)
+        if not (
+            restated and MIN_QUOTE_WORDS <= len(restated.split()) <= MAX_PARAPHRASE_WORDS and _reads_cleanly(restated)
+        ):
+            continue
+        text = RESTATEMENT_TEMPLATE.format(restated=restated)
+        if restated.startswith("that "):  # not "you're saying that that was ..."
+            text = text.replace(" that that ", " that ", 1)
+        if not check_reply(text):
+            return text
+        if len(sentence.split()) > MAX_QUOTE_WORDS:  # a long run-on quoted back reads as a machine
+            return None
+        quote = sentence if len(sentence) <= 120 else sentence[:117].rstrip() + "…"
+        return REPLY_TEMPLATES["Restatement or Paraphrasing"].format(quote=quote.rstrip(".!?"))
+    return None
 
 
 def greeting_kind(words: str, earlier: bool = False) -> str | None:
@@ -1176,6 +1254,7 @@ def _template_reply(
     fine: Mapping[str, float] | None = None,
     earlier: bool = False,
     words_label: str | None = None,
+    history: Sequence[str] = (),
 ) -> tuple[str, str | None, list[str]]:
     """(reply, its kind, the strategies it used): one sentence per strategy in ``_REPLY_ORDER`` (reflect, restate, reassure, suggest or
     inform, ask); Self-disclosure is skipped: there is nothing true to disclose. ``words`` that are only a greeting
@@ -1198,7 +1277,9 @@ def _template_reply(
     glad_fine = fine if words_label == "happiness" else None
     top_glad = _top_positive(glad_fine) if label == "happiness" else None
     glad = gladness(glad_fine) if label == "happiness" else None
-    if glad == "thanks" and len(_THANKS.sub(" ", words).split()) >= THANKS_AND_MORE_WORDS:
+    if glad == "thanks" and not _THANKS.search(words):  # the gratitude label alone is not thanks
+        glad = "acknowledgement"
+    elif glad == "thanks" and len(_THANKS.sub(" ", words).split()) >= THANKS_AND_MORE_WORDS:
         glad = "thanks, and more"
     elif glad and glad != "hard news" and _GLAD_OF_US.search(words.replace("’", "'")):
         glad = "glad we're talking"
@@ -1212,8 +1293,11 @@ def _template_reply(
         sentences.append(GLAD_TO_BE_HERE)
     if "Providing Suggestions" in strategies and CANNOT_KNOW in sentences:  # the suggestion offers to think it through
         sentences[sentences.index(CANNOT_KNOW)] = CANNOT_KNOW_SHORT
-    if _ASKS_FOR_ADVICE.search(words) and "Providing Suggestions" not in strategies:
-        strategies = [*strategies, "Providing Suggestions"]  # asked for advice: the one suggestion a template has
+    asked_for_advice = _ASKS_FOR_ADVICE.search(words.replace("’", "'")) is not None
+    if asked_for_advice and "Providing Suggestions" not in strategies:
+        strategies = [*strategies, "Providing Suggestions"]  # asked for advice: a suggestion
+    # asked for advice: a general suggestion for the topic, if one is named (else the generic offer)
+    advice = suggestion_for(words, history) if asked_for_advice else None
     asked_for_help = HERE_FOR_YOU in sentences
     for strategy in sorted(strategies, key=_REPLY_ORDER.index):
         if strategy == "Self-disclosure":
@@ -1257,6 +1341,8 @@ def _template_reply(
             generic = sentence in _FEELING_QUESTIONS or (asked_for_help and sentence == REPLY_TEMPLATES[strategy])
             if (said_how or asked_for_help) and generic:  # said already, or nothing told yet: what has happened?
                 sentence = TELL_ME_WHAT_HAPPENED
+        elif strategy == "Providing Suggestions" and advice:
+            sentence = advice[1]
         else:
             sentence = REPLY_TEMPLATES[strategy]
             if asked_for_help and strategy == "Others":  # "I'm here for you, and I'm listening." said it already
@@ -1272,10 +1358,10 @@ def _reply(
     fine: Mapping[str, float] | None = None,
     earlier: bool = False,
     words_label: str | None = None,
+    history: Sequence[str] = (),
 ) -> TreeNode:
-    text, kind, strategies = _template_reply(
-        tree, words, fine, earlier, words_label
-    )  # a request for advice adds the suggestion
+    # (a request for advice adds the suggestion to the strategies)
+    text, kind, strategies = _template_reply(tree, words, fine, earlier, words_label, history)
     value: dict[str, Any] = {"strategies": strategies, "template": text}
     if kind:
         value["kind"] = kind
@@ -1554,7 +1640,7 @@ def build_tree(
         # the words' kind of gladness shapes a happy reply only when the words themselves read happiness (a smile
         # beside words of surprise is not told it sounds hopeful)
         words_label = evidence_by["text"].label if "text" in evidence_by else None
-        reply = _reply(tree, words, _words_fine(flat), earlier=bool(history), words_label=words_label)
+        reply = _reply(tree, words, _words_fine(flat), earlier=bool(history), words_label=words_label, history=history)
         if risk.level == "concern":
             check_in_text = check_in(risk)
             text = f"{reply.text} {check_in_text}"

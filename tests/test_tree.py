@@ -322,14 +322,19 @@ def test_the_planner_is_pluggable_and_checked(fuser: LateFusion) -> None:
         build_tree(text(), fuser=fuser, planner=lambda tree: [("Flattery", "", 1.0)])
 
 
-def test_the_restatement_quotes_a_sentence_never_a_fragment(fuser: LateFusion) -> None:
+def test_the_restatement_says_a_sentence_back_never_a_fragment(fuser: LateFusion) -> None:
     def restate(tree: AffectTree) -> list[tuple[str, str, float]]:
         return [("Restatement or Paraphrasing", "say it back", 0.6)]
 
     said = build_tree(text("I lost my job today.", salient=(("lost", 0.4),)), fuser=fuser, planner=restate)
     assert said.reply.text == "If I understand you right, you're saying that you lost your job today."
     plain = build_tree(text("The whole team was let go today.", salient=(("let", 0.4),)), fuser=fuser, planner=restate)
-    assert "this is about “The whole team was let go today”" in (plain.reply.text or "")  # no "I": quoted
+    # no "I": said back as it is
+    assert plain.reply.text == "If I understand you right, you're saying that the whole team was let go today."
+    that = build_tree(
+        text("That was well within his limits.", salient=(("limits", 0.4),)), fuser=fuser, planner=restate
+    )
+    assert that.reply.text == "If I understand you right, you're saying that was well within his limits."
     # their own harsh words about themselves stay in quotes (unquoted, they would read as the reply's judgement)
     harsh = build_tree(text("My dad says I'm useless.", salient=(("useless", 0.4),)), fuser=fuser, planner=restate)
     assert "this is about “My dad says I'm useless”" in (harsh.reply.text or "")
@@ -716,7 +721,7 @@ def test_a_smile_beside_other_words_keeps_its_own_gladness(fuser: LateFusion) ->
 
 
 def test_questions_put_to_the_supporter_are_acknowledged(fuser: LateFusion) -> None:
-    from fusion.tree import CANNOT_KNOW, THANKED_FOR_ASKING, last_question
+    from fusion.tree import CANNOT_KNOW, SUGGESTIONS, THANKED_FOR_ASKING, last_question, suggestion_for
 
     ask = _plan("Restatement or Paraphrasing", "Question")
 
@@ -729,7 +734,8 @@ def test_questions_put_to_the_supporter_are_acknowledged(fuser: LateFusion) -> N
     assert view.startswith(CANNOT_KNOW) and "this is about" not in view  # acknowledged, not quoted back
     assert reply("Is there any idea about covid20").startswith(CANNOT_KNOW)  # no question mark typed
     advice = reply("I lost my job. What should I do?")  # advice: the suggestion, not "I can't know"
-    assert "one small next step" in advice and CANNOT_KNOW not in advice
+    assert suggestion_for("I lost my job.") == ("work", SUGGESTIONS[4][2])  # the topic's suggestion, not the offer
+    assert SUGGESTIONS[4][2] in advice and CANNOT_KNOW not in advice
     for plain in (
         "Can you help me?", "Are you there?", "Is anyone there?", "I am ok. Could be better", "I lost my job today.",
         "How are you feeling about this job?",
@@ -764,7 +770,9 @@ def test_requests_for_help_advice_or_validation_are_met(fuser: LateFusion) -> No
         planner=_plan("Others"),
     )  # fmt: skip
     assert talk.reply.text == HERE_FOR_YOU  # not "I'm here for you, and I'm listening. I'm here to listen."
-    assert "one small next step" in reply("Got any advice for a lonely guy?", "sadness", {"sadness": 0.5})
+    lonely = reply("Got any advice for a lonely guy?", "sadness", {"sadness": 0.5})
+    assert "feel less alone" in lonely and "one small next step" not in lonely  # the topic's suggestion
+    assert "one small next step" in reply("Got any advice?", "sadness", {"sadness": 0.5})  # no topic: the offer
     advice = build_tree(_said("Got any advice?", "sadness", {"sadness": 0.5}), fuser=fuser, planner=plan)
     assert "Providing Suggestions" in advice.reply.value["strategies"]  # the reply node names what it used
     # a feeling said in other words, or a confirmation, is not asked about again
@@ -807,3 +815,51 @@ def test_the_word_list_knows_english_words_and_their_contractions() -> None:
         assert not known_word(typo), typo
     assert reads_as_english("My dad keeps saying I'm useless with cars.")
     assert not reads_as_english("I can d it") and not reads_as_english("...")
+
+
+def test_questions_and_greetings_in_other_words(fuser: LateFusion) -> None:
+    from fusion.tree import GREETING_REPLIES, THANKED_FOR_ASKING, greeting_kind
+
+    ask = _plan("Question")
+
+    def reply(words: str, history: tuple[str, ...] = ()) -> str:
+        said = _said(words, "neutral", {"neutral": 0.6}, p=0.6)
+        return build_tree(said, fuser=fuser, planner=ask, history=history).reply.text or ""
+
+    assert reply("fine what about you").startswith(THANKED_FOR_ASKING)  # no question mark typed
+    assert reply("You doing alright?", history=("My boss yelled at me.",)) == GREETING_REPLIES["asking how we are"]
+    assert greeting_kind("Hello, it's nice to meet you.") == "greeting"
+    assert greeting_kind("Is there anyone online") == "greeting"
+    # a presence check after they have told something: not asked "What's on your mind?" again
+    assert reply("anyone there", history=("My boss yelled at me.",)) == GREETING_REPLIES["greeting again"]
+    assert "What's on your mind" not in GREETING_REPLIES["greeting again"]
+    assert greeting_kind("Are you ok with that plan?") is None
+
+
+def test_you_are_welcome_only_when_thanked(fuser: LateFusion) -> None:
+    plan = _plan("Affirmation and Reassurance", "Question")
+    said = _said("I am seeking some emotional help with my depression", "happiness", {"gratitude": 0.6})
+    reply = build_tree(said, fuser=fuser, planner=plan).reply
+    assert "welcome" not in (reply.text or "") and reply.value["kind"] == "acknowledgement"
+    thanked = build_tree(_said("Thanks a lot.", "happiness", {"gratitude": 0.9}), fuser=fuser, planner=plan).reply
+    assert (thanked.text or "").startswith("You're welcome.")
+
+
+def test_advice_asked_for_gets_the_topic_suggestion_from_earlier_turns(fuser: LateFusion) -> None:
+    from fusion.safety import check_reply
+    from fusion.tree import SUGGESTIONS, suggestion_for
+
+    said = _said("Yes please, I'm desperate, I'll try anything!", "fear", {"nervousness": 0.5})
+    tree = build_tree(said, fuser=fuser, planner=_plan("Question"), history=("I can't sleep at night.",))
+    assert "steady bedtime" in (tree.reply.text or "")  # the sleep topic, from the earlier turn
+    assert "Providing Suggestions" in tree.reply.value["strategies"]
+    assert suggestion_for("How do I find a support group? I live in a rural place.")[0] == "therapy"
+    assert suggestion_for("Yelling does not work.", ("My kids never listen to me.",))[0] == "children"  # not work
+    assert suggestion_for("What should I do?") is None
+    unasked = build_tree(
+        _said("I can't sleep at night.", "sadness", {"sadness": 0.6}), fuser=fuser,
+        planner=_plan("Providing Suggestions"),
+    )  # fmt: skip
+    assert "one small next step" in (unasked.reply.text or "")  # the planner's suggestion, unasked: the offer
+    for _, _, suggestion in SUGGESTIONS:
+        assert check_reply(suggestion) == [], suggestion
