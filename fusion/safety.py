@@ -446,6 +446,13 @@ RISK_RULES: Final[tuple[RiskRule, ...]] = (
           r"phone|eat)\b",
           rf"\b{_ABUSER} (?:\w+ )?(?:locks|locked) me (?:in|up)\b",
           guard=r"\b(?:pillow|snowball|water balloon|tickl\w*|playfight\w*|by accident|accidentally|joking)\b"),
+    _rule("abusive_relationship", _FROM, "strong", "is being abused by someone close",
+          r"\b(?:i am|i'm|im|iam) (?:a )?(?:victim|victims) of (?:(?:domestic|sexual|physical|emotional|verbal)"
+          r"(?:,? (?:and |or )?(?:domestic|sexual|physical|emotional|verbal))* )?(?:abuse|violence)\b",
+          r"\b(?:i am|i'm|im|iam) (?:still )?(?:in|stuck in|trapped in|living in) an? (?:very )?(?:abusive|violent) "
+          r"(?:relationship|marriage|home|household)\b",
+          r"\bmy (?:husband|wife|boyfriend|girlfriend|partner|fiancee?|spouse) is (?:very |so |really )?(?:abusive|violent)"
+          r"\b"),
     _rule("unsafe_home", _FROM, "strong", "is afraid to be at home",
           r"\b(?:scared|afraid|terrified|frightened|too scared|too afraid) (?:to go|of going|to be|of being) "
           r"(?:back )?home\b",

@@ -221,6 +221,23 @@ def test_crisis_reply_for_abuse_and_for_harm_to_others(detector: RiskDetector) -
     assert check_reply(anger) == []
 
 
+def test_ongoing_abuse_told_as_a_fact_is_harm_from_others(detector: RiskDetector) -> None:
+    # an ESConv seeker's words ("Iam" and all) that read as no risk before
+    for said in (
+        "Iam a victim of domestic and sexual abuse by my partner.yes,I need some help",
+        "I'm in an abusive relationship", "I am still living in a violent household", "My husband is abusive",
+    ):  # fmt: skip
+        risk = detector.assess(said)
+        assert risk.level == "crisis" and risk.categories == ("harm_from_others",), said
+        assert "domestic-abuse helpline" in crisis_reply(risk)
+    for said in (  # negated, past, someone else's, a story
+        "I am not in an abusive relationship", "I was a victim of domestic abuse years ago",
+        "I used to be in an abusive relationship", "My friend is a victim of domestic abuse",
+        "My sister's husband is abusive", "I wrote a novel about a victim of domestic violence",
+    ):  # fmt: skip
+        assert detector.assess(said).level == "none", said
+
+
 def test_boundary_and_check_in_replies_are_honest_and_pass_the_checks(detector: RiskDetector) -> None:
     reply = boundary_reply()
     assert "I'm an AI, not a person" in reply and "counsellor" in reply and reply.endswith("?")
