@@ -212,7 +212,8 @@ _TO_YOU: Final[dict[str, str]] = {
     "i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're", "im": "you're",
     "i've": "you've", "ive": "you've", "i'd": "you'd", "i'll": "you'll",
 }  # fmt: skip
-_AFTER_I: Final[dict[str, str]] = {"am": "are", "was": "were"}
+#: ... and the verbs of "I" ("am" only ever is; "was" and "wasn't" when "I" is one of the two words before).
+_AFTER_I: Final[dict[str, str]] = {"am": "are", "was": "were", "wasn't": "weren't"}
 _SECOND: Final = frozenset({"you", "your", "yours", "you're", "yourself", "u", "ur"})
 #: First-person plural: a restatement cannot turn "we" to "you" (it would speak as the person), so it quotes.
 _PLURAL: Final = frozenset({"we", "us", "our", "ours", "ourselves", "we're", "we've", "we'd", "we'll"})
@@ -318,7 +319,8 @@ _FEELING_WORDS: Final = (
 )
 _SAID_HOW_THEY_ARE: Final = re.compile(
     r"\b(?:i|i'm|im|iam|i've|ive)\b[^.!?]{0,20}\bfeel(?:s|ing)?\b|"
-    r"\b(?:i'm|im|iam|i am)\s+(?:\w+\s+)?(?:good|fine|ok|okay|alright|well|great|doing|not (?:good|great|well|ok|okay))\b|"
+    r"\b(?:i'm|im|iam|i am)\s+(?:\w+\s+)?(?:good|fine|ok|okay|okie|okey|alright|well|great|doing|"
+    r"not (?:good|great|well|ok|okay))\b|"
     rf"\b(?:i'm|im|iam|i am|i've been|ive been|i have been|i get|i was)\b[^.!?]{{0,30}}\b{_FEELING_WORDS}\b|"
     r"^\W*(?:doing|feeling|been)\s+(?:\w+\s+)?(?:good|well|fine|ok|okay|alright|great|better|bad|badly|terrible|"
     r"awful|not (?:good|great|well))\b|"
@@ -331,7 +333,7 @@ _SAID_HOW_THEY_ARE: Final = re.compile(
 #: they are.
 SHORT_STATE_WORDS: Final = 8
 _STATE: Final = re.compile(
-    rf"\b(?:{_FEELING_WORDS}|good|fine|okay|ok|great|alright|better|worse|energy)\b",
+    rf"\b(?:{_FEELING_WORDS}|good|fine|okay|ok|okie|okey|great|alright|better|worse|energy)\b",
     re.IGNORECASE,
 )
 #: A request for help or to talk, before anything has been told ("Can you help me?", "I would like to talk").
@@ -345,7 +347,9 @@ HERE_FOR_YOU: Final = "I'm here for you, and I'm listening."
 _ASKS_FOR_ADVICE: Final = re.compile(
     r"\b(?:any|some|your) (?:advice|tips|suggestions?)\b|\bwhat (?:should|can|could) i do\b|"
     r"\bwhat can you tell me\b|\bhow (?:can|do|could|should) i\b|\bany (?:input|ideas|thoughts)\b|"
-    r"\bwhat (?:do|would) you (?:suggest|recommend)\b|\b(?:i'll|i will) try anything\b",
+    r"\bwhat (?:do|would) you (?:suggest|recommend)\b|\b(?:i'll|i will) try anything\b|"
+    r"\b(?:not sure|don't know|dont know|no idea) what (?:to do|i should do|i can do)\b|"
+    r"\bhow (?:am i|are we) (?:supposed|meant|going) to\b",
     re.IGNORECASE,
 )
 #: A general suggestion per topic, for when advice is asked for: (topic, what names it, the suggestion), most
@@ -453,10 +457,30 @@ _ASKS_HOW_WE_ARE: Final = re.compile(
     rf"\bhow are (?:you|u|we){_HOW_WHEN}\s*(?:[?!.,]|$)|"
     r"\bhow are (?:you|u) (?!feeling|going|supposed|able)\w+\s*\?|"  # "how are you Carolyn?"
     r"\b(?:and|how about|what about) (?:you|u)\s*(?:\?|$)|"  # "fine what about you"
-    r"\b(?:are )?(?:you|u) (?:doing )?(?:alright|all right|ok|okay|well|good)\s*\?",  # "You doing alright?"
+    r"\b(?:are )?(?:you|u) (?:doing )?(?:alright|all right|ok|okay|well|good)\s*\?|"  # "You doing alright?"
+    r"(?:^|[.!,;]\s*)(?:and )?(?:you|u)\s*\?",  # "ok. you?"
     re.IGNORECASE,
 )
 THANKED_FOR_ASKING: Final = "Thank you for asking; I'm here and ready to listen."
+#: Someone close (or a pet) whose death may be told.
+_KIN: Final = (
+    r"(?:mom|mum|mother|dad|father|parents?|husband|wife|partner|fiancee?|boyfriend|girlfriend|son|daughter|child|"
+    r"baby|brother|sister|sibling|grandma|grandmother|grandpa|grandfather|grandparents?|aunt|uncle|cousin|nephew|"
+    r"niece|dog|cat|pet)"
+)
+#: A death told ("My fiance died four years ago today", "I lost my mother", "since my dad's funeral"): condolences
+#: first. Not "my mom almost died", "I lost my job", nor a friendship lost.
+_LOSS: Final = re.compile(
+    rf"\b(?:my|our) (?:\w+ ){{0,2}}?(?:{_KIN}|friend|best friend)\b[^.!?]{{0,40}}"
+    r"(?<!almost )(?<!nearly )(?<!never )(?<!not )(?<!could have )"
+    r"\b(?:died|passed away|passed on|was killed|were killed|took (?:his|her|their) own life)\b|"
+    rf"\b(?:lost|losing) my (?:\w+ ){{0,2}}?{_KIN}\b(?! (?:job|keys?|phone|wallet)| to (?:another|someone|somebody|"
+    r"a (?:new|younger|different)|other))|"
+    rf"\b(?:death|funeral|loss) of my (?:\w+ ){{0,2}}?(?:{_KIN}|friend|best friend)\b|"
+    rf"\bmy (?:\w+ ){{0,2}}?(?:{_KIN}|friend|best friend)(?:'s)? (?:death|funeral|passing)\b",
+    re.IGNORECASE,
+)
+CONDOLENCE: Final = "I'm so sorry for your loss."
 #: A last sentence that asks for the supporter's knowledge or view ("Do you think ...?", "Is it normal ...?"), not
 #: for something done ("Can you help me?", "Are you there?").
 _ASKS_OUR_VIEW: Final = re.compile(
@@ -476,9 +500,10 @@ def _openers(words: str) -> tuple[list[str], bool]:
     for asking how we are; "I'm here for you" to a request for help or to talk; "It makes sense that you feel this
     way" to a request for validation; nothing for a request for advice (the suggestion sentence answers it); else an
     honest "I can't know that for sure" for a question asking our knowledge or view."""
+    condolence = [CONDOLENCE] if _LOSS.search(words.replace("’", "'")) else []
     if _ABOUT_OUR_EXPERIENCE.search(words):
-        return [AI_EXPERIENCE_ANSWER], True
-    openers = [THANKED_FOR_ASKING] if _ASKS_HOW_WE_ARE.search(words) else []
+        return [*condolence, AI_EXPERIENCE_ANSWER], True
+    openers = [*condolence, THANKED_FOR_ASKING] if _ASKS_HOW_WE_ARE.search(words) else condolence
     if _ASKS_FOR_HELP.search(words):
         openers.append(HERE_FOR_YOU)
     if _ASKS_FOR_VALIDATION.search(words):
@@ -1129,11 +1154,13 @@ def second_person(sentence: str) -> str | None:
         return None
     if sentence.rstrip().endswith("?") or words[0] in _QUESTION_STARTS:  # "you're saying that was he ..." is not
         return None
-    out, last, previous = [], 0, ""
+    out: list[str] = []
+    last, previous = 0, ("", "")
     for m, key in zip(found, words, strict=True):
-        new = _TO_YOU.get(key) or (_AFTER_I[key] if key in _AFTER_I and previous == "i" else m.group(0))
+        after_i = key == "am" or "i" in previous  # "I dislike it but am unsure"; "I really wasn't"
+        new = _TO_YOU.get(key) or (_AFTER_I[key] if key in _AFTER_I and after_i else m.group(0))
         out.append(sentence[last : m.start()] + new)
-        last, previous = m.end(), key
+        last, previous = m.end(), (*previous[-1:], key)
     text = ("".join(out) + sentence[last:]).strip().rstrip(".!?…,;: ")
     first = _WORD.match(text)
     if first and first.group(0).lower() in _OPENERS:
@@ -1201,9 +1228,10 @@ def greeting_kind(words: str, earlier: bool = False) -> str | None:
     """The ``GREETING_REPLIES`` key for ``words`` that are only a greeting ("Hi!", "Hello. How are you today?"),
     ``earlier``: the person has spoken before in this conversation; None for anything else."""
     said = " ".join(re.findall(r"[a-z']+", words.lower().replace("’", "'")))
-    if not said or not _GREETING_ONLY.fullmatch(said):
+    only_you = said in {"you", "u", "and you", "and u"}  # "You?": asking how we are
+    if not said or not (only_you or _GREETING_ONLY.fullmatch(said)):
         return None
-    asks = re.search(_HOW_ARE_YOU, said) is not None
+    asks = only_you or re.search(_HOW_ARE_YOU, said) is not None
     if earlier:
         return "asking how we are" if asks else "greeting again"
     return "greeting, asking how we are" if asks else "greeting"

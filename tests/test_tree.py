@@ -863,3 +863,30 @@ def test_advice_asked_for_gets_the_topic_suggestion_from_earlier_turns(fuser: La
     assert "one small next step" in (unasked.reply.text or "")  # the planner's suggestion, unasked: the offer
     for _, _, suggestion in SUGGESTIONS:
         assert check_reply(suggestion) == [], suggestion
+
+
+def test_eighth_round_verbs_losses_and_questions(fuser: LateFusion) -> None:
+    from fusion.tree import CONDOLENCE, SUGGESTIONS, TELL_ME_WHAT_HAPPENED, THANKED_FOR_ASKING
+
+    assert second_person("I dislike my job but am unsure about it") == "you dislike your job but are unsure about it"
+    assert second_person("She lives near me so I wasn't surprised") == "she lives near you so you weren't surprised"
+    ask = _plan("Question")
+
+    def reply(words: str, label: str = "sadness", history: tuple[str, ...] = ()) -> str:
+        said = _said(words, label, {label: 0.6}, p=0.6)
+        return build_tree(said, fuser=fuser, planner=ask, history=history).reply.text or ""
+
+    assert reply("Hi. My fiance died four years ago today and I am very sad.").startswith(CONDOLENCE)
+    for other in (
+        "My mom almost died in the crash.", "I lost my job.", "My phone died again.",
+        "Hi, I'm coping with losing my boyfriend to another woman and can't deal.",  # a breakup, not a death
+    ):  # fmt: skip
+        assert CONDOLENCE not in reply(other), other
+    assert reply("ok. you?", "neutral", ("My boss yelled at me.",)).startswith(THANKED_FOR_ASKING)
+    from fusion.tree import GREETING_REPLIES
+
+    assert reply("You?", "neutral", ("My boss yelled at me.",)) == GREETING_REPLIES["asking how we are"]
+    okie = build_tree(_said("I am okie. how are you?", "neutral", {"neutral": 0.3}, p=0.3), fuser=fuser, planner=ask)
+    assert okie.reply.text == f"{THANKED_FOR_ASKING} {TELL_ME_WHAT_HAPPENED}"  # unsure reading: not asked again
+    stuck = reply("I'm not sure what to do", "sadness", ("I lost my job last week.",))
+    assert SUGGESTIONS[4][2] in stuck  # asked what to do: the work topic's suggestion, from the earlier turn
