@@ -207,6 +207,10 @@ MIN_QUOTE_WORDS: Final = 3
 #: ... and at most this many; a paraphrase at most ``MAX_PARAPHRASE_WORDS`` (longer ones read as a machine's echo).
 MAX_QUOTE_WORDS: Final = 15
 MAX_PARAPHRASE_WORDS: Final = 20
+#: A statement without "I" is said back only with at least this many words.
+MIN_STATEMENT_WORDS: Final = 4
+#: A restatement does not start by pointing back at what came before ("That is what is upsetting him so much").
+_POINTS_BACK: Final = re.compile(r"^(?:that|this|these|those)(?:'s| is| was| are| were| has| had)\b", re.IGNORECASE)
 #: First-person words a restatement turns to the second person (``second_person``).
 _TO_YOU: Final[dict[str, str]] = {
     "i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're", "im": "you're",
@@ -349,7 +353,8 @@ _ASKS_FOR_ADVICE: Final = re.compile(
     r"\bwhat can you tell me\b|\bhow (?:can|do|could|should) i\b|\bany (?:input|ideas|thoughts)\b|"
     r"\bwhat (?:do|would) you (?:suggest|recommend)\b|\b(?:i'll|i will) try anything\b|"
     r"\b(?:not sure|don't know|dont know|no idea) what (?:to do|i should do|i can do)\b|"
-    r"\bhow (?:am i|are we) (?:supposed|meant|going) to\b",
+    r"\bhow (?:am i|are we) (?:supposed|meant|going) to\b|"
+    r"\bhow (?:to|do you|can you|can one) (?:overcome|cope|deal|get over|handle|move on|get through|stop)\b",
     re.IGNORECASE,
 )
 #: A general suggestion per topic, for when advice is asked for: (topic, what names it, the suggestion), most
@@ -423,7 +428,8 @@ _GREET: Final = (
 _HOW_WHEN: Final = r"(?: doing)?(?: today| tonight| this (?:morning|afternoon|evening))?"
 _HOW_ARE_YOU: Final = (
     rf"(?:how are (?:you|u){_HOW_WHEN}|how(?:'s| is) it going|"
-    r"how are things|how have you been|how are we(?: doing)?(?: today)?|(?:and|how about|what about) (?:you|u)(?: doing)?|"
+    r"how are things|how have you been|how are we(?: doing)?(?: today)?|"
+    r"(?:and|how about|what about) (?:you|u|yourself|urself)(?: doing)?|"
     r"(?:are )?(?:you|u) (?:doing )?(?:alright|all right|ok|okay|well|good))"
 )
 #: A presence check ("anybody home?", "Is anyone there?", "Are you there?"): answered like a greeting.
@@ -456,7 +462,7 @@ AI_EXPERIENCE_ANSWER: Final = "I'm an AI, so I haven't lived through it myself, 
 _ASKS_HOW_WE_ARE: Final = re.compile(
     rf"\bhow are (?:you|u|we){_HOW_WHEN}\s*(?:[?!.,]|$)|"
     r"\bhow are (?:you|u) (?!feeling|going|supposed|able)\w+\s*\?|"  # "how are you Carolyn?"
-    r"\b(?:and|how about|what about) (?:you|u)\s*(?:\?|$)|"  # "fine what about you"
+    r"\b(?:and|how about|what about) (?:you|u|yourself|urself)\s*(?:\?|$)|"  # "fine what about you"
     r"\b(?:are )?(?:you|u) (?:doing )?(?:alright|all right|ok|okay|well|good)\s*\?|"  # "You doing alright?"
     r"(?:^|[.!,;]\s*)(?:and )?(?:you|u)\s*\?",  # "ok. you?"
     re.IGNORECASE,
@@ -1089,6 +1095,8 @@ def said_back(sentence: str) -> str | None:
     words = _WORD.findall(text)
     if not words or words[0].lower() in _SUBORDINATORS or _BROKEN.search(text) or not reads_as_english(text):
         return None
+    if _POINTS_BACK.match(text.replace("’", "'")) or re.search(r"\b\d+$", text):  # or cut at "1.5 weeks"
+        return None
     return text[0].upper() + text[1:]
 
 
@@ -1182,7 +1190,9 @@ def as_statement(sentence: str) -> str | None:
     if first and first.group(0).lower() in _OPENERS:
         text = text[first.end() :].lstrip(" ,")
     head = text.split(" ", 1)[0].lower().strip(",") if text else ""
-    return text[0].lower() + text[1:] if head in _SUBJECTS else None
+    if head not in _SUBJECTS or len(text.split()) < MIN_STATEMENT_WORDS:  # "the other day" is not a statement
+        return None
+    return text[0].lower() + text[1:]
 
 
 def _reads_cleanly(restated: str) -> bool:
@@ -1227,6 +1237,8 @@ def _restatement(cause: dict[str, Any]) -> str | None:
 def greeting_kind(words: str, earlier: bool = False) -> str | None:
     """The ``GREETING_REPLIES`` key for ``words`` that are only a greeting ("Hi!", "Hello. How are you today?"),
     ``earlier``: the person has spoken before in this conversation; None for anything else."""
+    # a greeting with a name ("Hello Christina"): the name left out
+    words = re.sub(rf"^\s*((?i:{_GREET}))[,!.]?\s+[A-Z][a-z]+\s*[!.,]*\s*$", r"\1", words)
     said = " ".join(re.findall(r"[a-z']+", words.lower().replace("’", "'")))
     only_you = said in {"you", "u", "and you", "and u"}  # "You?": asking how we are
     if not said or not (only_you or _GREETING_ONLY.fullmatch(said)):
