@@ -1392,16 +1392,9 @@ def _template_reply(
     return " ".join(sentences) or REPLY_TEMPLATES["Others"], glad, strategies
 
 
-def _reply(
-    tree: AffectTree,
-    words: str = "",
-    fine: Mapping[str, float] | None = None,
-    earlier: bool = False,
-    words_label: str | None = None,
-    history: Sequence[str] = (),
-) -> TreeNode:
-    # (a request for advice adds the suggestion to the strategies)
-    text, kind, strategies = _template_reply(tree, words, fine, earlier, words_label, history)
+def _reply(tree: AffectTree, text: str, kind: str | None, strategies: list[str]) -> TreeNode:
+    """The reply node of ``_template_reply``'s reply, its kind and the strategies it used (a request for advice adds
+    the suggestion to the planned ones)."""
     value: dict[str, Any] = {"strategies": strategies, "template": text}
     if kind:
         value["kind"] = kind
@@ -1680,7 +1673,8 @@ def build_tree(
         # the words' kind of gladness shapes a happy reply only when the words themselves read happiness (a smile
         # beside words of surprise is not told it sounds hopeful)
         words_label = evidence_by["text"].label if "text" in evidence_by else None
-        reply = _reply(tree, words, _words_fine(flat), earlier=bool(history), words_label=words_label, history=history)
+        said = _template_reply(tree, words, _words_fine(flat), bool(history), words_label, history)
+        reply = _reply(tree, *said)
         if risk.level == "concern":
             check_in_text = check_in(risk)
             text = f"{reply.text} {check_in_text}"
