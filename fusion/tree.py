@@ -202,7 +202,7 @@ STRATEGY_RULES: Final[dict[str, tuple[tuple[str, str], ...]]] = {
 }
 _MAX_STRATEGIES = 3
 
-#: The restatement quotes the cause's first sentence only when it has at least this many words.
+#: A restatement says back at least this many words (a fragment, "Kit", is not said back) ...
 MIN_QUOTE_WORDS: Final = 3
 #: ... and at most this many; a paraphrase at most ``MAX_PARAPHRASE_WORDS`` (longer ones read as a machine's echo).
 MAX_QUOTE_WORDS: Final = 15
@@ -219,7 +219,7 @@ _TO_YOU: Final[dict[str, str]] = {
 #: ... and the verbs of "I" ("am" only ever is; "was" and "wasn't" when "I" is one of the two words before).
 _AFTER_I: Final[dict[str, str]] = {"am": "are", "was": "were", "wasn't": "weren't"}
 _SECOND: Final = frozenset({"you", "your", "yours", "you're", "yourself", "u", "ur"})
-#: First-person plural: a restatement cannot turn "we" to "you" (it would speak as the person), so it quotes.
+#: First-person plural: a restatement cannot turn "we" to "you" (it would speak as the person), so it is left out.
 _PLURAL: Final = frozenset({"we", "us", "our", "ours", "ourselves", "we're", "we've", "we'd", "we'll"})
 _OPENERS: Final = frozenset({"but", "and", "so", "also", "well", "honestly", "actually", "anyway"})
 _WORD: Final = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?")
@@ -347,7 +347,8 @@ _ASKS_FOR_HELP: Final = re.compile(
     re.IGNORECASE,
 )
 HERE_FOR_YOU: Final = "I'm here for you, and I'm listening."
-#: A request for advice ("Got any advice?", "What should I do?"): met by the suggestion sentence.
+#: A request for advice ("Got any advice?", "What should I do?"): met by a suggestion, the topic's (``SUGGESTIONS``)
+#: when one is named.
 _ASKS_FOR_ADVICE: Final = re.compile(
     r"\b(?:any|some|your) (?:advice|tips|suggestions?)\b|\bwhat (?:should|can|could) i do\b|"
     r"\bwhat can you tell me\b|\bhow (?:can|do|could|should) i\b|\bany (?:input|ideas|thoughts)\b|"
@@ -501,8 +502,9 @@ CANNOT_KNOW_SHORT: Final = "I can't know that for sure."
 
 
 def _openers(words: str) -> tuple[list[str], bool]:
-    """The sentences a template reply opens with for what the person asked of the supporter, and whether they asked
-    about our own experience (then their words are answered, not said back): the honest experience answer; thanks
+    """The sentences a template reply opens with for what the person told or asked of the supporter, and whether they
+    asked about our own experience (then their words are answered, not said back): condolences for a death told
+    (``_LOSS``); the honest experience answer; thanks
     for asking how we are; "I'm here for you" to a request for help or to talk; "It makes sense that you feel this
     way" to a request for validation; nothing for a request for advice (the suggestion sentence answers it); else an
     honest "I can't know that for sure" for a question asking our knowledge or view."""
@@ -1292,7 +1294,6 @@ def _template_reply(
     tree: AffectTree,
     words: str = "",
     fine: Mapping[str, float] | None = None,
-    earlier: bool = False,
     words_label: str | None = None,
     history: Sequence[str] = (),
 ) -> tuple[str, str | None, list[str]]:
@@ -1303,9 +1304,11 @@ def _template_reply(
     (a smile beside words of surprise is not told it sounds hopeful; kind: the gladness), and a neutral reading of
     words whose negative labels reach ``HARD_NEWS_NEGATIVE`` is hard news; what they asked of us is met first
     (``_openers``); a feeling question is not asked right after they said how they feel, nor before anything was
-    told (``TELL_ME_WHAT_HAPPENED`` instead). ``earlier``: the person has spoken before in this conversation. The
-    rounds that shaped these rules, each checked by a blind read of unread ESConv turns: ``docs/dialogue-replies.md``."""
-    greeting = greeting_kind(words, earlier)
+    told (``TELL_ME_WHAT_HAPPENED`` instead); advice asked for gets the topic's suggestion, from the words or the
+    person's earlier turns ``history``. The rounds that shaped these rules, each checked by a blind read of unread
+    ESConv turns: ``docs/dialogue-replies.md``."""
+    words = words.replace("’", "'")
+    greeting = greeting_kind(words, earlier=bool(history))
     strategies = [s["strategy"] for s in tree.strategy.value["strategies"]]
     if greeting:
         return GREETING_REPLIES[greeting], greeting, strategies
@@ -1321,11 +1324,11 @@ def _template_reply(
         glad = "acknowledgement"
     elif glad == "thanks" and len(_THANKS.sub(" ", words).split()) >= THANKS_AND_MORE_WORDS:
         glad = "thanks, and more"
-    elif glad and glad != "hard news" and _GLAD_OF_US.search(words.replace("’", "'")):
+    elif glad and glad != "hard news" and _GLAD_OF_US.search(words):
         glad = "glad we're talking"
     elif label == "neutral" and words_label == "neutral" and negative_weight(fine) >= HARD_NEWS_NEGATIVE:
         glad = "hard news"  # not a gladness: the neutral reading's reassurance
-    said_how = _SAID_HOW_THEY_ARE.search(words.replace("’", "'")) is not None or (
+    said_how = _SAID_HOW_THEY_ARE.search(words) is not None or (
         len(words.split()) <= SHORT_STATE_WORDS and _STATE.search(words) is not None
     )
     sentences, asked_about_us = _openers(words)
@@ -1333,7 +1336,7 @@ def _template_reply(
         sentences.append(GLAD_TO_BE_HERE)
     if "Providing Suggestions" in strategies and CANNOT_KNOW in sentences:  # the suggestion offers to think it through
         sentences[sentences.index(CANNOT_KNOW)] = CANNOT_KNOW_SHORT
-    asked_for_advice = _ASKS_FOR_ADVICE.search(words.replace("’", "'")) is not None
+    asked_for_advice = _ASKS_FOR_ADVICE.search(words) is not None
     if asked_for_advice and "Providing Suggestions" not in strategies:
         strategies = [*strategies, "Providing Suggestions"]  # asked for advice: a suggestion
     # asked for advice: a general suggestion for the topic, if one is named (else the generic offer)
@@ -1673,7 +1676,7 @@ def build_tree(
         # the words' kind of gladness shapes a happy reply only when the words themselves read happiness (a smile
         # beside words of surprise is not told it sounds hopeful)
         words_label = evidence_by["text"].label if "text" in evidence_by else None
-        said = _template_reply(tree, words, _words_fine(flat), bool(history), words_label, history)
+        said = _template_reply(tree, words, _words_fine(flat), words_label, history)
         reply = _reply(tree, *said)
         if risk.level == "concern":
             check_in_text = check_in(risk)
