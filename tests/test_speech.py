@@ -278,4 +278,10 @@ def test_piper_speaks_with_the_joe_voice_and_sadness_is_slower() -> None:
     happy = synthesize(LONGER, "happiness", 1.0, engine="piper")
     assert sad.engine == "piper" and sad.voice == "en_US-joe-medium" and sad.sample_rate == 22050
     assert 2.0 < happy.duration < 12.0 and np.abs(happy.samples).max() > 0.1
-    assert sad.duration > 1.1 * happy.duration
+    # piper samples its phoneme durations (happiness with more variation): one pair's ratio ranged 1.08-1.22 over
+    # runs, so the mean of three each is compared (length scales 1.28 against 0.89)
+    sad_mean = np.mean([sad.duration, *(synthesize(LONGER, "sadness", 1.0, engine="piper").duration for _ in range(2))])
+    happy_mean = np.mean(
+        [happy.duration, *(synthesize(LONGER, "happiness", 1.0, engine="piper").duration for _ in range(2))]
+    )
+    assert sad_mean > 1.1 * happy_mean
