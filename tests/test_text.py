@@ -289,7 +289,9 @@ def test_adjust_lowers_only_a_negated_top_class_and_its_fine_labels() -> None:
     new_canonical, new_fine = adjust(texts, canonical, fine, labels, fine_labels, mapping)
     kept = 0.7 * NEGATED_SCALE
     # what the denied class loses goes to neutral ("I am not sad anymore." is neutral, not a weaker sadness)
-    assert new_canonical[0] == pytest.approx([0.2 + 0.7 - kept, kept, 0.1]) and new_canonical[0].sum() == pytest.approx(1.0)
+    assert new_canonical[0] == pytest.approx([0.2 + 0.7 - kept, kept, 0.1]) and new_canonical[0].sum() == pytest.approx(
+        1.0
+    )
     assert new_fine[0] == pytest.approx([0.8 * NEGATED_SCALE, 0.4 * NEGATED_SCALE, 0.1, 0.2 + 0.7 - kept])
     assert np.array_equal(new_canonical[1], canonical[1]) and np.array_equal(new_fine[1], fine[1])  # not negated
     assert np.array_equal(canonical[0], [0.2, 0.7, 0.1])  # the inputs are left as they were
