@@ -404,9 +404,9 @@ SUGGESTIONS: Final[tuple[tuple[str, re.Pattern[str], str], ...]] = tuple(
 def suggestion_for(words: str, history: Sequence[str] = ()) -> tuple[str, str] | None:
     """(topic, suggestion) of the first ``SUGGESTIONS`` topic named in ``words``, else in the earlier turns
     ``history`` (the latest first); None when none is."""
-    for text in (words, *reversed(history)):
+    for text in (t.replace("’", "'") for t in (words, *reversed(history))):
         for topic, pattern, suggestion in SUGGESTIONS:
-            if pattern.search(text.replace("’", "'")):
+            if pattern.search(text):
                 return topic, suggestion
     return None
 
@@ -508,7 +508,7 @@ def _openers(words: str) -> tuple[list[str], bool]:
     for asking how we are; "I'm here for you" to a request for help or to talk; "It makes sense that you feel this
     way" to a request for validation; nothing for a request for advice (the suggestion sentence answers it); else an
     honest "I can't know that for sure" for a question asking our knowledge or view."""
-    condolence = [CONDOLENCE] if _LOSS.search(words.replace("’", "'")) else []
+    condolence = [CONDOLENCE] if _LOSS.search(words) else []  # (words with straight apostrophes)
     if _ABOUT_OUR_EXPERIENCE.search(words):
         return [*condolence, AI_EXPERIENCE_ANSWER], True
     openers = [*condolence, THANKED_FOR_ASKING] if _ASKS_HOW_WE_ARE.search(words) else condolence

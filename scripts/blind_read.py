@@ -61,20 +61,13 @@ def sheet(
 ) -> dict[str, dict[str, float]]:
     """Write the blind sheet and its key for rows ``start`` on where ``left`` and ``right`` differ; returns both
     sides' text scores on those rows."""
-    from affectlens.evaluation import DIALOGUE_SAMPLE
     from affectlens.text_metrics import text_scores
-    from fusion.esconv import read_dialogues, reply_samples
 
-    samples = reply_samples(read_dialogues(data, limit), DIALOGUE_SAMPLE[1])
-    a, b = (json.loads(p.read_text())["examples"] for p in (left, right))
-    if not len(a) == len(b) == len(samples):
-        raise SystemExit(f"{left} and {right} do not hold the {len(samples)} turns of --data/--limit")
+    samples, (a, b) = _reports(data, limit, left, right)
     rng = random.Random(SEED)
     parts: list[str] = []
     key: dict[str, dict[str, Any]] = {}
     for i, (sample, x, y) in enumerate(zip(samples, a, b, strict=True)):
-        if x["seeker"] != sample.seeker or y["seeker"] != sample.seeker:
-            raise SystemExit(f"row {i}: the reports do not follow --data/--limit")
         if i < start or x["reply"] == y["reply"]:
             continue
         flip = rng.random() < 0.5
@@ -91,6 +84,27 @@ def sheet(
     }
 
 
+def _reports(data: str, limit: int, *reports: Path) -> tuple[list[Any], list[list[dict[str, Any]]]]:
+    """The eval sample's turns for ``--data``/``--limit`` and each report's rows, checked to follow them turn by
+    turn."""
+    from affectlens.evaluation import DIALOGUE_SAMPLE
+    from fusion.esconv import read_dialogues, reply_samples
+
+    samples = reply_samples(read_dialogues(data, limit), DIALOGUE_SAMPLE[1])
+    rows = [json.loads(p.read_text())["examples"] for p in reports]
+    for report, examples in zip(reports, rows, strict=True):
+        if len(examples) != len(samples):
+            raise SystemExit(f"{report} does not hold the {len(samples)} turns of --data/--limit")
+        if any(x["seeker"] != sample.seeker for x, sample in zip(examples, samples, strict=True)):
+            raise SystemExit(f"{report} does not follow --data/--limit")
+    return samples, rows
+
+
+def _problems(kinds: Counter[str]) -> int:
+    """The verdicts that found a problem."""
+    return sum(n for kind, n in kinds.items() if kind != "none")
+
+
 def _messages(sample: Any) -> list[str]:
     """The last messages before the person's one and the person's one, as sheet lines."""
     lines = [
@@ -101,17 +115,9 @@ def _messages(sample: Any) -> list[str]:
 
 def single(report: Path, data: str, limit: int, start: int, stop: int, sheet_path: Path) -> int:
     """Write a sheet of ``report``'s replies alone for rows ``start`` to ``stop``; returns the number of turns."""
-    from affectlens.evaluation import DIALOGUE_SAMPLE
-    from fusion.esconv import read_dialogues, reply_samples
-
-    samples = reply_samples(read_dialogues(data, limit), DIALOGUE_SAMPLE[1])
-    rows = json.loads(report.read_text())["examples"]
-    if len(rows) != len(samples):
-        raise SystemExit(f"{report} does not hold the {len(samples)} turns of --data/--limit")
+    samples, (rows,) = _reports(data, limit, report)
     parts: list[str] = []
     for n, i in enumerate(range(start, min(stop, len(rows))), start=1):
-        if rows[i]["seeker"] != samples[i].seeker:
-            raise SystemExit(f"row {i}: the report does not follow --data/--limit")
         parts.append("\n".join([f"## Turn {n}", "", *_messages(samples[i]), f"Reply: {rows[i]['reply']}", ""]))
     sheet_path.write_text("\n".join(parts))
     return len(parts)
@@ -173,14 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{single(args.report, args.data, args.limit, args.start, args.stop, args.sheet)} turns")
     elif args.command == "count":
         kinds = count_problems(args.verdicts)
-        print(
-            f"{sum(n for k, n in kinds.items() if k != 'none')} of {sum(kinds.values())} with a problem {dict(kinds)}"
-        )
+        print(f"{_problems(kinds)} of {sum(kinds.values())} with a problem {dict(kinds)}")
     else:
         found = score(args.key, args.verdicts)
         for side, kinds in found.items():
-            problems = sum(n for kind, n in kinds.items() if kind != "none")
-            print(f"{side}: {problems} with a problem {dict(kinds)}")
+            print(f"{side}: {_problems(kinds)} with a problem {dict(kinds)}")
     return 0
 
 
